@@ -1,0 +1,3 @@
+from siamtool.cli import main
+
+main()

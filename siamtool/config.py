@@ -1,0 +1,329 @@
+"""One typed config tree: defaults here, a YAML file over them, `--set key=value` over that.
+
+Unknown keys, wrong types and bad values are refused with one line that names the file, the key and,
+for typos, the closest valid key (OSTrack's YAML-over-defaults, with the error messages it lacks).
+The resolved config is saved next to every output so a result can always be traced to its settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from siamtool.errors import ConfigError
+from siamtool.fileio import write_text_atomic
+
+
+@dataclass
+class DataConfig:
+    """Pair sampling and crop geometry; prepare, train-time jitter, the tracker and export share it."""
+
+    template_size: int = 128
+    """Template crop side in pixels (a multiple of the backbone stride)."""
+    search_size: int = 256
+    """Search crop side in pixels; the search window has the template's scale (see geometry.py)."""
+    context: float = 0.5
+    """SiamFC context amount: window side = sqrt((w+p)(h+p)), p = context*(w+h)."""
+    search_margin: float = 1.5
+    """prepare stores the search crop this much larger than `search_size` (same scale), room for jitter."""
+    pairs_per_sequence: int = 180
+    """Pairs sampled per sequence (LaSOT train: 1120 sequences x 180 ~ 200k pairs)."""
+    max_gap: int = 100
+    """Largest frame distance between template and search frames of a positive pair."""
+    neg_prob: float = 0.25
+    """Probability that a pair is a negative (search crop without the template's target)."""
+    neg_same_class: float = 0.5
+    """Share of negatives taken from another sequence of the same class (semantic distractors)."""
+    neg_other_class: float = 0.3
+    """Share of negatives taken from a sequence of another class."""
+    neg_absent: float = 0.2
+    """Share of negatives taken from frames of the same sequence where the target is absent."""
+    pairs_per_shard: int = 512
+    """Pairs per HDF5 shard file."""
+    jpeg_quality: int = 90
+    """JPEG quality of the stored crops."""
+    seed: int = 0
+    """Sampling seed: the same seed and inputs write the same pairs."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "dinov3_vits16"
+    """Backbone name from the registry (`siamtool.models.backbones`)."""
+    weights: str | None = None
+    """Hub id or local directory (transformers), or a weights file; None = the registry default."""
+    local_files_only: bool = False
+    """Never touch the network when loading backbone weights (offline machines)."""
+    pretrained: bool = True
+    """Load pretrained backbone weights (False = random init, for tests and smoke runs only)."""
+    freeze_backbone: bool = True
+    """Keep the backbone frozen and in eval mode."""
+    unfreeze_last: int = 0
+    """Unfreeze the last K backbone blocks (trained with train.backbone_lr_mult x lr)."""
+    dim: int = 256
+    """Width of the cross-attention neck."""
+    heads: int = 8
+    """Attention heads in the cross-attention."""
+    dropout: float = 0.1
+    """Dropout in attention and heads."""
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time jitter, done on the device from the stored generous crops."""
+
+    shift: float = 3.0
+    """Max search-centre shift, in units of the template window side / template crop (OSTrack: 3-4.5)."""
+    scale: float = 0.25
+    """Log-uniform search scale jitter: factor in [exp(-s), exp(s)]."""
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    grayscale_prob: float = 0.05
+    blur_prob: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    samples_per_epoch: int = 60000
+    """Pairs per epoch, independent of the dataset size."""
+    batch_size: int = 64
+    lr: float = 4e-4
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    amp: str = "auto"
+    """Mixed precision: auto (bf16 on CUDA where supported, else fp16 on CUDA, off on CPU), bf16, fp16, off."""
+    compile: bool = False
+    """torch.compile the trainable part."""
+    accumulate: int = 1
+    """Gradient accumulation steps."""
+    workers: int = 4
+    """DataLoader workers reading shards."""
+    shuffle_buffer: int = 2048
+    """In-memory shuffle buffer (pairs) of the streaming dataset."""
+    val_fraction: float = 0.05
+    """Share of shards held out for validation (at least one shard when there are two or more)."""
+    val_samples: int = 512
+    checkpoint_every: int = 1000
+    """Save a checkpoint every N optimizer steps (and at the end of each epoch)."""
+    keep_last: int = 3
+    log_every: int = 20
+    tensorboard: bool = True
+    seed: int = 0
+    focal_weight: float = 1.0
+    l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class TrackConfig:
+    window_influence: float = 0.3
+    """Weight of the Hann (cosine) window in the score: 0 = none, 1 = window only."""
+    scale_penalty: float = 0.04
+    """SiamRPN-style penalty k on scale and aspect change: exp(-k * (r * s - 1))."""
+    size_lr: float = 0.6
+    """Learning rate of the box size update (scaled by the penalised score)."""
+    min_size: float = 4.0
+    """Smallest box side in pixels."""
+    lost_threshold: float = 0.25
+    """Below this score the target is reported lost and the search region grows."""
+    search_growth: float = 1.5
+    """Search window growth per lost frame (local-to-global re-detection)."""
+    max_growth: float = 4.0
+    """Largest search window growth while lost."""
+    half: bool = False
+    """fp16 inference on CUDA."""
+
+
+@dataclass
+class EvalConfig:
+    convention: str = "pytracking"
+    """Metric rules: pytracking (reproduces the official toolkit's numbers) or official (MATLAB quirks)."""
+    skip_missing: bool = False
+    plots: bool = True
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17
+    tolerance: float = 1e-4
+    fp16: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        write_text_atomic(path, self.to_yaml())
+
+
+# ------------------------------------------------------------------------------------- validation
+
+_CHOICES = {
+    ("train", "amp"): ("auto", "bf16", "fp16", "off"),
+    ("eval", "convention"): ("pytracking", "official"),
+}
+_POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
+             "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset"}
+_PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
+                  "blur_prob", "val_fraction", "window_influence", "size_lr"}
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+        names = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _apply(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {values!r}")
+    hints = _hints(type(obj))
+    valid = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"{source}: unknown key '{dotted}'{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{dotted}.", source)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{source}: {dotted}"))
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    for section in dataclasses.fields(cfg):
+        sub = getattr(cfg, section.name)
+        for f in dataclasses.fields(sub):
+            value = getattr(sub, f.name)
+            where = f"{source}: {section.name}.{f.name}"
+            choices = _CHOICES.get((section.name, f.name))
+            if choices and value not in choices:
+                raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+            if f.name in _POSITIVE and value <= 0:
+                raise ConfigError(f"{where} must be > 0, got {value!r}")
+            if f.name in _PROBABILITIES and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where} must be between 0 and 1, got {value!r}")
+    d = cfg.data
+    mix = d.neg_same_class + d.neg_other_class + d.neg_absent
+    if abs(mix - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{source}: data.neg_same_class + neg_other_class + neg_absent must sum to 1, got {mix:g}"
+        )
+    if d.search_size < d.template_size:
+        raise ConfigError(f"{source}: data.search_size ({d.search_size}) must be >= data.template_size")
+    if d.search_margin < 1.0:
+        raise ConfigError(f"{source}: data.search_margin must be >= 1, got {d.search_margin}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=3e-4` -> (["train", "lr"], 3e-4); the value is parsed as YAML (numbers, bools, null)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads '3e-4' as a string; accept it as the number the user meant.
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+    return key.strip().split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value")."""
+    cfg = Config()
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        _apply(cfg, data, "", source)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(cfg, _nest(keys, value), "", f"--set {text}")
+    _check_values(cfg, source if not overrides else f"{source} + --set")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
+    """Rebuild a Config saved with `to_dict` (e.g. inside a checkpoint or shard attributes)."""
+    cfg = Config()
+    _apply(cfg, data, "", source)
+    _check_values(cfg, source)
+    return cfg
+

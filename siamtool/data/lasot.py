@@ -1,0 +1,236 @@
+"""The LaSOT index: sequences, official splits, visibility flags and attributes.
+
+Reads the real layout (``ROOT/<class>/<class>-<n>/``) and a flat one (``ROOT/<seq>/``, LaSOT_ext and
+custom data). Annotations load without images so `eval --results` needs only the annotation files.
+Ground truth stays in the file's 1-based convention (the raw-results convention); use
+`geometry.from_lasot` before cropping.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from siamtool.errors import DatasetError
+
+ATTRIBUTES: dict[str, str] = {
+    "IV": "Illumination Variation",
+    "POC": "Partial Occlusion",
+    "DEF": "Deformation",
+    "MB": "Motion Blur",
+    "CM": "Camera Motion",
+    "ROT": "Rotation",
+    "BC": "Background Clutter",
+    "VC": "Viewpoint Change",
+    "SV": "Scale Variation",
+    "FOC": "Full Occlusion",
+    "FM": "Fast Motion",
+    "OV": "Out-of-View",
+    "LR": "Low Resolution",
+    "ARC": "Aspect Ratio Change",
+}
+SPLITS = ("train", "test", "extension", "all")
+_SPLIT_FILES = {"train": "training_set.txt", "test": "testing_set.txt", "extension": "extension_set.txt"}
+
+
+@dataclass
+class Sequence:
+    """One annotated sequence. `gt` is (N, 4) float64 x,y,w,h in LaSOT's 1-based pixels."""
+
+    name: str
+    class_name: str
+    path: Path
+    gt: np.ndarray
+    full_occlusion: np.ndarray
+    out_of_view: np.ndarray
+    n_images: int | None = None
+    attributes: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.gt)
+
+    @property
+    def absent(self) -> np.ndarray:
+        return self.full_occlusion | self.out_of_view
+
+    @property
+    def visible(self) -> np.ndarray:
+        return ~self.absent
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Frames a training pair may use: visible with a positive-size box."""
+        return self.visible & (self.gt[:, 2] > 0) & (self.gt[:, 3] > 0)
+
+    def frame_path(self, i: int) -> Path:
+        """Path of 0-based frame `i` (LaSOT names images from 00000001.jpg)."""
+        return self.path / "img" / f"{i + 1:08d}.jpg"
+
+    @property
+    def nlp(self) -> str:
+        p = self.path / "nlp.txt"
+        return p.read_text().strip() if p.is_file() else ""
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def _parse_boxes(path: Path) -> np.ndarray:
+    """x,y,w,h per line (comma, tab or space separated). Fast path in numpy, slow path finds the bad line."""
+    text = path.read_text()
+    lines = text.strip().splitlines()
+    if not lines:
+        raise DatasetError(f"{path}: file is empty")
+    flat = text.replace("\t", ",").replace(" ", ",").replace("\r", "")
+    try:
+        values = np.array(flat.replace("\n", ",").strip(",").split(","), dtype=np.float64)
+        if values.size == 4 * len(lines):
+            return values.reshape(-1, 4)
+    except ValueError:
+        pass
+    rows = []
+    for n, line in enumerate(lines, 1):
+        parts = [p for p in line.replace("\t", ",").replace(" ", ",").split(",") if p.strip()]
+        try:
+            row = [float(p) for p in parts]
+        except ValueError:
+            raise DatasetError(f"{path}:{n}: cannot parse {line.strip()!r} as x,y,w,h numbers") from None
+        if len(row) != 4:
+            raise DatasetError(f"{path}:{n}: expected 4 values x,y,w,h, got {len(row)}: {line.strip()!r}")
+        rows.append(row)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _parse_flags(path: Path, n: int) -> np.ndarray:
+    """One comma-separated line of 0/1 flags; a missing file means all zeros."""
+    if not path.is_file():
+        return np.zeros(n, dtype=bool)
+    text = path.read_text().strip()
+    if not text:
+        raise DatasetError(f"{path}: file is empty, expected {n} comma-separated 0/1 flags")
+    try:
+        flags = np.array(text.replace("\n", ",").replace("\t", ",").split(","), dtype=np.int64)
+    except ValueError:
+        raise DatasetError(f"{path}:1: flags must be comma-separated 0/1 values") from None
+    if flags.size != n:
+        raise DatasetError(f"{path}: {flags.size} flags but groundtruth.txt has {n} lines")
+    return flags.astype(bool)
+
+
+def load_sequence(path: str | Path, require_images: bool = True) -> Sequence:
+    """Load and validate one sequence folder (raises DatasetError naming the file and line)."""
+    path = Path(path)
+    gt_path = path / "groundtruth.txt"
+    if not gt_path.is_file():
+        raise DatasetError(f"{gt_path}: missing (is {path} a LaSOT sequence folder?)")
+    gt = _parse_boxes(gt_path)
+    n = len(gt)
+    fo = _parse_flags(path / "full_occlusion.txt", n)
+    oov = _parse_flags(path / "out_of_view.txt", n)
+    n_images = None
+    if require_images:
+        img_dir = path / "img"
+        if not img_dir.is_dir():
+            raise DatasetError(f"{img_dir}: image folder missing (annotations-only data works for eval --results)")
+        n_images = sum(1 for e in os.scandir(img_dir) if e.name.endswith(".jpg"))
+        if n_images != n:
+            raise DatasetError(f"{img_dir}: {n_images} frames but {gt_path} has {n} lines")
+    name = path.name
+    class_name = name.rsplit("-", 1)[0] if "-" in name else path.parent.name
+    return Sequence(name, class_name, path, gt, fo, oov, n_images, load_attributes().get(name, {}))
+
+
+# ------------------------------------------------------------------------------------ splits, index
+
+
+@cache
+def official_split(split: str) -> tuple[str, ...]:
+    """Sequence names of an official list (train 1120, test 280 in official order, extension 150)."""
+    text = resources.files("siamtool.data").joinpath("splits", _SPLIT_FILES[split]).read_text()
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@cache
+def load_attributes() -> dict[str, dict[str, bool]]:
+    """The 14 LaSOT attributes per sequence (train, test and extension)."""
+    text = resources.files("siamtool.data").joinpath("splits", "attributes.csv").read_text()
+    rows = csv.DictReader(text.splitlines())
+    return {r["sequence"]: {a: r[a] == "1" for a in ATTRIBUTES} for r in rows}
+
+
+def find_sequences(root: str | Path) -> dict[str, Path]:
+    """Sequence name -> folder, for the nested LaSOT layout and a flat one (both may mix)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    found: dict[str, Path] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir():
+            continue
+        p = Path(entry.path)
+        if (p / "groundtruth.txt").is_file():
+            found[p.name] = p
+            continue
+        for sub in sorted(os.scandir(p), key=lambda e: e.name):
+            if sub.is_dir() and os.path.isfile(os.path.join(sub.path, "groundtruth.txt")):
+                found[sub.name] = Path(sub.path)
+    return found
+
+
+def split_names(split: str, available: dict[str, Path]) -> list[str]:
+    """Names for `split`: an official list, 'all' (everything under the root) or a text file of names."""
+    if split == "all":
+        return list(available)
+    if split in _SPLIT_FILES:
+        return list(official_split(split))
+    p = Path(split)
+    if p.is_file():
+        names = [line.strip() for line in p.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if not names:
+            raise DatasetError(f"{p}: split file lists no sequences")
+        return names
+    raise DatasetError(f"unknown split {split!r}: use train, test, extension, all, or a file listing sequence names")
+
+
+@dataclass
+class Index:
+    """The result of indexing a root for a split: what loaded, what is missing, what was skipped."""
+
+    sequences: list[Sequence]
+    missing: list[str]
+    skipped: list[str]
+    """One line per skipped sequence: the file (and line) and why."""
+
+
+def index_lasot(
+    root: str | Path, split: str = "all", require_images: bool = True, strict: bool = False
+) -> Index:
+    """Index the sequences of `split` under `root`.
+
+    Sequences of the split that are not under the root go to `missing` (callers decide whether that is
+    an error, e.g. eval refuses a partial test set unless --skip-missing). A malformed sequence raises in
+    strict mode and is skipped with its reason otherwise.
+    """
+    available = find_sequences(root)
+    names = split_names(split, available)
+    seqs, missing, skipped = [], [], []
+    for name in names:
+        if name not in available:
+            missing.append(name)
+            continue
+        try:
+            seqs.append(load_sequence(available[name], require_images=require_images))
+        except DatasetError as e:
+            if strict:
+                raise
+            skipped.append(str(e))
+    if not seqs and not skipped:
+        raise DatasetError(f"{root}: no sequences of split {split!r} found (expected ROOT/<class>/<seq>/groundtruth.txt)")
+    return Index(seqs, missing, skipped)

@@ -1,0 +1,24 @@
+"""Pick the torch device: CUDA when present (or asked for), else CPU; a clear error for a bad request."""
+
+from __future__ import annotations
+
+import torch
+
+from siamtool.errors import SiamtoolError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise SiamtoolError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SiamtoolError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SiamtoolError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise SiamtoolError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return dev

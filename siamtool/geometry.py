@@ -1,0 +1,257 @@
+"""The one crop geometry shared by prepare, train-time jitter, the tracker and export.
+
+A mismatch between training crops and tracking crops is the classic silent bug of Siamese trackers, so
+every crop in siamtool is described by a `CropWindow` and made by the functions below.
+
+Conventions (see README, "Geometry"):
+
+* Image coordinates are continuous and 0-based: pixel (i, j) covers [i, i+1) x [j, j+1), its centre is
+  at (i + 0.5, j + 0.5). LaSOT/OTB ground truth is 1-based (MATLAB); `from_lasot` / `to_lasot` convert.
+* Boxes are float arrays `(..., 4)`; `xywh` = top-left corner + size, `xyxy` = corners,
+  `cxcywh` = centre + size.
+* A crop window is a square of side `side` (frame pixels) centred at (cx, cy), resampled to
+  `out_size` x `out_size` pixels. The template window side follows SiamFC:
+  ``s_z = sqrt((w + p) * (h + p))`` with ``p = context * (w + h)``; the search window has the same scale
+  as the template (``s_x = s_z * search_size / template_size``) so that the target has the same size in
+  pixels in both crops, which is what a Siamese matcher needs.
+* The crop is one ``cv2.warpAffine`` with ``BORDER_REPLICATE``: no padded copy of the full frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------- boxes
+
+
+def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:]], axis=-1)
+
+
+def xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([b[..., :2], b[..., 2:] - b[..., :2]], axis=-1)
+
+
+def xywh_to_cxcywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([b[..., :2] + b[..., 2:] / 2, b[..., 2:]], axis=-1)
+
+
+def cxcywh_to_xywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, dtype=np.float64)
+    return np.concatenate([b[..., :2] - b[..., 2:] / 2, b[..., 2:]], axis=-1)
+
+
+LASOT_ORIGIN = 1.0
+"""LaSOT (and OTB, and the raw-results format) count pixels from 1."""
+
+
+def from_lasot(b: np.ndarray) -> np.ndarray:
+    """LaSOT 1-based x,y,w,h -> siamtool's 0-based continuous x,y,w,h."""
+    b = np.array(b, dtype=np.float64)
+    b[..., :2] -= LASOT_ORIGIN
+    return b
+
+
+def to_lasot(b: np.ndarray) -> np.ndarray:
+    """siamtool's 0-based x,y,w,h -> LaSOT 1-based x,y,w,h (the raw-results format)."""
+    b = np.array(b, dtype=np.float64)
+    b[..., :2] += LASOT_ORIGIN
+    return b
+
+
+def clip_box(box_xywh: np.ndarray, width: int, height: int, min_size: float = 4.0) -> np.ndarray:
+    """Keep a tracker box inside the frame and at least `min_size` pixels wide and high.
+
+    The centre is clipped to the frame first, then the size, so a box drifting off an edge keeps its
+    size instead of collapsing (which would make the next search window tiny).
+    """
+    cx, cy, w, h = xywh_to_cxcywh(box_xywh)
+    cx = float(np.clip(cx, 0, width))
+    cy = float(np.clip(cy, 0, height))
+    w = float(np.clip(w, min_size, max(min_size, width)))
+    h = float(np.clip(h, min_size, max(min_size, height)))
+    return cxcywh_to_xywh(np.array([cx, cy, w, h]))
+
+
+def iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of two arrays of x,y,w,h boxes (0 where the union is empty)."""
+    a = xywh_to_xyxy(a)
+    b = xywh_to_xyxy(b)
+    lt = np.maximum(a[..., :2], b[..., :2])
+    rb = np.minimum(a[..., 2:], b[..., 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[..., 2:] - a[..., :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+# ----------------------------------------------------------------------------------------- windows
+
+
+def context_side(w: float | np.ndarray, h: float | np.ndarray, context: float) -> np.ndarray:
+    """SiamFC template window side: sqrt((w + p)(h + p)), p = context * (w + h).
+
+    Chosen over OSTrack's `factor * sqrt(w*h)` because it keeps thin boxes (a pole, a person seen from
+    far) from getting a window that is too small in the long direction.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    h = np.asarray(h, dtype=np.float64)
+    p = context * (w + h)
+    return np.sqrt(np.maximum(w + p, 1e-6) * np.maximum(h + p, 1e-6))
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A square window of `side` frame pixels centred at (cx, cy), resampled to `out_size` pixels."""
+
+    cx: float
+    cy: float
+    side: float
+    out_size: int
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per frame pixel."""
+        return self.out_size / self.side
+
+    @property
+    def x0(self) -> float:
+        return self.cx - self.side / 2
+
+    @property
+    def y0(self) -> float:
+        return self.cy - self.side / 2
+
+    def affine(self) -> np.ndarray:
+        """2x3 matrix mapping frame pixel indices to crop pixel indices (pixel centres at +0.5)."""
+        s = self.scale
+        return np.array(
+            [[s, 0.0, s * (0.5 - self.x0) - 0.5], [0.0, s, s * (0.5 - self.y0) - 0.5]], dtype=np.float64
+        )
+
+    def box_to_crop(self, box_xywh: np.ndarray) -> np.ndarray:
+        """Frame x,y,w,h -> crop x,y,w,h (exact inverse of `box_to_frame`)."""
+        b = np.array(box_xywh, dtype=np.float64)
+        s = self.scale
+        b[..., 0] = (b[..., 0] - self.x0) * s
+        b[..., 1] = (b[..., 1] - self.y0) * s
+        b[..., 2:] *= s
+        return b
+
+    def box_to_frame(self, box_xywh: np.ndarray) -> np.ndarray:
+        """Crop x,y,w,h -> frame x,y,w,h."""
+        b = np.array(box_xywh, dtype=np.float64)
+        s = self.scale
+        b[..., 0] = b[..., 0] / s + self.x0
+        b[..., 1] = b[..., 1] / s + self.y0
+        b[..., 2:] /= s
+        return b
+
+    def points_to_frame(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.array(xy, dtype=np.float64)
+        xy[..., 0] = xy[..., 0] / self.scale + self.x0
+        xy[..., 1] = xy[..., 1] / self.scale + self.y0
+        return xy
+
+    def scaled(self, factor: float) -> CropWindow:
+        """The same window in an image resized by `factor` (e.g. 0.5 for a half-size JPEG decode)."""
+        return CropWindow(self.cx * factor, self.cy * factor, self.side * factor, self.out_size)
+
+    def sub_window(self, inner: CropWindow) -> CropWindow:
+        """Compose: `inner` is a window in this crop's pixels; return it in frame pixels."""
+        s = self.scale
+        return CropWindow(inner.cx / s + self.x0, inner.cy / s + self.y0, inner.side / s, inner.out_size)
+
+
+def template_window(box_xywh: np.ndarray, context: float, template_size: int) -> CropWindow:
+    """The template crop window for a target box (frame coordinates)."""
+    cx, cy, w, h = xywh_to_cxcywh(box_xywh)
+    return CropWindow(float(cx), float(cy), float(context_side(w, h, context)), template_size)
+
+
+def search_window(
+    box_xywh: np.ndarray, context: float, template_size: int, search_size: int, growth: float = 1.0
+) -> CropWindow:
+    """The search window around a box: same scale as the template, `growth` x larger when re-detecting.
+
+    With `growth` > 1 the window covers more of the frame at the same output size (coarser scale); the
+    tracker uses it to widen the search step by step while the target is lost.
+    """
+    cx, cy, w, h = xywh_to_cxcywh(box_xywh)
+    side = float(context_side(w, h, context)) * search_size / template_size * growth
+    return CropWindow(float(cx), float(cy), side, search_size)
+
+
+def crop(
+    image: np.ndarray, window: CropWindow, interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
+    """Cut `window` out of `image` in one warpAffine; pixels outside the frame replicate the border.
+
+    Downscaling by more than 2x with bilinear sampling aliases; callers that shrink a lot should decode
+    a reduced-size JPEG first (see `reduced_decode_factor`) and pass `window.scaled(1/k)`.
+    """
+    return cv2.warpAffine(
+        image,
+        window.affine(),
+        (window.out_size, window.out_size),
+        flags=interpolation,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def reduced_decode_factor(window_scale: float, max_factor: int = 8) -> int:
+    """Largest JPEG reduction k in {1, 2, 4, 8} such that the crop is still upsampled or ~1:1 from it.
+
+    `window_scale` is crop pixels per frame pixel. Decoding at 1/k keeps k * window_scale >= 1 so no
+    detail the crop could show is lost, while the JPEG decoder does k^2 less work.
+    """
+    k = 1
+    while k * 2 <= max_factor and window_scale * k * 2 <= 1.0:
+        k *= 2
+    return k
+
+
+REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+# --------------------------------------------------------------------------------- torch (batched)
+
+
+def windows_to_theta(windows: np.ndarray, in_size: tuple[int, int], out_size: int):
+    """Batched windows -> `F.affine_grid` thetas, for one batched resample on the GPU.
+
+    `windows` is (B, 3) of (cx, cy, side) in the input image's pixels; `in_size` is (H, W). With
+    ``align_corners=False`` the normalised grid uses the same pixel-centre convention as `crop`, so a
+    batched crop equals `crop` up to interpolation rounding (tested).
+    """
+    import torch
+
+    w = torch.as_tensor(windows, dtype=torch.float32)
+    h_in, w_in = in_size
+    cx, cy, side = w[:, 0], w[:, 1], w[:, 2]
+    theta = torch.zeros(w.shape[0], 2, 3, dtype=torch.float32, device=w.device)
+    theta[:, 0, 0] = side / w_in
+    theta[:, 0, 2] = 2 * cx / w_in - 1
+    theta[:, 1, 1] = side / h_in
+    theta[:, 1, 2] = 2 * cy / h_in - 1
+    return theta
+
+
+def crop_batch(images, windows, out_size: int):
+    """Crop B windows from B images (B,C,H,W float tensor) in one `grid_sample`, border replicated."""
+    import torch
+    import torch.nn.functional as F
+
+    windows = torch.as_tensor(windows, dtype=torch.float32, device=images.device)
+    theta = windows_to_theta(windows, images.shape[-2:], out_size).to(images.device)
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], out_size, out_size], align_corners=False)
+    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
