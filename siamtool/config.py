@@ -64,6 +64,8 @@ class ModelConfig:
     """Never touch the network when loading backbone weights (offline machines)."""
     pretrained: bool = True
     """Load pretrained backbone weights (False = random init, for tests and smoke runs only)."""
+    tiny: bool = False
+    """Build a tiny random-initialised variant of the backbone's architecture (tests only)."""
     freeze_backbone: bool = True
     """Keep the backbone frozen and in eval mode."""
     unfreeze_last: int = 0
