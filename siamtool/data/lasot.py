@@ -82,7 +82,7 @@ class Sequence:
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def _parse_boxes(path: Path) -> np.ndarray:
+def parse_boxes(path: Path) -> np.ndarray:
     """x,y,w,h per line (comma, tab or space separated). Fast path in numpy, slow path finds the bad line."""
     text = path.read_text()
     lines = text.strip().splitlines()
@@ -130,7 +130,7 @@ def load_sequence(path: str | Path, require_images: bool = True) -> Sequence:
     gt_path = path / "groundtruth.txt"
     if not gt_path.is_file():
         raise DatasetError(f"{gt_path}: missing (is {path} a LaSOT sequence folder?)")
-    gt = _parse_boxes(gt_path)
+    gt = parse_boxes(gt_path)
     n = len(gt)
     fo = _parse_flags(path / "full_occlusion.txt", n)
     oov = _parse_flags(path / "out_of_view.txt", n)

@@ -1,0 +1,301 @@
+"""Score trackers from raw-result folders against a LaSOT `Index`: JSON report, tables, plots.
+
+`evaluate_results` is the one entry point, used by `siamtool eval --results` and by the runner that
+tracks with a checkpoint and then scores its results folder. Trackers are always compared on the same
+sequences: a sequence missing for any tracker is an error, or with ``skip_missing`` left out for all
+of them, with the count said out loud (the classic "279 of 280 sequences silently evaluated").
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from siamtool import __version__
+from siamtool.data.lasot import ATTRIBUTES, Index, Sequence
+from siamtool.errors import DatasetError, SiamtoolError
+from siamtool.eval.metrics import (
+    CENTRE_THRESHOLDS,
+    NORM_THRESHOLDS,
+    REPORT_INDEX,
+    Curves,
+    batch_curves,
+    check_convention,
+    overlap_thresholds,
+)
+from siamtool.eval.results import TrackerResults, frame1_warnings, load_tracker_results
+from siamtool.fileio import atomic_path, write_json_atomic
+
+PLOT_FILES = {"success": "success.png", "precision": "precision.png", "norm_precision": "norm_precision.png"}
+"""Plot file names inside the output folder."""
+REPORT_FILE = "report.json"
+_MAX_LISTED = 8
+
+
+class EvalWarning(UserWarning):
+    """Something about the results deserves a look but does not stop scoring (e.g. a one-pixel shift)."""
+
+
+def tracker_dirs(paths: list[str | Path]) -> dict[str, Path]:
+    """Tracker name -> folder; the folder name is the tracker name (with its parent where two clash)."""
+    paths = [Path(p) for p in paths]
+    names = [p.resolve().name or str(p) for p in paths]
+    out: dict[str, Path] = {}
+    for p, name in zip(paths, names):
+        if names.count(name) > 1:
+            name = f"{p.resolve().parent.name}/{name}"
+        if name in out:
+            raise SiamtoolError(f"{p}: the same results folder is given twice")
+        out[name] = p
+    return out
+
+
+def _listed(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else float(x) * 100.0
+
+
+def _scores(c: Curves) -> dict[str, float | None]:
+    return {"success_auc": _pct(c.auc), "precision_20": _pct(c.precision_20),
+            "norm_precision_20": _pct(c.norm_precision_20)}
+
+
+def check_annotations(index: Index, split: str, skip_missing: bool, warn: Callable[[str], None]) -> None:
+    """The split must be complete unless skip_missing; malformed annotations count as missing."""
+    for seq in index.sequences:
+        nan_rows = np.isnan(seq.gt).any(axis=1)
+        if nan_rows.any():
+            raise DatasetError(f"{seq.path / 'groundtruth.txt'}:{int(np.argmax(nan_rows)) + 1}: NaN in the ground truth")
+    # A skipped line reads "<file in the sequence folder>[:line]: why".
+    gone = index.missing + [Path(line.split(":", 1)[0]).parent.name for line in index.skipped]
+    if not gone:
+        return
+    total = len(index.sequences) + len(gone)
+    why = f" (first problem: {index.skipped[0]})" if index.skipped else ""
+    if not skip_missing:
+        raise DatasetError(
+            f"{len(gone)} of {total} sequences of split {split!r} have no usable annotations: {_listed(gone)}"
+            f"{why}; pass --skip-missing to score the other {len(index.sequences)}"
+        )
+    warn(f"{len(gone)} of {total} sequences of split {split!r} have no usable annotations ({_listed(gone)}){why}; "
+         f"scoring {len(index.sequences)}")
+
+
+_check_annotations = check_annotations  # the name eval/runner.py imports
+
+
+def _load_all(
+    trackers: Mapping[str, Path], sequences: list[Sequence], convention: str, console: Console | None
+) -> list[TrackerResults]:
+    """Read every tracker's files, with a progress bar when there is a console to draw it on."""
+    total = len(trackers) * len(sequences)
+    if console is None or not console.is_terminal:
+        return [load_tracker_results(n, d, sequences, convention) for n, d in trackers.items()]
+    columns = (TextColumn("reading {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("results", total=total)
+        out = []
+        for name, directory in trackers.items():
+            progress.update(task, description=name)
+            out.append(load_tracker_results(name, directory, sequences, convention,
+                                            on_file=lambda: progress.advance(task)))
+        return out
+
+
+def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: str) -> dict[str, Any]:
+    per_seq = batch_curves([res.boxes[s.name] for s in sequences], [s.gt for s in sequences],
+                           [s.absent for s in sequences], convention)
+    overall = per_seq.mean(convention)
+    per_attribute: dict[str, Any] = {}
+    if any(s.attributes for s in sequences):
+        for code, long_name in ATTRIBUTES.items():
+            rows = np.array([bool(s.attributes.get(code)) for s in sequences])
+            entry: dict[str, Any] = {"name": long_name, "sequences": int(rows.sum())}
+            if rows.any():
+                entry.update(_scores(per_seq[rows].mean(convention)))
+            else:
+                entry.update({"success_auc": None, "precision_20": None, "norm_precision_20": None})
+            per_attribute[code] = entry
+    return {
+        **_scores(overall),
+        "sequences": len(sequences),
+        "success_curve": (overall.success * 100).tolist(),
+        "precision_curve": (overall.precision * 100).tolist(),
+        "norm_precision_curve": (overall.norm_precision * 100).tolist(),
+        "per_sequence": {s.name: _scores(per_seq[i]) for i, s in enumerate(sequences)},
+        "per_attribute": per_attribute,
+    }
+
+
+def evaluate_results(
+    results: Mapping[str, str | Path],
+    index: Index,
+    out_dir: str | Path | None = None,
+    report_path: str | Path | None = None,
+    convention: str = "pytracking",
+    skip_missing: bool = False,
+    split: str = "test",
+    plots: bool = True,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Score raw results of several trackers ({tracker name: results folder}) on the sequences of `index`.
+
+    Writes the JSON report to `report_path` (default ``out_dir/report.json``) and, with `plots`, the
+    success / precision / normalized-precision PNGs into `out_dir`; returns the report dict (values in
+    percent). Missing sequences (in the annotations or in any tracker's folder) raise a one-line
+    `DatasetError` unless `skip_missing`, which scores every tracker on the sequences all of them have.
+    Warnings (a one-pixel shift, frame-1 boxes that are not the GT, skipped sequences) go to `console`
+    when given, else to Python's `warnings` as `EvalWarning`.
+    """
+    check_convention(convention)
+    if not results:
+        raise SiamtoolError("no results folders to score")
+
+    def warn(message: str) -> None:
+        if console is not None:
+            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            warnings.warn(message, EvalWarning, stacklevel=3)
+
+    check_annotations(index, split, skip_missing, warn)
+    sequences = list(index.sequences)
+    loaded = _load_all({k: Path(v) for k, v in results.items()}, sequences, convention, console)
+
+    for res in loaded:
+        if res.missing and not skip_missing:
+            raise DatasetError(
+                f"{res.directory}: no results for {len(res.missing)} of {len(sequences)} sequences: "
+                f"{_listed(res.missing)} (expected {res.directory}/<sequence>.txt; pass --skip-missing to "
+                "score only the sequences every tracker has)"
+            )
+    missing_any = {name for res in loaded for name in res.missing}
+    scored = [s for s in sequences if s.name not in missing_any]
+    if not scored:
+        raise DatasetError(f"no sequence has results from every tracker ({', '.join(results)}): nothing to score")
+    for res in loaded:
+        if res.missing:
+            warn(f"{res.name}: {len(res.missing)} of {len(sequences)} sequences have no results "
+                 f"({_listed(res.missing)}); scoring {len(scored)} sequences for every tracker")
+        for message in frame1_warnings(res):
+            warn(message)
+
+    report = {
+        "trackers": {res.name: _score_tracker(res, scored, convention) for res in loaded},
+        "convention": convention,
+        "split": split,
+        "siamtool_version": __version__,
+    }
+    if report_path is None and out_dir is not None:
+        report_path = Path(out_dir) / REPORT_FILE
+    if report_path is not None:
+        write_json_atomic(report_path, report)
+    if plots and out_dir is not None:
+        write_plots(report, out_dir)
+    return report
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+_PLOTS = {
+    # key: (curve key, score key, x values, x label, title, legend location)
+    "success": ("success_curve", "success_auc", None, "Overlap threshold", "Success plot (AUC)", "lower left"),
+    "precision": ("precision_curve", "precision_20", CENTRE_THRESHOLDS, "Location error threshold (px)",
+                  "Precision plot (at 20 px)", "lower right"),
+    "norm_precision": ("norm_precision_curve", "norm_precision_20", NORM_THRESHOLDS,
+                       "Normalized location error threshold", "Normalized precision plot (at 0.20)", "lower right"),
+}
+
+
+def write_plots(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """One PNG per metric, one curve per tracker, best first, the score in the legend. Atomic writes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    written = {}
+    trackers = report["trackers"]
+    for key, (curve_key, score_key, xs, xlabel, title, loc) in _PLOTS.items():
+        if xs is None:
+            xs = overlap_thresholds(report["convention"])
+        fig = Figure(figsize=(7.0, 5.2), dpi=120)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        order = sorted(trackers, key=lambda n: -trackers[n][score_key])
+        for i, name in enumerate(order):
+            t = trackers[name]
+            ax.plot(xs, t[curve_key], lw=2.2, color=f"C{i % 10}", linestyle=("-", "--", ":")[(i // 10) % 3],
+                    label=f"[{t[score_key]:.2f}] {name}")
+        if key != "success":
+            ax.axvline(xs[REPORT_INDEX], color="0.5", lw=1, linestyle=":")
+        n = next(iter(trackers.values()))["sequences"]
+        ax.set_title(f"{title}\nLaSOT {report['split']}: {n} sequences, {report['convention']} convention",
+                     fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Success rate (%)" if key == "success" else "Precision (%)")
+        ax.set_xlim(float(xs[0]), float(xs[-1]))
+        ax.set_ylim(0, 100)
+        ax.grid(True, linestyle=":", alpha=0.7)
+        ax.legend(loc=loc, fontsize=9, title="[score] tracker", title_fontsize=9)
+        fig.tight_layout()
+        path = out_dir / PLOT_FILES[key]
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        written[key] = path
+    return written
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Tracker, AUC, P_norm, P, sequences: best AUC first, four decimals (the toolkits' numbers exactly)."""
+    table = Table(title=f"LaSOT {report['split']} ({report['convention']} convention)")
+    table.add_column("tracker")
+    for col in ("AUC", "P_norm", "P", "sequences"):
+        table.add_column(col, justify="right")
+    trackers = report["trackers"]
+    for name in sorted(trackers, key=lambda n: -trackers[n]["success_auc"]):
+        t = trackers[name]
+        table.add_row(name, f"{t['success_auc']:.4f}", f"{t['norm_precision_20']:.4f}", f"{t['precision_20']:.4f}",
+                      str(t["sequences"]))
+    return table
+
+
+def attribute_table(report: dict[str, Any]) -> Table | None:
+    """Success AUC per LaSOT attribute and tracker (None when the sequences carry no attributes)."""
+    trackers = report["trackers"]
+    first = next(iter(trackers.values()))["per_attribute"]
+    if not first:
+        return None
+    table = Table(title="Success AUC per attribute")
+    table.add_column("attribute")
+    table.add_column("seqs", justify="right")
+    names = sorted(trackers, key=lambda n: -trackers[n]["success_auc"])
+    for name in names:
+        table.add_column(name, justify="right")
+    for code, entry in first.items():
+        if not entry["sequences"]:
+            continue
+        row = [f"{code} {entry['name']}", str(entry["sequences"])]
+        row += [f"{trackers[n]['per_attribute'][code]['success_auc']:.2f}" for n in names]
+        table.add_row(*row)
+    return table
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    """The summary table, then the per-attribute table."""
+    console.print(summary_table(report))
+    attrs = attribute_table(report)
+    if attrs is not None:
+        console.print(attrs)
