@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from siamtool import __version__
-from siamtool.errors import NotImplementedYet, SiamtoolError
+from siamtool.errors import SiamtoolError
 
 app = typer.Typer(
     name="siamtool",
@@ -119,7 +119,43 @@ def prepare(
                                               "pairs from the shards in this folder.")] = None,
 ) -> None:
     """Sample template/search pairs from LaSOT, pre-crop them and write HDF5 shards (resumable)."""
-    raise NotImplementedYet("siamtool prepare: not implemented yet")
+    from rich.table import Table
+
+    from siamtool.config import load_config
+    from siamtool.data.prepare import prepare_shards
+
+    console = Console()
+    if show is not None:
+        from siamtool.data.preview import write_preview
+
+        console.print(f"wrote {write_preview(show)}", highlight=False)
+        return
+    if lasot is None:
+        raise SiamtoolError("--lasot is required: the LaSOT root folder (or use --show DIR to preview shards)")
+    cfg = load_config(config, set_ or [])
+    if pairs_per_sequence is not None:
+        if pairs_per_sequence <= 0:
+            raise SiamtoolError(f"--pairs-per-sequence must be > 0, got {pairs_per_sequence}")
+        cfg.data.pairs_per_sequence = pairs_per_sequence
+    n_workers = _default_workers() if workers is None else workers
+    if n_workers < 1:
+        raise SiamtoolError(f"--workers must be >= 1, got {n_workers}")
+    s = prepare_shards(lasot, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,
+                       console=console)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("shards", f"{s.out} ({s.shards} files, {s.resumed} resumed)")
+    table.add_row("pairs", f"{s.pairs:,} ({s.pairs_made:,} written now, {s.pairs_per_second:,.0f} pairs/s)")
+    for kind, n in s.kinds.items():
+        table.add_row(f"  {kind}", f"{n:,}")
+    table.add_row("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)")
+    table.add_row("skipped frames", f"{len(s.skipped_frames)}")
+    table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
+    table.add_row("time", f"{s.seconds:.1f} s")
+    console.print(table)
+    for line in s.skipped_frames:
+        console.print(f"[yellow]skipped frame:[/] {line}", highlight=False, soft_wrap=True)
+    for line in s.skipped_sequences:
+        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -131,12 +167,38 @@ def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/base.yaml.")],
     shards: Annotated[Path, typer.Option("--shards", help="Folder of shards written by prepare.")] = Path("shards"),
     out: Annotated[Path | None, typer.Option("--out", help="Run folder. Default: runs/<config name>.")] = None,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out.")]
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out "
+                                         "(--no-resume starts over, replacing its checkpoints and log).")]
     = True,
     set_: SetOpt = None,
 ) -> None:
-    """Train the tracker heads on prepared shards; checkpoints and resumes."""
-    raise NotImplementedYet("siamtool train: not implemented yet")
+    """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
+    from rich.table import Table
+
+    from siamtool.config import load_config
+    from siamtool.engine.trainer import train as run_training
+
+    cfg = load_config(config, set_ or [])
+    run_dir = out if out is not None else Path("runs") / config.stem
+    console = Console()
+    r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+    if os.environ.get("RANK", "0") != "0":
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("run", str(r.out_dir))
+    table.add_row("steps", f"{r.step}/{r.total_steps} ({r.epochs_done} epochs)"
+                  + (f", resumed at {r.resumed_from}" if r.resumed_from is not None else ""))
+    if r.baseline is not None:
+        table.add_row("untrained", f"val IoU {r.baseline['val_iou']:.3f}, centre error "
+                      f"{r.baseline['val_center_err']:.1f} px")
+    if r.last_val is not None:
+        table.add_row("last epoch", f"val loss {r.last_val['val_loss']:.4f}, IoU {r.last_val['val_iou']:.3f}, "
+                      f"centre error {r.last_val['val_center_err']:.1f} px")
+    elif r.resumed_from is not None:
+        table.add_row("note", "already trained to train.epochs; raise it or pass --no-resume to start over")
+    table.add_row("best", f"{r.best_path} (val IoU {r.best_val_iou:.3f})" if r.best_path else "-")
+    table.add_row("checkpoint", str(r.last_checkpoint))
+    console.print(table)
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -157,7 +219,11 @@ def eval_(
                                                        "per tracker (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for results, plots and reports.")]
     = Path("results"),
-    workers: Annotated[int, typer.Option("--workers", help="Parallel tracking processes (CPU).")] = 1,
+    workers: Annotated[int, typer.Option("--workers", help="Parallel tracking processes on CPU (on CUDA: one "
+                                         "process per GPU).")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="Results folder name of the tracker run with "
+                                             "--checkpoint/--onnx. Default: <run folder>-<checkpoint stem>.")]
+    = None,
     report_json: Annotated[Path | None, typer.Option("--report-json", help="Write the JSON report here. Default: "
                                                      "<out>/report.json.")] = None,
     convention: Annotated[str | None, typer.Option("--convention", help="pytracking or official. Default: "
@@ -168,7 +234,55 @@ def eval_(
     set_: SetOpt = None,
 ) -> None:
     """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
-    raise NotImplementedYet("siamtool eval: not implemented yet")
+    run_tracker_first = checkpoint is not None or onnx is not None
+    if not results and not run_tracker_first:
+        raise SiamtoolError("nothing to score: give --results DIR (raw results, one folder per tracker) "
+                            "or --checkpoint/--onnx (run a tracker first)")
+    if lasot is None:
+        raise SiamtoolError("--lasot ROOT is required: the LaSOT annotations to score against (images not needed)")
+    from siamtool.config import load_config
+    from siamtool.eval.metrics import check_convention
+
+    overrides = list(set_ or [])
+    if convention is not None:
+        check_convention(convention)
+        overrides.append(f"eval.convention={convention}")
+    if skip_missing:
+        overrides.append("eval.skip_missing=true")
+    cfg = load_config(config, overrides)
+
+    if run_tracker_first:
+        from siamtool.device import resolve_device
+        from siamtool.eval.report import REPORT_FILE, print_report, tracker_dirs
+        from siamtool.eval.runner import TIMED, TrackerSpec, evaluate_tracker
+
+        run, report = evaluate_tracker(
+            lasot, split, out, TrackerSpec(checkpoint, onnx, cfg), resolve_device(state.device), state.device,
+            workers, name, tracker_dirs(results) if results else None, report_json, console=err)
+        console = Console()
+        print_report(report, console)
+        console.print(f"results: {run.directory} ({run.sequences} sequences, {run.resumed} resumed, "
+                      f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
+                      highlight=False, soft_wrap=True)
+        console.print(f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
+                      f"{run.threads} thread(s)); {TIMED}", highlight=False, soft_wrap=True)
+        console.print(f"report: {report_json or out / REPORT_FILE}", highlight=False, soft_wrap=True)
+        return
+
+    from siamtool.data.lasot import index_lasot
+    from siamtool.eval.report import PLOT_FILES, REPORT_FILE, evaluate_results, print_report, tracker_dirs
+
+    index = index_lasot(lasot, split, require_images=False)
+    report = evaluate_results(
+        tracker_dirs(results), index, out_dir=out, report_path=report_json, convention=cfg.eval.convention,
+        skip_missing=cfg.eval.skip_missing, split=split, plots=cfg.eval.plots, console=err,
+    )
+    console = Console()
+    print_report(report, console)
+    console.print(f"report: {report_json or out / REPORT_FILE}", highlight=False, soft_wrap=True)
+    if cfg.eval.plots:
+        console.print(f"plots: {', '.join(str(out / f) for f in PLOT_FILES.values())}", highlight=False,
+                      soft_wrap=True)
 
 
 # -------------------------------------------------------------------------------------------- track
@@ -178,22 +292,57 @@ def eval_(
 @handle_errors
 def track(
     source: Annotated[str, typer.Argument(help="Camera index (0), video file, image folder or glob.")],
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker. Default: the model "
-                                                    "shipped with siamtool.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker: a .pt written by "
+                                                    "`siamtool train` (or its run folder).")] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder (onnxruntime backend).")]
     = None,
     init: Annotated[str | None, typer.Option("--init", help="Initial box X,Y,W,H in pixels (0-based). Required "
                                              "headless; default: draw it with the mouse.")] = None,
     no_show: Annotated[bool, typer.Option("--no-show", help="Run headless (no window).")] = False,
-    output: Annotated[Path | None, typer.Option("--output", help="Write the annotated video here (.mp4/.avi).")]
-    = None,
-    save_boxes: Annotated[Path | None, typer.Option("--save-boxes", help="Write x,y,w,h,score per frame here.")]
+    output: Annotated[Path | None, typer.Option("--output", help="Write the annotated video here (.mp4: mp4v, "
+                                                ".avi: MJPG).")] = None,
+    save_boxes: Annotated[Path | None, typer.Option("--save-boxes", help="Write one line per frame here: "
+                                                    "x,y,w,h,score,lost (0-based pixels; lost is 0 or 1).")]
     = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Track an object interactively (draw a box) or headless (--init)."""
-    raise NotImplementedYet("siamtool track: not implemented yet")
+    """Track an object interactively (draw a box; space pause, r re-select, q quit) or headless (--init)."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from siamtool.app.track import track_source
+    from siamtool.config import load_config
+    from siamtool.device import resolve_device
+
+    cfg = load_config(config, set_ or [])
+    with contextlib.ExitStack() as stack:
+        bar: list = []
+
+        def on_ready(src, headless: bool) -> None:
+            if headless:
+                progress = stack.enter_context(Progress(TextColumn("tracking"), BarColumn(), MofNCompleteColumn(),
+                                                        TextColumn("frames"), console=err, transient=True))
+                bar.extend([progress, progress.add_task("frames", total=src.frame_count)])
+
+        summary = track_source(
+            source, cfg, resolve_device(state.device), checkpoint=checkpoint, onnx=onnx, init=init,
+            no_show=no_show, output=output, save_boxes=save_boxes, on_ready=on_ready,
+            on_frame=lambda n: bar and bar[0].update(bar[1], completed=n),
+        )
+    console = Console()
+    if summary.quit_before_start:
+        console.print("no box selected: nothing tracked")
+        return
+    console.print(f"tracked {summary.frames} frames ({summary.lost_frames} lost, {summary.skipped} unreadable "
+                  f"skipped) at {summary.tracking_fps:.1f} FPS (tracking only: crop + forward + decode)",
+                  highlight=False, soft_wrap=True)
+    for path in summary.outputs:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if summary.interrupted:
+        err.print("[yellow]stopped by Ctrl-C[/]: the outputs above hold every frame tracked so far")
+        raise typer.Exit(130)
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -202,17 +351,38 @@ def track(
 @app.command()
 @handle_errors
 def export(
-    checkpoint: Annotated[Path | None, typer.Argument(help="Trained tracker. Default: the shipped model.")] = None,
+    checkpoint: Annotated[Path | None, typer.Argument(help="Trained tracker: a .pt written by `siamtool train` (or "
+                                                      "its run folder).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for template.onnx and search.onnx.")]
     = Path("export"),
-    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (>= 17). Default: export.opset (17).")]
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (17..20). Default: export.opset (17).")]
     = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Also write fp16 graphs for GPU runtimes.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write fp16 graphs (in OUT/fp16/) for GPU runtimes.")]
+    = False,
     tolerance: Annotated[float | None, typer.Option("--tolerance", help="Max |onnxruntime - PyTorch| allowed. "
                                                     "Default: export.tolerance (1e-4).")] = None,
+    set_: SetOpt = None,
 ) -> None:
-    """Export the tracker to two ONNX graphs and check them against onnxruntime."""
-    raise NotImplementedYet("siamtool export: not implemented yet")
+    """Export the tracker to two ONNX graphs and check them against onnxruntime (exit 1 above --tolerance).
+
+    --set applies to the checkpoint's config, e.g. --set model.weights=/models/dinov3-vits16 to find the
+    backbone weights on this machine.
+    """
+    if checkpoint is None:
+        raise SiamtoolError("no checkpoint given: siamtool export CHECKPOINT --out DIR, with CHECKPOINT a .pt "
+                            "written by `siamtool train` (e.g. runs/NAME/best.pt); no model ships with siamtool yet")
+    from siamtool.export.onnx import export_checkpoint, print_export
+
+    with err.status("exporting") as spinner:
+        result = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16 or None, tolerance=tolerance,
+                                   overrides=set_ or [], status=spinner.update)
+    print_export(result, Console())
+    if not result.passed:
+        worst = max(result.pairs, key=lambda p: p.max_diff - p.tolerance)
+        err.print(f"[bold red]error:[/] onnxruntime differs from PyTorch by {worst.max_diff:.3g} > tolerance "
+                  f"{worst.tolerance:g} ({worst.precision}); graphs kept for inspection in "
+                  f"{out / 'rejected'} (graphs already in {out}, if any, are untouched)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

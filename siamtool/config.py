@@ -83,14 +83,20 @@ class AugmentConfig:
     """Train-time jitter, done on the device from the stored generous crops."""
 
     shift: float = 3.0
-    """Max search-centre shift, in units of the template window side / template crop (OSTrack: 3-4.5)."""
+    """Search-window shift (OSTrack's center_jitter_factor, 3-4.5): the window centre moves off the target
+    centre by up to shift/2 * sqrt(w*h) per axis, uniformly, within the stored crop (data.search_margin)."""
     scale: float = 0.25
-    """Log-uniform search scale jitter: factor in [exp(-s), exp(s)]."""
+    """Log-uniform search scale jitter: the window side (so the target size) x a factor in [exp(-s), exp(s)]."""
     brightness: float = 0.2
+    """Brightness factor U(1-b, 1+b), per image (template and search independently)."""
     contrast: float = 0.2
+    """Contrast factor U(1-c, 1+c) around the image's mean grey, per image."""
     saturation: float = 0.2
+    """Saturation factor U(1-s, 1+s) around the pixel's grey, per image."""
     grayscale_prob: float = 0.05
+    """Probability that a pair is made grey (template and search together, like a grayscale video)."""
     blur_prob: float = 0.1
+    """Probability of a Gaussian blur (sigma U(0.1, 2) final-crop px), per image."""
 
 
 @dataclass
@@ -147,6 +153,9 @@ class TrackConfig:
     """Largest search window growth while lost."""
     half: bool = False
     """fp16 inference on CUDA."""
+    backend: str = "auto"
+    """Runtime for --checkpoint: auto (onnxruntime on CPU through a cached, checked ONNX export: several
+    times faster there, see README `export`; PyTorch on CUDA), torch, or onnx (onnxruntime everywhere)."""
 
 
 @dataclass
@@ -160,8 +169,11 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     opset: int = 17
+    """ONNX opset of the exported graphs (17 to 20; 17 has LayerNormalization)."""
     tolerance: float = 1e-4
+    """Largest |onnxruntime - PyTorch| accepted on fp32 template features, scores and boxes (crop px)."""
     fp16: bool = False
+    """Also write fp16 graphs (DIR/fp16/) for GPU runtimes; float32 inputs and outputs either way."""
 
 
 @dataclass
@@ -188,6 +200,7 @@ class Config:
 _CHOICES = {
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
     ("eval", "convention"): ("pytracking", "official"),
+    ("track", "backend"): ("auto", "torch", "onnx"),
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset"}

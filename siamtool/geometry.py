@@ -142,7 +142,8 @@ class CropWindow:
         s = self.scale
         b[..., 0] = (b[..., 0] - self.x0) * s
         b[..., 1] = (b[..., 1] - self.y0) * s
-        b[..., 2:] *= s
+        b[..., 2] *= s  # column by column: also elementwise when the fields are arrays (boxes_to_crops)
+        b[..., 3] *= s
         return b
 
     def box_to_frame(self, box_xywh: np.ndarray) -> np.ndarray:
@@ -172,8 +173,8 @@ class CropWindow:
 
 def template_window(box_xywh: np.ndarray, context: float, template_size: int) -> CropWindow:
     """The template crop window for a target box (frame coordinates)."""
-    cx, cy, w, h = xywh_to_cxcywh(box_xywh)
-    return CropWindow(float(cx), float(cy), float(context_side(w, h, context)), template_size)
+    cx, cy, side = template_windows(box_xywh, context)[0]
+    return CropWindow(float(cx), float(cy), float(side), template_size)
 
 
 def search_window(
@@ -184,9 +185,33 @@ def search_window(
     With `growth` > 1 the window covers more of the frame at the same output size (coarser scale); the
     tracker uses it to widen the search step by step while the target is lost.
     """
-    cx, cy, w, h = xywh_to_cxcywh(box_xywh)
-    side = float(context_side(w, h, context)) * search_size / template_size * growth
-    return CropWindow(float(cx), float(cy), side, search_size)
+    cx, cy, side = search_windows(box_xywh, context, template_size, search_size, growth)[0]
+    return CropWindow(float(cx), float(cy), float(side), search_size)
+
+
+# Batched forms of the two windows and of `box_to_crop`, for train-time jitter, which resolves a whole
+# batch at once; the scalar functions above are these with N = 1, so there is one formula for each.
+
+
+def template_windows(boxes_xywh: np.ndarray, context: float) -> np.ndarray:
+    """(N,4) boxes -> (N,3) template windows (cx, cy, side), the format of `crop_batch`."""
+    c = xywh_to_cxcywh(np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4))
+    return np.stack([c[:, 0], c[:, 1], context_side(c[:, 2], c[:, 3], context)], axis=1)
+
+
+def search_windows(
+    boxes_xywh: np.ndarray, context: float, template_size: int, search_size: int, growth: float = 1.0
+) -> np.ndarray:
+    """(N,4) boxes -> (N,3) search windows (cx, cy, side): `search_window` for a batch."""
+    w = template_windows(boxes_xywh, context)
+    w[:, 2] = w[:, 2] * search_size / template_size * growth
+    return w
+
+
+def boxes_to_crops(windows: np.ndarray, out_size: int, boxes_xywh: np.ndarray) -> np.ndarray:
+    """Box i (N,4, x,y,w,h) mapped into the crop of window i (N,3): `CropWindow.box_to_crop` for a batch."""
+    w = np.asarray(windows, dtype=np.float64)
+    return CropWindow(w[:, 0], w[:, 1], w[:, 2], out_size).box_to_crop(boxes_xywh)  # type: ignore[arg-type]
 
 
 def crop(

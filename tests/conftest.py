@@ -24,3 +24,47 @@ def shared(*parts: str) -> Path:
 def synthetic_lasot(tmp_path_factory) -> Path:
     """cat-1, cat-2, dog-1, dog-2: 40 frames of 192x144, with occlusion and out-of-view frames."""
     return make_synthetic_lasot(tmp_path_factory.mktemp("lasot"))
+
+
+def tiny_config(*overrides: str, backbone: str = "dinov3_vits16"):
+    """A Config for a tiny random model that runs in milliseconds on CPU (tests of every stage).
+
+    Template 32 px (2x2 tokens), search 64 px (4x4 tokens), a 32-wide neck; `overrides` are `--set`
+    strings applied last, e.g. tiny_config("train.batch_size=4").
+    """
+    from siamtool.config import load_config
+
+    base = [f"model.backbone={backbone}", "model.tiny=true", "model.pretrained=false", "model.dim=32",
+            "model.heads=2", "model.dropout=0.0", "data.template_size=32", "data.search_size=64"]
+    return load_config(None, [*base, *overrides])
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(synthetic_lasot, tmp_path_factory) -> Path:
+    """Shards of `synthetic_lasot` at tiny_config's crop sizes: 4 sequences x 32 pairs, 8 shards of 16."""
+    from siamtool.data.prepare import prepare_shards
+
+    out = tmp_path_factory.mktemp("shards")
+    prepare_shards(synthetic_lasot, out, tiny_config("data.pairs_per_sequence=32", "data.pairs_per_shard=16"),
+                   split="all", workers=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of an untrained tiny_config() model (random weights: for plumbing tests only)."""
+    from siamtool.engine.checkpoint import save_checkpoint
+    from siamtool.models import build_model
+
+    cfg = tiny_config()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny-run" / "tiny.pt"
+    save_checkpoint(path, build_model(cfg), cfg)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_siamtool_cache(tmp_path_factory):
+    """Keep the ONNX exports that `--checkpoint` on CPU caches (siamtool.export.cache) out of ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIAMTOOL_CACHE", str(tmp_path_factory.mktemp("siamtool-cache")))
+        yield

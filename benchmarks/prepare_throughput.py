@@ -1,0 +1,234 @@
+"""`siamtool prepare` throughput: pairs/s, where worker time goes, and the ratio to the naive way.
+
+Measured in one run on the same sampled pairs, written to the same kind of shards:
+
+* naive (1 worker): the seed's way. Per pair, `cv2.imread` both frames at full resolution, pad each
+  frame with `cv2.copyMakeBorder` (replicated border, enough for the window), slice the window, resize
+  it with `cv2.resize`, then JPEG-encode and write exactly as prepare does.
+* prepare, 1 and 2 workers: `siamtool.data.prepare.prepare_shards` (what the CLI runs): each frame
+  decoded once per shard at the coarsest JPEG reduction its crops allow, one warpAffine per crop on a
+  BGRA frame padded only when a window leaves it.
+* per-pair (1 worker): prepare's crop path called one pair at a time in the naive loop, so no frame
+  is decoded once for two pairs (the tiny real_lasot shards reuse frames far more than LaSOT would).
+  per-pair / naive is the ratio to trust for full LaSOT.
+* prepare without reduced decode (1 worker, `max_decode_factor=1`): the gain of IMREAD_REDUCED_*.
+
+Two datasets: `../shared/data/real_lasot` as it is (240p-480p frames, smaller than LaSOT's), and the
+same sequences upscaled to 720 px high (LaSOT's typical 1280x720), JPEG q95, made once in --workdir.
+Configurations are interleaved per repeat (the 2 CPUs are shared); medians are reported.
+
+    python benchmarks/prepare_throughput.py                         # 200 pairs/sequence, 3 repeats
+    python benchmarks/prepare_throughput.py --repeats 1 --no-hires  # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from siamtool.config import Config, DataConfig  # noqa: E402
+from siamtool.data.lasot import find_sequences, index_lasot  # noqa: E402
+from siamtool.data.prepare import CropParams, Timing, make_pairs, pair_windows, prepare_shards  # noqa: E402
+from siamtool.data.sampling import PairSpec, sample_pairs  # noqa: E402
+from siamtool.data.shards import Pair, write_shard  # noqa: E402
+from siamtool.geometry import CropWindow  # noqa: E402
+
+
+def naive_crop(img: np.ndarray, w: CropWindow) -> np.ndarray:
+    """The seed's crop: pad the whole frame, slice an integer window, resize it."""
+    h, wd = img.shape[:2]
+    x0, y0 = round(w.x0), round(w.y0)
+    side = max(1, round(w.side))
+    pad = max(0, -x0, -y0, x0 + side - wd, y0 + side - h)
+    padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else img
+    patch = padded[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+    return cv2.resize(patch, (w.out_size, w.out_size), interpolation=cv2.INTER_LINEAR)
+
+
+def naive_run(specs: list[PairSpec], data: DataConfig, out: Path) -> tuple[float, dict[str, float]]:
+    """Write `specs` the naive way into shards under `out`; return (seconds, stage seconds)."""
+    quality = [cv2.IMWRITE_JPEG_QUALITY, data.jpeg_quality]
+    stages = {"decode": 0.0, "crop": 0.0, "encode": 0.0, "write": 0.0}
+    start = time.perf_counter()
+    per = data.pairs_per_shard
+    for k in range(0, len(specs), per):
+        pairs = []
+        for s in specs[k:k + per]:
+            tw, sw = pair_windows(s, data)
+            jpegs = []
+            for path, w in ((s.template_path, tw), (s.search_path, sw)):
+                t0 = time.perf_counter()
+                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                t1 = time.perf_counter()
+                patch = naive_crop(img, w)
+                t2 = time.perf_counter()
+                jpegs.append(cv2.imencode(".jpg", patch, quality)[1].reshape(-1))
+                stages["decode"] += t1 - t0
+                stages["crop"] += t2 - t1
+                stages["encode"] += time.perf_counter() - t2
+            pairs.append(Pair(jpegs[0], jpegs[1], tw.box_to_crop(np.asarray(s.template_box)).astype(np.float32),
+                              sw.box_to_crop(np.asarray(s.search_box)).astype(np.float32), s.kind, s.sequence,
+                              s.search_sequence, np.array([s.template_frame, s.search_frame], np.int32)))
+        t0 = time.perf_counter()
+        write_shard(out / f"shard-{k // per:05d}.h5", pairs, {"config": ""})
+        stages["write"] += time.perf_counter() - t0
+    return time.perf_counter() - start, stages
+
+
+def unshared_run(specs: list[PairSpec], data: DataConfig, out: Path) -> tuple[float, Timing]:
+    """prepare's crop path (`make_pairs`) called one pair at a time, in naive_run's loop: no frame is
+    decoded for two pairs, so the ratio to naive isolates the decode + crop method from the sharing."""
+    timing = Timing()
+    params = CropParams(data)
+    start = time.perf_counter()
+    per = data.pairs_per_shard
+    for k in range(0, len(specs), per):
+        pairs = []
+        for s in specs[k:k + per]:
+            pairs += make_pairs([s], params, timing)[0]
+        write_shard(out / f"shard-{k // per:05d}.h5", pairs, {"config": ""})
+    return time.perf_counter() - start, timing
+
+
+def make_hires(src: Path, dst: Path, height: int = 720) -> Path:
+    """Copy the dataset with every frame upscaled to `height` px (JPEG q95) and the GT scaled to match."""
+    done = dst / ".complete"
+    if done.is_file():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    for name, seq in sorted(find_sequences(src).items()):
+        out = dst / seq.parent.name / name
+        (out / "img").mkdir(parents=True)
+        scale = None
+        for f in sorted((seq / "img").glob("*.jpg")):
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            scale = height / img.shape[0]
+            big = cv2.resize(img, (round(img.shape[1] * scale), height), interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(out / "img" / f.name), big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        gt = np.loadtxt(seq / "groundtruth.txt", delimiter=",", ndmin=2)
+        # 1-based corners scale about pixel 0.5 (continuous 0-based coordinates scale about 0).
+        gt[:, :2] = (gt[:, :2] - 1) * scale + 1
+        gt[:, 2:] *= scale
+        np.savetxt(out / "groundtruth.txt", gt, fmt="%.3f", delimiter=",")
+        for extra in ("full_occlusion.txt", "out_of_view.txt", "nlp.txt"):
+            if (seq / extra).is_file():
+                shutil.copy(seq / extra, out / extra)
+    done.write_text("ok\n")
+    return dst
+
+
+def raw_bytes_per_pair(out: Path, data: DataConfig, n: int = 64) -> dict[str, float]:
+    """Bytes/pair if the crops were stored as chunked uint8 arrays (no JPEG), lzf or gzip-1 compressed."""
+    from siamtool.data.shards import ShardReader
+
+    with ShardReader(next(out.glob("shard-*.h5"))) as r:
+        pairs = r.read_many(range(min(n, len(r))))
+    t = np.stack([cv2.imdecode(p.template_jpeg, cv2.IMREAD_COLOR) for p in pairs])
+    s = np.stack([cv2.imdecode(p.search_jpeg, cv2.IMREAD_COLOR) for p in pairs])
+    sizes = {"uint8 raw": float(t[0].nbytes + s[0].nbytes)}
+    for name, opts in (("uint8 lzf", {"compression": "lzf"}), ("uint8 gzip-1", {"compression": "gzip",
+                                                                              "compression_opts": 1})):
+        path = out / f"raw-{name.split()[-1]}.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("template", data=t, chunks=(1, *t.shape[1:]), **opts)
+            f.create_dataset("search", data=s, chunks=(1, *s.shape[1:]), **opts)
+        sizes[name] = path.stat().st_size / len(pairs)
+        path.unlink()
+    return sizes
+
+
+def bench(root: Path, label: str, pairs_per_sequence: int, repeats: int, work: Path) -> dict[str, object]:
+    cfg = Config()
+    cfg.data.pairs_per_sequence = pairs_per_sequence
+    specs = sample_pairs(index_lasot(root, "all").sequences, cfg.data).pairs
+    runs: dict[str, list[float]] = {"naive": [], "unshared": [], "w1": [], "w1_full": [], "w2": []}
+    decode_share, read_share, factors, decodes, stages = [], [], None, 0, {}
+    unshared = Timing()
+    naive_stages: dict[str, float] = {}
+    bpp = 0.0
+    for rep in range(repeats):
+        out = work / f"{label}-naive"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        sec, naive_stages = naive_run(specs, cfg.data, out)
+        runs["naive"].append(len(specs) / sec)
+        out = work / f"{label}-unshared"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        sec, unshared = unshared_run(specs, cfg.data, out)
+        runs["unshared"].append(len(specs) / sec)
+        for key, workers, factor in (("w1", 1, 8), ("w1_full", 1, 1), ("w2", 2, 8)):
+            s = prepare_shards(root, work / f"{label}-{key}", cfg, "all", workers=workers, overwrite=True,
+                               max_decode_factor=factor)
+            runs[key].append(s.pairs_per_second)
+            if key == "w1":
+                tm = s.timing
+                decode_share.append(tm.decode / tm.total)
+                read_share.append(tm.read / tm.total)
+                factors, decodes, bpp = dict(tm.decode_factors), tm.frames, s.bytes_per_pair
+                stages = {k: getattr(tm, k) / tm.total for k in ("read", "decode", "crop", "encode", "write")}
+        print(f"  [{label} repeat {rep + 1}] " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items())
+              + " pairs/s", flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    naive_total = sum(naive_stages.values())
+    return {
+        "label": label, "pairs": len(specs), "pairs_s": med, "ratio_w1": med["w1"] / med["naive"],
+        "ratio_w2": med["w2"] / med["naive"], "ratio_unshared": med["unshared"] / med["naive"],
+        "unshared_decode_share": unshared.decode / unshared.total, "reduced_gain": med["w1"] / med["w1_full"],
+        "decode_share": statistics.median(decode_share), "read_share": statistics.median(read_share),
+        "stages": stages, "naive_stages": {k: v / naive_total for k, v in naive_stages.items()},
+        "factors": factors, "decodes_per_pair": decodes / len(specs), "bytes_per_pair": bpp,
+        "raw": raw_bytes_per_pair(work / f"{label}-w1", cfg.data),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lasot", type=Path, default=REPO.parent / "shared" / "data" / "real_lasot")
+    ap.add_argument("--pairs-per-sequence", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-hires", action="store_true", help="Skip the 720p variant.")
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "siamtool_prepare_bench")
+    args = ap.parse_args()
+    cv2.setNumThreads(1)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sets = [(args.lasot, "real_lasot")]
+    if not args.no_hires:
+        sets.append((make_hires(args.lasot, args.workdir / "real_lasot_720p"), "real_lasot 720p"))
+    results = [bench(root, label, args.pairs_per_sequence, args.repeats, args.workdir / "out") for root, label in sets]
+    print()
+    print("| data | pairs | naive 1w | per-pair 1w | prepare 1w | prepare 2w | per-pair / naive | 1w / naive "
+          "| 2w / naive | reduced-decode gain | decode share 1w (per-pair) | decodes/pair | kB/pair |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        p = r["pairs_s"]
+        print(f"| {r['label']} | {r['pairs']} | {p['naive']:.0f} | {p['unshared']:.0f} | {p['w1']:.0f} | "
+              f"{p['w2']:.0f} | {r['ratio_unshared']:.2f}x | {r['ratio_w1']:.2f}x | {r['ratio_w2']:.2f}x | "
+              f"{r['reduced_gain']:.2f}x | {100 * r['decode_share']:.0f}% ({100 * r['unshared_decode_share']:.0f}%) | "
+              f"{r['decodes_per_pair']:.2f} | {r['bytes_per_pair'] / 1e3:.1f} |")
+    print()
+    for r in results:
+        st = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["stages"].items())
+        nst = ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["naive_stages"].items())
+        raw = ", ".join(f"{k} {v / 1e3:.0f} kB" for k, v in r["raw"].items())
+        print(f"{r['label']}: prepare 1w time: {st}; naive: {nst}; decode factors {r['factors']}; "
+              f"without JPEG: {raw} per pair")
+    print(f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"(2 CPUs; > ~1.5 means other jobs competed)")
+
+
+if __name__ == "__main__":
+    main()

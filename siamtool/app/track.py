@@ -1,0 +1,444 @@
+"""`siamtool track`: follow one object in a camera, video, image folder or glob, with or without a window.
+
+Interactive (a display is available and --no-show is not given): the user drags a box on the first
+frame (a video stays frozen until then; a camera keeps streaming), confirms with Enter or space, then
+sees the frame with the box, score and FPS, and a side panel with the template crop, the search crop
+with the predicted box, and the heatmap over it. Keys: space pause/resume, r re-select, q or Esc quit.
+
+Headless (--no-show, or no display): `--init X,Y,W,H` (0-based pixels) is required; the loop is the same
+minus the window. `--output` writes the annotated frames as a video (.mp4: mp4v, .avi: MJPG) and
+`--save-boxes` writes one line per frame: ``x,y,w,h,score,lost`` (0-based pixels; the first line is the
+initial box with score 1; lost is 1 when the tracker reported the target lost and kept the last box).
+Both files are written to a temporary name and renamed when the run ends (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from siamtool.app.sources import FrameSource, open_source
+from siamtool.config import Config
+from siamtool.errors import SiamtoolError
+from siamtool.fileio import write_text_atomic
+from siamtool.tracking.tracker import Tracker, TrackResult, check_init_box
+
+WINDOW_NAME = "siamtool track"
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+KEY_ESC, KEY_SPACE = 27, 32
+KEYS_CONFIRM = (10, 13, KEY_SPACE)
+KEYS_QUIT = (KEY_ESC, ord("q"))
+GREEN, RED, WHITE, BLACK = (0, 220, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+
+
+# ------------------------------------------------------------------------------------ arguments
+
+
+def parse_init(text: str) -> np.ndarray:
+    """`--init X,Y,W,H` -> float array; one-line error for anything else."""
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise SiamtoolError(f"--init {text!r}: expected X,Y,W,H in 0-based pixels, e.g. --init 292,125,150,140")
+    return np.asarray(values, dtype=np.float64)
+
+
+def check_output_path(path: Path) -> None:
+    if path.suffix.lower() not in VIDEO_CODECS:
+        raise SiamtoolError(f"--output {path}: use a .mp4 (mp4v) or .avi (MJPG) file name")
+
+
+def has_display() -> bool:
+    """Whether a window can be opened. On Linux this needs an X or Wayland display that exists.
+
+    Checked before touching the GUI because Qt aborts the whole process when it cannot connect.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return False
+    if display.startswith(":"):  # a local X server: its socket must exist
+        number = display[1:].split(".")[0]
+        return Path(f"/tmp/.X11-unix/X{number}").exists()
+    return True  # remote (e.g. ssh -X): trust it
+
+
+# ------------------------------------------------------------------------------------- drawing
+
+
+def _label(img: np.ndarray, text: str, org: tuple[int, int], color: tuple[int, int, int] = WHITE,
+           scale: float = 0.5) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - th - 4), (x + tw + 2, y + base), BLACK, -1)
+    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def _rect(img: np.ndarray, box_xywh: np.ndarray, color: tuple[int, int, int], thickness: int = 2) -> None:
+    x, y, w, h = (float(v) for v in box_xywh)
+    cv2.rectangle(img, (round(x), round(y)), (round(x + w), round(y + h)), color, thickness)
+
+
+def annotate(frame: np.ndarray, box: np.ndarray, score: float, lost: bool, fps: float | None) -> np.ndarray:
+    """The frame with the box (green, red while lost), the score and the tracking FPS."""
+    out = frame.copy()
+    color = RED if lost else GREEN
+    _rect(out, box, color)
+    text = f"score {score:.2f}" + ("  LOST" if lost else "") + (f"  {fps:.1f} FPS" if fps else "")
+    _label(out, text, (6, 20), color if lost else WHITE)
+    return out
+
+
+def side_panel(tracker: Tracker, result: TrackResult | None, height: int) -> np.ndarray:
+    """Template crop, search crop with its box, heatmap over the search crop, stacked in one column."""
+    tile = int(np.clip(height // 3, 96, 256))
+    panel = np.zeros((max(height, 3 * tile), tile, 3), np.uint8)
+    tiles: list[tuple[str, np.ndarray]] = []
+    if tracker.template_crop is not None:
+        tiles.append(("template", cv2.cvtColor(tracker.template_crop, cv2.COLOR_RGB2BGR)))
+    if result is not None:
+        search = cv2.cvtColor(result.search_crop, cv2.COLOR_RGB2BGR)
+        boxed = search.copy()
+        _rect(boxed, result.crop_box, RED if result.lost else GREEN)
+        tiles.append((f"search x{result.growth:.2g}", boxed))
+        heat = cv2.resize(np.clip(result.heatmap, 0, 1), search.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        color = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+        tiles.append((f"heatmap max {float(result.heatmap.max()):.2f}", cv2.addWeighted(search, 0.5, color, 0.5, 0)))
+    for k, (name, img) in enumerate(tiles):
+        y = k * tile
+        panel[y:y + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_AREA)
+        _label(panel, name, (4, y + 14), scale=0.4)
+    return panel
+
+
+def compose(annotated: np.ndarray, panel: np.ndarray) -> np.ndarray:
+    """Frame on the left, panel on the right, padded to a common height."""
+    h = max(annotated.shape[0], panel.shape[0])
+    canvas = np.zeros((h, annotated.shape[1] + panel.shape[1], 3), np.uint8)
+    canvas[: annotated.shape[0], : annotated.shape[1]] = annotated
+    canvas[: panel.shape[0], annotated.shape[1]:] = panel
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------- window
+
+
+class Window(Protocol):
+    """The few GUI calls the app makes; `OpenCVWindow` in real use, a scripted fake in tests."""
+
+    def show(self, image: np.ndarray) -> None: ...
+
+    def wait_key(self, delay_ms: int) -> int: ...
+
+    def set_mouse_callback(self, callback: Callable[[int, int, int, int, Any], None]) -> None: ...
+
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class OpenCVWindow:
+    """A resizable OpenCV HighGUI window (mouse coordinates stay in image pixels when it is scaled)."""
+
+    def __init__(self, name: str = WINDOW_NAME) -> None:
+        self.name = name
+        self._shown = False
+        cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+
+    def show(self, image: np.ndarray) -> None:
+        if not self._shown:
+            cv2.resizeWindow(self.name, image.shape[1], image.shape[0])
+        cv2.imshow(self.name, image)
+        self._shown = True
+
+    def wait_key(self, delay_ms: int) -> int:
+        key = cv2.waitKey(delay_ms)
+        return -1 if key < 0 else key & 0xFF
+
+    def set_mouse_callback(self, callback: Callable[[int, int, int, int, Any], None]) -> None:
+        cv2.setMouseCallback(self.name, callback)
+
+    def closed(self) -> bool:
+        if not self._shown:
+            return False
+        try:
+            return cv2.getWindowProperty(self.name, cv2.WND_PROP_VISIBLE) < 1
+        except cv2.error:
+            return True
+
+    def close(self) -> None:
+        with contextlib.suppress(cv2.error):
+            cv2.destroyWindow(self.name)
+            cv2.waitKey(1)
+
+
+class BoxSelector:
+    """Mouse-drag rectangle selection, clipped to the frame (the canvas also holds the side panel)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.start: tuple[int, int] | None = None
+        self.end: tuple[int, int] | None = None
+        self.dragging = False
+
+    def on_mouse(self, event: int, x: int, y: int, flags: int, param: Any = None) -> None:
+        x, y = int(np.clip(x, 0, self.width)), int(np.clip(y, 0, self.height))
+        if event == cv2.EVENT_LBUTTONDOWN:
+            self.start = self.end = (x, y)
+            self.dragging = True
+        elif event == cv2.EVENT_MOUSEMOVE and self.dragging:
+            self.end = (x, y)
+        elif event == cv2.EVENT_LBUTTONUP and self.dragging:
+            self.end = (x, y)
+            self.dragging = False
+
+    def box(self) -> np.ndarray | None:
+        """The selected x, y, w, h, or None when nothing (or a click without a drag) was selected."""
+        if self.start is None or self.end is None:
+            return None
+        (x0, y0), (x1, y1) = self.start, self.end
+        box = np.array([min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)], dtype=np.float64)
+        return box if box[2] >= 2 and box[3] >= 2 else None
+
+
+def select_box(window: Window, source: FrameSource, frame: np.ndarray,
+               required: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Let the user drag a box; returns (frame it was drawn on, box) or None when cancelled.
+
+    A video (or folder) stays on `frame`; a live camera keeps updating under the selection. Enter or
+    space confirms; confirming with nothing drawn is an error on the first selection (`required`) and a
+    cancel on a re-selection.
+    """
+    height, width = frame.shape[:2]
+    selector = BoxSelector(width, height)
+    window.set_mouse_callback(selector.on_mouse)
+    hint = "drag a box around the target, Enter/space: start, Esc: cancel"
+    while True:
+        if source.live:
+            newer = source.read()
+            if newer is None:
+                return None
+            frame = newer
+        canvas = frame.copy()
+        box = selector.box()
+        if box is not None:
+            _rect(canvas, box, GREEN)
+        _label(canvas, hint, (6, 20))
+        window.show(canvas)
+        key = window.wait_key(15)
+        if window.closed() or key in KEYS_QUIT or key == ord("c"):
+            return None
+        if key in KEYS_CONFIRM:
+            if box is None:
+                if required:
+                    raise SiamtoolError("empty selection: drag a box around the target with the mouse, then "
+                                        "press Enter or space (or pass --init X,Y,W,H)")
+                return None
+            return frame, box
+
+
+# ------------------------------------------------------------------------------------- outputs
+
+
+class VideoOutput:
+    """An annotated-video writer that only appears under its final name once finished."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        check_output_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # Keep the real extension on the temp name: OpenCV picks the container from it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[path.suffix.lower()])
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
+        self.size = size
+        if not self.writer.isOpened():
+            self.tmp.unlink(missing_ok=True)
+            raise SiamtoolError(f"--output {path}: OpenCV cannot write this video (is the folder writable?)")
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape[1::-1] != self.size:  # a source whose frame size changes mid-stream
+            frame = cv2.resize(frame, self.size)
+        self.writer.write(frame)
+        self.frames += 1
+
+    def finish(self) -> None:
+        self.writer.release()
+        if self.frames:
+            os.replace(self.tmp, self.path)
+        self.tmp.unlink(missing_ok=True)
+
+
+def box_line(box: np.ndarray, score: float, lost: bool) -> str:
+    """One `--save-boxes` line: x,y,w,h,score,lost (0-based pixels)."""
+    x, y, w, h = (float(v) for v in box)
+    return f"{x:.2f},{y:.2f},{w:.2f},{h:.2f},{score:.4f},{int(lost)}"
+
+
+# ---------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrackSummary:
+    frames: int = 0
+    """Frames with a box (the first, initialised frame included)."""
+    lost_frames: int = 0
+    tracking_fps: float = 0.0
+    """Frames per second of tracking alone (crop + forward + decode), excluding I/O and display."""
+    skipped: int = 0
+    """Frames the source could not decode."""
+    interrupted: bool = False
+    quit_before_start: bool = False
+    outputs: list[Path] = field(default_factory=list)
+
+
+def run_track(
+    source: FrameSource,
+    tracker: Tracker,
+    init: np.ndarray | None = None,
+    window: Window | None = None,
+    output: Path | None = None,
+    save_boxes: Path | None = None,
+    on_frame: Callable[[int], None] | None = None,
+) -> TrackSummary:
+    """Track until the source ends or the user quits; headless when `window` is None (needs `init`)."""
+    summary = TrackSummary()
+    frame = source.read()
+    if frame is None:
+        raise SiamtoolError(f"{source.name}: no frame could be read")
+    if init is not None:
+        check_init_box(init, frame.shape[1], frame.shape[0], what="--init")
+        box = init
+    elif window is None:
+        raise SiamtoolError("headless tracking needs the initial box: pass --init X,Y,W,H (0-based pixels)")
+    else:
+        picked = select_box(window, source, frame, required=True)
+        if picked is None:
+            summary.quit_before_start = True
+            return summary
+        frame, box = picked
+
+    lines: list[str] = []
+    writer: VideoOutput | None = None
+    fps_ema: float | None = None
+    tracking_time = 0.0
+    tracked = 0
+
+    def record(img: np.ndarray, b: np.ndarray, score: float, lost: bool, result: TrackResult | None) -> None:
+        nonlocal writer
+        lines.append(box_line(b, score, lost))
+        summary.frames += 1
+        summary.lost_frames += int(lost)
+        shown = annotate(img, b, score, lost, fps_ema)
+        if output is not None:
+            if writer is None:
+                writer = VideoOutput(output, source.fps or 30.0, (img.shape[1], img.shape[0]))
+            writer.write(shown)
+        if window is not None:
+            window.show(compose(shown, side_panel(tracker, result, shown.shape[0])))
+        if on_frame is not None:
+            on_frame(summary.frames)
+
+    try:
+        tracker.initialize(frame, box)
+        record(frame, np.asarray(box), 1.0, False, None)
+        paused = False
+        while True:
+            if window is not None:
+                key = window.wait_key(30 if paused else 1)
+                if window.closed() or key in KEYS_QUIT:
+                    break
+                if key == KEY_SPACE:
+                    paused = not paused
+                if key == ord("r"):
+                    picked = select_box(window, source, frame, required=False)
+                    if picked is not None:
+                        new_frame, box = picked
+                        tracker.initialize(new_frame, box)
+                        if new_frame is not frame:  # a live camera moved on: this is a new frame
+                            frame = new_frame
+                            record(frame, np.asarray(box), 1.0, False, None)
+                    continue
+                if paused:
+                    continue
+            nxt = source.read()
+            if nxt is None:
+                break
+            frame = nxt
+            result = tracker.track(frame)
+            tracked += 1
+            tracking_time += result.time_s
+            inst = 1.0 / max(result.time_s, 1e-6)
+            fps_ema = inst if fps_ema is None else 0.9 * fps_ema + 0.1 * inst
+            record(frame, result.box, result.score, result.lost, result)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if writer is not None:
+            writer.finish()
+            summary.outputs.append(output)  # type: ignore[arg-type]
+        if save_boxes is not None and lines:
+            write_text_atomic(save_boxes, "\n".join(lines) + "\n")
+            summary.outputs.append(save_boxes)
+        if window is not None:
+            window.close()
+    summary.tracking_fps = tracked / tracking_time if tracking_time > 0 else 0.0
+    summary.skipped = source.skipped
+    return summary
+
+
+def track_source(
+    spec: str,
+    cfg: Config,
+    device: Any,
+    checkpoint: Path | None = None,
+    onnx: Path | None = None,
+    init: str | None = None,
+    no_show: bool = False,
+    output: Path | None = None,
+    save_boxes: Path | None = None,
+    window_factory: Callable[[], Window] | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    on_ready: Callable[[FrameSource, bool], None] | None = None,
+) -> TrackSummary:
+    """What `siamtool track` does: check the arguments, open the source and the tracker, run the loop.
+
+    Arguments are checked before the model loads so a typo fails in a second, not after loading weights.
+    `on_ready(source, headless)` lets the CLI start a progress bar once the source is known;
+    `window_factory` (default `OpenCVWindow`) is where tests plug in a scripted window.
+    """
+    from siamtool.tracking.backends import load_backend, require_tracker
+
+    require_tracker(checkpoint, onnx)
+    init_box = parse_init(init) if init is not None else None
+    if output is not None:
+        check_output_path(output)
+    headless = no_show or not has_display()
+    if headless and init_box is None:
+        why = "--no-show" if no_show else "no display available"
+        raise SiamtoolError(f"{why}: pass --init X,Y,W,H (the target's box in the first frame, 0-based pixels)")
+    with open_source(spec) as source:
+        backend, run_cfg, _ = load_backend(checkpoint, onnx, device, cfg)
+        tracker = Tracker(backend, run_cfg)
+        if on_ready is not None:
+            on_ready(source, headless)
+        window = None if headless else (window_factory or OpenCVWindow)()
+        return run_track(source, tracker, init_box, window, output, save_boxes, on_frame)

@@ -1,0 +1,549 @@
+"""`siamtool prepare`: sample LaSOT pairs, crop them once, write HDF5 shards in parallel, resumably.
+
+Order of work:
+  1. index the split (malformed sequences skipped with file and line unless strict),
+  2. sample every pair up front in the main process (`sampling.sample_pairs`: deterministic, so the
+     pairs do not depend on --workers) and cut the list into shards of `data.pairs_per_shard`,
+  3. compare the run's fingerprint with `<out>/prepare.json`: the same -> resume (complete shards are
+     kept, stray temp files removed), different -> refused unless --overwrite,
+  4. check free disk space against an estimate, then let worker processes write the missing shards,
+     each shard by one worker to a temp name, renamed when complete,
+  5. write `index.json` (the reader's entry point) only when every shard exists.
+
+A worker decodes each frame once per shard, at the coarsest JPEG reduction (1/2, 1/4, 1/8) that
+every crop it feeds still allows, then cuts each crop with one warpAffine (`geometry.crop`). Frames
+that cannot be read are skipped with the pairs that need them, counted and listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import queue
+import shutil
+import signal
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from siamtool import __version__
+from siamtool.config import Config, DataConfig
+from siamtool.data.lasot import index_lasot
+from siamtool.data.sampling import PairSpec, sample_pairs
+from siamtool.data.shards import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    INDEX_NAME,
+    KIND_NAMES,
+    Pair,
+    ShardReader,
+    search_crop_size,
+    stored_search_window,
+    stored_template_window,
+    write_shard,
+)
+from siamtool.errors import ConfigError, SiamtoolError
+from siamtool.fileio import write_json_atomic
+from siamtool.geometry import REDUCED_FLAGS, CropWindow, crop, reduced_decode_factor
+
+PLAN_NAME = "prepare.json"
+"""The fingerprint of the run that owns an output folder (resume and changed-config detection)."""
+
+BYTES_PER_CROP_PIXEL = 0.25
+"""Disk estimate: JPEG q<=95 of natural images measured 0.08-0.19 bytes per crop pixel; 0.25 is safe."""
+
+_PROGRESS_EVERY = 16  # pairs between progress messages from a worker
+
+
+def shard_name(index: int) -> str:
+    """Shard file name. Numbered by the global shard index, not the worker, so any --workers resumes."""
+    return f"shard-{index:05d}.h5"
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".shard-") and name.endswith(".tmp")
+
+
+# ------------------------------------------------------------------------------------------ cropping
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """What a worker needs to cut and encode crops (picklable: travels to the workers with each shard)."""
+
+    data: DataConfig
+    max_decode_factor: int = 8
+    """Largest JPEG reduction used (1 disables reduced decoding; the benchmark measures the gain)."""
+
+
+@dataclass
+class Timing:
+    """Seconds a worker spent per stage; the benchmark reports the decode share."""
+
+    read: float = 0.0
+    decode: float = 0.0
+    crop: float = 0.0
+    encode: float = 0.0
+    write: float = 0.0
+    total: float = 0.0
+    frames: int = 0
+    decode_factors: Counter = field(default_factory=Counter)
+
+    def add(self, other: Timing) -> None:
+        for k in ("read", "decode", "crop", "encode", "write", "total", "frames"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.decode_factors.update(other.decode_factors)
+
+
+def pair_windows(spec: PairSpec, data: DataConfig) -> tuple[CropWindow, CropWindow]:
+    """The template and stored-search windows of a pair (frame pixels)."""
+    return (stored_template_window(np.asarray(spec.template_box), data),
+            stored_search_window(np.asarray(spec.search_box), data))
+
+
+def read_frame(path: Path, factor: int, timing: Timing) -> np.ndarray | None:
+    """Decode a frame at 1/factor size (3-channel BGR); None when missing, empty or not an image."""
+    t0 = time.perf_counter()
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    t1 = time.perf_counter()
+    try:
+        img = cv2.imdecode(buf, REDUCED_FLAGS[factor]) if buf.size else None
+    except cv2.error:
+        img = None
+    t2 = time.perf_counter()
+    timing.read += t1 - t0
+    timing.decode += t2 - t1
+    timing.frames += 1
+    timing.decode_factors[factor] += 1
+    return img if img is not None and img.size else None
+
+
+def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarray, list[CropWindow]]:
+    """Make a decoded frame fast to crop with `geometry.crop`; return it and the windows in its pixels.
+
+    Measured OpenCV facts (384 px crop, one thread): bilinear warpAffine has a SIMD path for 4 channels
+    but not for 3 (0.30 vs 0.81 ms), and output pixels that sample outside the image with
+    BORDER_REPLICATE take a slow per-pixel path (a window 3x the frame: 1.3-2.0 ms instead of 0.4).
+    So only the part of the frame the windows cover is converted to BGRA (imencode writes the same
+    JPEG bytes for BGRA as for BGR), and it is padded with replicated edges only where a window leaves
+    the frame. The crops equal those of the whole frame: replicate padding is what BORDER_REPLICATE
+    samples, and inside the frame no window reads beyond the region (+1 px for bilinear taps).
+    """
+    h, w = img.shape[:2]
+    x_lo = math.floor(min(win.x0 for win in windows)) - 1
+    y_lo = math.floor(min(win.y0 for win in windows)) - 1
+    x_hi = math.ceil(max(win.x0 + win.side for win in windows)) + 1
+    y_hi = math.ceil(max(win.y0 + win.side for win in windows)) + 1
+    # The region of the frame the windows need (at least one pixel, for windows entirely outside).
+    rx0, ry0 = min(max(x_lo, 0), w - 1), min(max(y_lo, 0), h - 1)
+    rx1, ry1 = max(min(x_hi, w), rx0 + 1), max(min(y_hi, h), ry0 + 1)
+    roi = img[ry0:ry1, rx0:rx1]
+    roi = cv2.cvtColor(roi, cv2.COLOR_BGR2BGRA if roi.ndim == 3 and roi.shape[2] == 3 else cv2.COLOR_GRAY2BGRA)
+    left, top = max(0, rx0 - x_lo), max(0, ry0 - y_lo)
+    right, bottom = max(0, x_hi - rx1), max(0, y_hi - ry1)
+    if left or top or right or bottom:
+        roi = cv2.copyMakeBorder(roi, top, bottom, left, right, cv2.BORDER_REPLICATE)
+    dx, dy = left - rx0, top - ry0
+    return roi, [CropWindow(win.cx + dx, win.cy + dy, win.side, win.out_size) for win in windows]
+
+
+def make_pairs(
+    specs: list[PairSpec], params: CropParams, timing: Timing | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Pair], list[str]]:
+    """Crop and JPEG-encode `specs`; return the pairs (in spec order, bad ones dropped) and bad frames.
+
+    Frames are visited in path order and decoded once each, at the factor allowed by the most
+    demanding crop cut from it (template and search may share a frame, or come from two).
+    """
+    timing = timing if timing is not None else Timing()
+    data = params.data
+    quality = [cv2.IMWRITE_JPEG_QUALITY, int(data.jpeg_quality)]
+    windows = [pair_windows(s, data) for s in specs]
+    uses: dict[Path, list[tuple[int, int]]] = defaultdict(list)  # frame -> (pair, 0 template / 1 search)
+    for i, s in enumerate(specs):
+        uses[s.template_path].append((i, 0))
+        uses[s.search_path].append((i, 1))
+    jpegs: list[list[np.ndarray | None]] = [[None, None] for _ in specs]
+    bad: list[str] = []
+    done_crops = reported = 0
+    for path in sorted(uses):
+        users = uses[path]
+        factor = min(reduced_decode_factor(windows[i][r].scale, params.max_decode_factor) for i, r in users)
+        img = read_frame(path, factor, timing)
+        if img is None:
+            bad.append(str(path))
+        else:
+            t0 = time.perf_counter()
+            img, frame_windows = prepare_frame(img, [windows[i][r].scaled(1.0 / factor) for i, r in users])
+            timing.crop += time.perf_counter() - t0
+            for (i, r), window in zip(users, frame_windows):
+                t0 = time.perf_counter()
+                patch = crop(img, window)
+                t1 = time.perf_counter()
+                ok, enc = cv2.imencode(".jpg", patch, quality)
+                timing.crop += t1 - t0
+                timing.encode += time.perf_counter() - t1
+                jpegs[i][r] = enc.reshape(-1) if ok else None
+        done_crops += len(users)
+        if progress is not None and done_crops // 2 - reported >= _PROGRESS_EVERY:
+            progress(done_crops // 2 - reported)
+            reported = done_crops // 2
+    if progress is not None and len(specs) - reported > 0:
+        progress(len(specs) - reported)
+    pairs = []
+    for s, (tw, sw), (tj, sj) in zip(specs, windows, jpegs):
+        if tj is None or sj is None:
+            continue
+        pairs.append(Pair(
+            template_jpeg=tj, search_jpeg=sj,
+            template_box=tw.box_to_crop(np.asarray(s.template_box)).astype(np.float32),
+            search_box=sw.box_to_crop(np.asarray(s.search_box)).astype(np.float32),
+            kind=s.kind, sequence=s.sequence, search_sequence=s.search_sequence,
+            frames=np.array([s.template_frame, s.search_frame], dtype=np.int32),
+        ))
+    return pairs, bad
+
+
+# -------------------------------------------------------------------------------------------- shards
+
+
+@dataclass
+class ShardTask:
+    index: int
+    path: Path
+    specs: list[PairSpec]
+    params: CropParams
+    attrs: dict[str, Any]
+
+
+@dataclass
+class ShardResult:
+    index: int
+    pairs: int
+    kinds: Counter
+    bad_frames: list[str]
+    bytes: int
+    timing: Timing
+
+
+def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> ShardResult:
+    """Make and write one shard (atomically). The unit of work of a worker process."""
+    timing = Timing()
+    t0 = time.perf_counter()
+    pairs, bad = make_pairs(task.specs, task.params, timing, progress)
+    t1 = time.perf_counter()
+    attrs = {**task.attrs, "shard": task.index, "skipped_frames": json.dumps(bad)}
+    size = write_shard(task.path, pairs, attrs)
+    timing.write += time.perf_counter() - t1
+    timing.total += time.perf_counter() - t0
+    return ShardResult(task.index, len(pairs), Counter(p.kind for p in pairs), bad, size, timing)
+
+
+_QUEUE: Any = None
+
+
+def _worker_init(q: Any) -> None:
+    """Worker processes: the main process owns Ctrl-C; OpenCV's own threads would fight the workers."""
+    global _QUEUE
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cv2.setNumThreads(1)
+    _QUEUE = q
+
+
+def _worker_run(task: ShardTask) -> ShardResult:
+    return run_shard(task, lambda n: _QUEUE.put(n))
+
+
+@contextlib.contextmanager
+def _opencv_threads(n: int) -> Iterator[None]:
+    old = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(old)
+
+
+def run_tasks(tasks: list[ShardTask], workers: int, advance: Callable[[int], None]) -> Iterator[ShardResult]:
+    """Run shard tasks with `workers` processes (in this process for 1), yielding results as they finish.
+
+    On Ctrl-C or an error the pool is terminated; the caller removes the temp files it left.
+    """
+    if workers <= 1 or len(tasks) <= 1:
+        with _opencv_threads(1):
+            for task in tasks:
+                yield run_shard(task, advance)
+        return
+    # Not plain fork: a parent that has used OpenCV's thread pool (or runs rich's refresh thread) can
+    # hand a locked mutex to a forked child, which then hangs forever (seen in the tests). The fork
+    # server is a clean process that preloads this module, so workers still start in milliseconds.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
+    else:
+        ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(q,))
+    try:
+        pending = [pool.apply_async(_worker_run, (t,)) for t in tasks]
+        while pending:
+            with contextlib.suppress(queue.Empty):
+                advance(q.get(timeout=0.1))
+                while True:
+                    advance(q.get_nowait())
+            still = []
+            for r in pending:
+                if r.ready():
+                    yield r.get()
+                else:
+                    still.append(r)
+            pending = still
+        with contextlib.suppress(queue.Empty):
+            while True:
+                advance(q.get_nowait())
+        pool.close()
+        pool.join()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+# ------------------------------------------------------------------------------------------- prepare
+
+
+@dataclass
+class PrepareSummary:
+    """What a prepare run produced (for the CLI summary, the benchmark and tests)."""
+
+    out: Path
+    pairs: int
+    kinds: dict[str, int]
+    shards: int
+    resumed: int
+    bytes: int
+    seconds: float
+    """Wall time of the whole run (index, sampling, writing, index.json)."""
+    write_seconds: float
+    """Wall time of the shard-writing phase (what pairs/s is measured over)."""
+    pairs_made: int
+    """Pairs written by this run (not counting resumed shards)."""
+    skipped_frames: list[str]
+    skipped_sequences: list[str]
+    missing_sequences: list[str]
+    timing: Timing
+
+    @property
+    def bytes_per_pair(self) -> float:
+        return self.bytes / max(1, self.pairs)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs_made / self.write_seconds if self.write_seconds > 0 else 0.0
+
+
+class _Speed(ProgressColumn):
+    def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+        return Text(f"{task.speed or 0:,.0f} pairs/s", style="progress.data.speed")
+
+
+def _fingerprint(cfg: Config, root: Path, split: str, names: list[str]) -> dict[str, Any]:
+    """Everything that decides the bytes of the shards: a different value means different pairs."""
+    return {"format_version": FORMAT_VERSION, "data": cfg.to_dict()["data"], "source_root": str(root),
+            "split": split, "sequences": names}
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            if isinstance(a, list) and isinstance(b, list):
+                out.append(f"{prefix}{k}: {len(a)} -> {len(b)} entries")
+            else:
+                out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def _own_files(out: Path) -> list[Path]:
+    """Files prepare writes in `out` (what --overwrite deletes; nothing else in the folder is touched)."""
+    if not out.is_dir():
+        return []
+    names = {INDEX_NAME, CONFIG_NAME, PLAN_NAME, "preview.png"}
+    return [p for p in out.iterdir() if p.is_file() and (
+        p.name in names or _is_temp(p.name) or (p.name.startswith("shard-") and p.name.endswith(".h5")))]
+
+
+def _remove_temps(out: Path) -> int:
+    n = 0
+    for p in _own_files(out):
+        if _is_temp(p.name):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _complete(path: Path, index: int, planned: int) -> bool:
+    """A shard left by an earlier run is kept only if it opens and is the shard this run would write."""
+    try:
+        with ShardReader(path) as r:
+            return int(r.attrs.get("shard", -1)) == index and len(r) <= planned
+    except (SiamtoolError, OSError, KeyError):
+        return False
+
+
+def estimate_bytes(pairs: int, data: DataConfig) -> int:
+    """A generous disk estimate for `pairs` stored pairs."""
+    px = data.template_size ** 2 + search_crop_size(data) ** 2
+    return int(pairs * (px * BYTES_PER_CROP_PIXEL + 512))
+
+
+def check_disk_space(out: Path, pairs: int, data: DataConfig) -> None:
+    need = estimate_bytes(pairs, data)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise SiamtoolError(f"{out}: about {need / 1e9:.1f} GB needed for {pairs} pairs but only "
+                            f"{free / 1e9:.1f} GB free; free some space or choose another --out")
+
+
+def prepare_shards(
+    lasot: str | Path, out: str | Path, cfg: Config, split: str = "train", workers: int = 1,
+    overwrite: bool = False, strict: bool = False, console: Console | None = None,
+    max_decode_factor: int = 8,
+) -> PrepareSummary:
+    """Write the shards of `split` under `out` (see the module docstring); resumes what exists.
+
+    `cfg.data` decides the pairs (set `cfg.data.pairs_per_sequence` for --pairs-per-sequence).
+    """
+    start = time.perf_counter()
+    console = console or Console(quiet=True)
+    root = Path(lasot).resolve()
+    out = Path(out)
+    data = cfg.data
+    index = index_lasot(root, split, require_images=True, strict=strict)
+    for line in index.skipped:
+        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
+    if index.missing:
+        console.print(f"[yellow]{len(index.missing)} sequence(s) of split {split!r} not under {root}[/] "
+                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False)
+    sampled = sample_pairs(index.sequences, data)
+    for line in sampled.skipped:
+        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
+    if not sampled.pairs:
+        raise SiamtoolError(f"{root}: no pairs could be sampled for split {split!r} "
+                            f"({len(index.sequences)} usable sequences)")
+    names = sorted(s.name for s in index.sequences)
+    fingerprint = _fingerprint(cfg, root, split, names)
+
+    if out.exists() and not out.is_dir():
+        raise SiamtoolError(f"--out {out}: exists and is not a folder; choose a folder for the shards")
+    if overwrite:
+        for p in _own_files(out):
+            p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = out / PLAN_NAME
+    if plan_path.is_file():
+        try:
+            old = json.loads(plan_path.read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{plan_path}: unreadable; run with --overwrite to start over") from None
+        changes = _diff(old, fingerprint)
+        if changes:
+            raise ConfigError(f"{out} holds shards prepared with different settings ({'; '.join(changes[:3])}); "
+                              "rerun with the same settings to resume, --overwrite to start over, or another --out")
+    elif any(p.name.startswith("shard-") for p in _own_files(out)):
+        raise ConfigError(f"{out} holds shards of an unknown run (no {PLAN_NAME}); use --overwrite or another --out")
+
+    per = data.pairs_per_shard
+    chunks = [sampled.pairs[i:i + per] for i in range(0, len(sampled.pairs), per)]
+    removed = _remove_temps(out)
+    present = set()
+    for i in range(len(chunks)):
+        path = out / shard_name(i)
+        if path.is_file():
+            if _complete(path, i, len(chunks[i])):
+                present.add(i)
+            else:
+                console.print(f"[yellow]{path}: unreadable or not from this run, writing it again[/]", highlight=False)
+                path.unlink()
+    if present or removed:
+        console.print(f"resumed: {len(present)}/{len(chunks)} shards present"
+                      + (f" ({removed} unfinished temp file(s) removed)" if removed else ""))
+    todo = [i for i in range(len(chunks)) if i not in present]
+    remaining = sum(len(chunks[i]) for i in todo)
+    if todo:
+        check_disk_space(out, remaining, data)
+        # Readers must never see an index for a folder that is missing shards.
+        (out / INDEX_NAME).unlink(missing_ok=True)
+    write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": len(sampled.pairs)})
+    if not (out / CONFIG_NAME).is_file():
+        cfg.save(out / CONFIG_NAME)
+
+    attrs = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "siamtool_version": __version__,
+             "source_root": str(root)}
+    params = CropParams(data, max_decode_factor)
+    tasks = [ShardTask(i, out / shard_name(i), chunks[i], params, attrs) for i in todo]
+    timing = Timing()
+    made = 0
+    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               _Speed(), TextColumn("eta"), TimeRemainingColumn()]
+    done_pairs = sum(len(chunks[i]) for i in present)
+    t_write = time.perf_counter()
+    try:
+        with Progress(*columns, console=console, transient=False, disable=not todo) as bar:
+            job = bar.add_task("pairs", total=len(sampled.pairs), completed=done_pairs)
+            # closing(): on Ctrl-C the pool is terminated *before* its temp files are removed.
+            with contextlib.closing(run_tasks(tasks, workers, lambda n: bar.advance(job, n))) as results:
+                for result in results:
+                    timing.add(result.timing)
+                    made += result.pairs
+    except BaseException:
+        _remove_temps(out)
+        raise
+    now = time.perf_counter()
+    return _finish(out, cfg, root, split, chunks, index, sampled.skipped, made, now - start, now - t_write,
+                   timing, len(present))
+
+
+def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[PairSpec]], index: Any,
+            skipped_sequences: list[str], made: int, seconds: float, write_seconds: float, timing: Timing,
+            resumed: int) -> PrepareSummary:
+    """Read every shard's counts back (so a resumed run reports the whole output) and write index.json."""
+    shards, kinds, bad = [], Counter(), []
+    total_bytes = 0
+    for i in range(len(chunks)):
+        path = out / shard_name(i)
+        with ShardReader(path) as r:
+            n = len(r)
+            kinds.update(int(k) for k in r.kinds())
+            bad += json.loads(r.attrs.get("skipped_frames", "[]"))
+        shards.append({"file": path.name, "pairs": n})
+        total_bytes += path.stat().st_size
+    pairs = sum(s["pairs"] for s in shards)
+    by_kind = {KIND_NAMES[k]: int(kinds.get(k, 0)) for k in KIND_NAMES}
+    write_json_atomic(out / INDEX_NAME, {
+        "format_version": FORMAT_VERSION, "siamtool_version": __version__, "source_root": str(root),
+        "config": cfg.to_dict(), "template_size": cfg.data.template_size,
+        "search_crop_size": search_crop_size(cfg.data), "shards": shards, "pairs": pairs,
+        "split": split, "kinds": by_kind, "bytes": total_bytes, "skipped_frames": sorted(set(bad)),
+        "skipped_sequences": index.skipped + skipped_sequences,
+    })
+    return PrepareSummary(out, pairs, by_kind, len(chunks), resumed, total_bytes, seconds, write_seconds, made,
+                          sorted(set(bad)), index.skipped + skipped_sequences, list(index.missing), timing)

@@ -1,0 +1,104 @@
+"""The default CPU runtime for `--checkpoint`: an ONNX export cached per checkpoint, run by onnxruntime.
+
+On this project's CPUs onnxruntime tracks several times faster than eager PyTorch for every backbone
+(`benchmarks/backend_latency.py`, table in the README), so `track` and `eval` given a checkpoint on CPU
+export it once, check the graphs against PyTorch like `siamtool export` does, and track with the
+onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on CUDA), `torch`, `onnx`.
+
+The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
+``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
+edited checkpoint gets a new export. Parallel eval workers share one export (a file lock serialises
+the first export). An export that fails its check is not used: tracking falls back to PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from siamtool import __version__
+from siamtool.errors import SiamtoolError
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def cache_root() -> Path:
+    if os.environ.get("SIAMTOOL_CACHE"):
+        return Path(os.environ["SIAMTOOL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "siamtool"
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_onnx(backend: str, device_type: str) -> bool:
+    """Whether a checkpoint should run through onnxruntime for this `track.backend` and device."""
+    if backend not in BACKENDS:
+        raise SiamtoolError(f"track.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "onnx":
+        return True
+    return backend == "auto" and device_type == "cpu" and onnxruntime_available()
+
+
+def cache_key(checkpoint_file: Path) -> str:
+    from siamtool.export.onnx import file_sha256
+
+    return hashlib.sha256(f"{file_sha256(checkpoint_file)}|{__version__}".encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` across processes where the OS offers one (POSIX); else no lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: two first runs at once just both export; files are written atomically
+        yield
+        return
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say=None):
+    """An `OnnxBackend` over the checked ONNX export of `checkpoint` in the cache, exporting it on first use.
+
+    Returns None when the export fails its check against PyTorch (the caller then uses PyTorch). A
+    cache folder that does not load (interrupted, corrupt, another format) is exported again.
+    `say(line)` reports the one-off export (default: a line on stderr).
+    """
+    from siamtool.export.onnx import checkpoint_file, export_checkpoint
+    from siamtool.tracking.onnx_backend import OnnxBackend
+
+    path = checkpoint_file(checkpoint)
+    if not path.is_file():
+        raise SiamtoolError(f"{path}: checkpoint not found")
+    folder = cache_root() / "onnx" / cache_key(path)
+    with _locked(folder.parent / f".{folder.name}.lock"):
+        if folder.is_dir():
+            with contextlib.suppress(SiamtoolError):
+                return OnnxBackend.from_dir(folder, device)[0]
+        report = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        report(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, into "
+               f"{folder} (--set track.backend=torch skips this)")
+        result = export_checkpoint(path, folder)
+        if not result.passed:
+            report(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
+                   f"tracking with PyTorch instead")
+            return None
+        return OnnxBackend.from_dir(folder, device)[0]

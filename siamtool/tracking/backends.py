@@ -1,0 +1,140 @@
+"""Runtimes behind the Tracker: anything that turns crops into decoded heatmaps and boxes.
+
+The Tracker owns everything that is not the network (crops, penalties, box smoothing, loss handling), so
+PyTorch, onnxruntime or a test double produce identical tracking as long as they honour this protocol:
+
+* `template(crop_rgb)` takes the template crop (uint8 H x W x 3, RGB) and returns opaque features that
+  the Tracker caches for the whole sequence;
+* `search(crop_rgb, features)` takes the search crop and returns ``(score, boxes)``: score (H, W) float32
+  in [0, 1] and boxes (H, W, 4) float32 cx, cy, w, h in search-crop pixels, already decoded by
+  `siamtool.models.decode.decode` (the one decoder shared with validation and export).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from siamtool.config import Config
+from siamtool.errors import SiamtoolError
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the Tracker needs from a runtime (see the module docstring for shapes and units)."""
+
+    def template(self, crop_rgb: np.ndarray) -> Any: ...
+
+    def search(self, crop_rgb: np.ndarray, features: Any) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 H x W x 3 -> (1, 3, H, W) float 0..255: the model normalises internally (CONTRACTS.md)."""
+    t = torch.from_numpy(np.ascontiguousarray(crop_rgb)).to(device=device, non_blocking=True)
+    return t.permute(2, 0, 1).unsqueeze(0).to(dtype)
+
+
+class TorchBackend:
+    """A `SiamTracker` in eval mode, batch 1, under `torch.inference_mode`.
+
+    `half=True` runs fp16 on CUDA (about 2x faster on tensor-core GPUs); on CPU fp16 is slower than
+    fp32 and partly unsupported, so it is ignored there (`self.half` says what is in effect).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", half: bool = False) -> None:
+        from siamtool.models.decode import decode
+
+        self._decode = decode
+        self.device = torch.device(device)
+        self.half = bool(half) and self.device.type == "cuda"
+        self.dtype = torch.float16 if self.half else torch.float32
+        self.model = model.to(self.device).eval()
+        if self.half:
+            self.model.half()
+        self.stride = int(model.stride)
+        self.search_size = int(model.search_size)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
+                        half: bool = False) -> tuple[TorchBackend, Config]:
+        """Load a checkpoint written by `siamtool train`; returns the backend and the training config."""
+        from siamtool.engine.checkpoint import load_model
+
+        model, cfg = load_model(path, torch.device(device))
+        return cls(model, device, half), cfg
+
+    @torch.inference_mode()
+    def template(self, crop_rgb: np.ndarray) -> torch.Tensor:
+        return self.model.template(_to_tensor(crop_rgb, self.device, self.dtype))
+
+    @torch.inference_mode()
+    def search(self, crop_rgb: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        heat, box_raw = self.model.search(_to_tensor(crop_rgb, self.device, self.dtype), features)
+        score, boxes = self._decode(heat.float(), box_raw.float(), self.stride, self.search_size)
+        return (score[0].cpu().numpy().astype(np.float32, copy=False),
+                boxes[0].cpu().numpy().astype(np.float32, copy=False))
+
+
+def merge_tracking_config(trained: Config, user: Config) -> Config:
+    """The config a tracker runs with: crop geometry and model from training, tracking knobs from the user.
+
+    `data` and `model` must be the ones the checkpoint was trained with (a different context or crop
+    size is the classic silent train/test mismatch), so they are taken from the checkpoint; `track`,
+    `eval` and `export` come from the user's --config/--set.
+    """
+    from siamtool.config import config_from_dict
+
+    merged = config_from_dict(trained.to_dict(), "checkpoint")
+    merged.track = user.track
+    merged.eval = user.eval
+    merged.export = user.export
+    return merged
+
+
+def require_tracker(checkpoint: Path | None, onnx: Path | None) -> None:
+    """Commands call this before slow work so a missing --checkpoint fails at once."""
+    if checkpoint is None and onnx is None:
+        raise SiamtoolError("no tracker given: pass --checkpoint CKPT (a .pt written by `siamtool train`) "
+                            "or --onnx DIR (a folder written by `siamtool export`)")
+    if checkpoint is not None and onnx is not None:
+        raise SiamtoolError("pass either --checkpoint or --onnx, not both")
+
+
+def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
+    """A short name for results folders: `<run folder>-<checkpoint stem>`, or the export folder's name."""
+    if checkpoint is not None:
+        p = Path(checkpoint).resolve()
+        return p.name if p.is_dir() else f"{p.parent.name}-{p.stem}"
+    return Path(onnx).resolve().name  # type: ignore[arg-type]
+
+
+def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.device,
+                 user_cfg: Config) -> tuple[Backend, Config, str]:
+    """Open the tracker a command was given: returns (backend, merged config, `tracker_name`).
+
+    A checkpoint may be a file or a run folder (`engine.checkpoint.load_checkpoint` picks the file).
+    `user_cfg.track.backend` picks its runtime: by default onnxruntime on CPU, through an export cached
+    per checkpoint (`siamtool.export.cache`), PyTorch on CUDA.
+    """
+    from siamtool.export.cache import cached_onnx_backend, use_onnx
+    from siamtool.tracking.onnx_backend import OnnxBackend
+
+    require_tracker(checkpoint, onnx)
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.exists():
+            raise SiamtoolError(f"--checkpoint {checkpoint}: file not found")
+        cached = cached_onnx_backend(checkpoint, device) if use_onnx(user_cfg.track.backend, device.type) else None
+        if cached is not None:
+            backend, trained = cached, cached.cfg
+        else:
+            backend, trained = TorchBackend.from_checkpoint(checkpoint, device, half=user_cfg.track.half)
+        return backend, merge_tracking_config(trained, user_cfg), tracker_name(checkpoint, None)
+    onnx = Path(onnx)  # type: ignore[arg-type]
+    if not onnx.is_dir():
+        raise SiamtoolError(f"--onnx {onnx}: folder not found (expected the output folder of `siamtool export`)")
+    backend, trained = OnnxBackend.from_dir(onnx, device)
+    return backend, merge_tracking_config(trained, user_cfg), tracker_name(None, onnx)

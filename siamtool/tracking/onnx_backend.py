@@ -1,0 +1,127 @@
+"""The onnxruntime backend: the Tracker's `Backend` protocol over the two graphs of `siamtool export`.
+
+Everything it needs comes from the graphs' metadata (see `siamtool.export.onnx.METADATA_KEYS`): the crop
+geometry the model was trained with (`cfg.data`) is handed to the Tracker so it cuts the same crops,
+and the search graph already ends with the shared decoder, so this backend converts crops to tensors
+and nothing else. Graphs from two different exports, or of another export format version, are refused
+with one line before anything is tracked.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamtool.config import Config, config_from_dict
+from siamtool.errors import SiamtoolError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise SiamtoolError("the ONNX backend needs onnxruntime: pip install onnxruntime "
+                            "(or onnxruntime-gpu), or pip install 'siamtool[export]'") from None
+    return onnxruntime
+
+
+def default_providers(device: Any = None) -> list[str]:
+    """CUDA then CPU when onnxruntime has CUDA and `device` is not CPU; otherwise CPU only."""
+    available = _ort().get_available_providers()
+    wants_cpu = device is not None and str(device).startswith("cpu")
+    if not wants_cpu and CUDA in available:
+        return [CUDA, CPU]
+    if device is not None and str(device).startswith("cuda") and CUDA not in available:
+        warnings.warn("onnxruntime has no CUDA provider here (install onnxruntime-gpu); running the ONNX "
+                      "graphs on the CPU", stacklevel=2)
+    return [CPU]
+
+
+def _crop_to_input(crop_rgb: np.ndarray, side: int, what: str) -> np.ndarray:
+    if crop_rgb.shape != (side, side, 3):
+        raise ValueError(f"{what} crop must be {side}x{side}x3 RGB, got {crop_rgb.shape}")
+    return np.ascontiguousarray(crop_rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+class OnnxBackend:
+    """`template.onnx` + `search.onnx` from one export folder, in onnxruntime, batch 1.
+
+    `providers`: onnxruntime execution providers (default: CUDA when present, then CPU); `threads`:
+    intra-op threads (default: onnxruntime's, one per physical core).
+    """
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+        from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, check_pair_metadata, onnx_session
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SiamtoolError(f"{self.path}: ONNX export folder not found (write one with "
+                                f"`siamtool export CHECKPOINT --out DIR`)")
+        files = {name: self.path / name for name in (TEMPLATE_FILE, SEARCH_FILE)}
+        for file in files.values():
+            if not file.is_file():
+                raise SiamtoolError(f"{file}: missing; {self.path} is not a complete `siamtool export` folder")
+        self.providers_requested = list(providers) if providers else default_providers()
+        sessions = {}
+        for name, file in files.items():
+            try:
+                sessions[name] = onnx_session(file, self.providers_requested, threads)
+            except SiamtoolError:
+                raise
+            except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+                raise SiamtoolError(f"{file}: onnxruntime cannot load it ({first})") from None
+        self._template = sessions[TEMPLATE_FILE]
+        self._search = sessions[SEARCH_FILE]
+        t_meta = dict(self._template.get_modelmeta().custom_metadata_map)
+        s_meta = dict(self._search.get_modelmeta().custom_metadata_map)
+        check_pair_metadata(t_meta, s_meta, str(self.path))
+        self.metadata = t_meta
+        self.cfg: Config = config_from_dict(json.loads(t_meta["config"]), source=f"{files[TEMPLATE_FILE]} (config)")
+        self.template_size = int(t_meta["template_size"])
+        self.search_size = int(t_meta["search_size"])
+        self.stride = int(t_meta["stride"])
+        self.precision = t_meta["precision"]
+        self.export_id = t_meta["export_id"]
+        if (self.cfg.data.template_size, self.cfg.data.search_size) != (self.template_size, self.search_size):
+            raise SiamtoolError(f"{self.path}: graph metadata contradicts its own config (crop sizes); export again")
+        self.providers: list[str] = list(self._search.get_providers())
+
+    @property
+    def data(self):
+        """The crop geometry (`DataConfig`) the graphs expect; the Tracker must crop with it."""
+        return self.cfg.data
+
+    @classmethod
+    def from_dir(cls, path: str | Path, device: Any = None, threads: int | None = None) -> tuple[OnnxBackend, Config]:
+        """The backend and the config stored in the export (what `load_backend` needs).
+
+        `threads` defaults to torch's thread count: callers (eval workers, benchmarks) set their CPU
+        budget with `torch.set_num_threads`, and onnxruntime should keep to the same budget.
+        """
+        if threads is None:
+            import torch
+
+            threads = torch.get_num_threads()
+        backend = cls(path, default_providers(device), threads)
+        return backend, backend.cfg
+
+    def template(self, crop_rgb: np.ndarray) -> np.ndarray:
+        (feat,) = self._template.run(None, {"template": _crop_to_input(crop_rgb, self.template_size, "template")})
+        return feat
+
+    def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        score, boxes = self._search.run(None, {"search": _crop_to_input(crop_rgb, self.search_size, "search"),
+                                               "template_features": features})
+        return score[0], boxes[0]
+
+    def __repr__(self) -> str:
+        return (f"OnnxBackend({str(self.path)!r}, {self.precision}, backbone={self.cfg.model.backbone}, "
+                f"providers={self.providers})")

@@ -1,0 +1,256 @@
+"""The one Tracker: eval, the interactive app and the ONNX runtime all track through this class.
+
+Per sequence: `initialize(frame, box)` crops the template (geometry.template_window, the training
+geometry) and caches its features. Per frame, `track(frame)`:
+
+1. crops the search window around the previous box (geometry.search_window, same context and sizes
+   as training; `growth` x larger while the target is lost);
+2. runs one search forward of the backend, which returns the decoded score map and per-cell boxes;
+3. picks a cell by SiamRPN-style post-processing (`select_candidate`): the score is multiplied by a
+   penalty on scale and aspect change relative to the previous box, then blended with a Hann window
+   that favours small motion; the centre comes from the box head at that cell (sub-cell precision);
+4. updates the state: centre moves to the prediction, size moves towards the prediction by a learning
+   rate `size_lr x penalty x score` (a confident, plausible box changes the size more), the box is
+   clipped to the frame and kept >= `min_size`;
+5. if the raw score at the chosen cell is below `lost_threshold`, the target is reported lost: the box
+   stays where it was and the next search window grows by `search_growth` per frame up to
+   `max_growth` (local-to-global re-detection, DaSiamRPN); the cosine window is weakened by the same
+   factor so a detection far from the last position can win. The first confident frame recovers.
+
+Every knob is in the `track:` config section.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from siamtool.config import Config
+from siamtool.errors import SiamtoolError
+from siamtool.geometry import (
+    CropWindow,
+    clip_box,
+    context_side,
+    crop,
+    cxcywh_to_xywh,
+    reduced_decode_factor,
+    search_window,
+    template_window,
+    xywh_to_cxcywh,
+)
+from siamtool.tracking.backends import Backend
+
+
+@dataclass
+class TrackResult:
+    """One tracked frame: the answer (`box`, `score`, `lost`) and what produced it (debug views)."""
+
+    box: np.ndarray
+    """(4,) x, y, w, h in 0-based frame pixels; while lost, the last confident box."""
+    score: float
+    """Raw model confidence in [0, 1] at the chosen cell (before penalties and window)."""
+    lost: bool
+    """True when `score` < track.lost_threshold: the box was not updated this frame."""
+    time_s: float
+    """Tracking time of this frame: search crop + forward + decode + post-processing (no image decode)."""
+    window: CropWindow
+    """The search window used this frame (frame coordinates)."""
+    growth: float
+    """Search window growth used this frame (1 = normal, > 1 while re-detecting)."""
+    search_crop: np.ndarray
+    """The search crop fed to the backend, uint8 RGB."""
+    heatmap: np.ndarray
+    """(H, W) raw score map of this frame."""
+    crop_box: np.ndarray
+    """(4,) the chosen candidate, x, y, w, h in search-crop pixels (also drawn when lost)."""
+
+
+def as_bgr(frame: np.ndarray) -> np.ndarray:
+    """Accept grayscale (H x W), BGR and BGRA frames; the tracker works on 3-channel BGR."""
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.shape[2] == 1:
+        return cv2.cvtColor(frame[..., 0], cv2.COLOR_GRAY2BGR)
+    return frame
+
+
+def check_init_box(box_xywh: Any, width: int, height: int, what: str = "initial box") -> np.ndarray:
+    """Validate an initial box against the frame; one-line SiamtoolError naming `what` otherwise."""
+    try:
+        box = np.asarray(box_xywh, dtype=np.float64).reshape(4)
+    except (TypeError, ValueError):
+        raise SiamtoolError(f"{what} {box_xywh!r}: expected 4 numbers x,y,w,h") from None
+    text = ",".join(f"{v:g}" for v in box)
+    if not np.all(np.isfinite(box)):
+        raise SiamtoolError(f"{what} {text}: values must be finite numbers")
+    x, y, w, h = box
+    if w <= 0 or h <= 0:
+        raise SiamtoolError(f"{what} {text}: width and height must be > 0 (empty box)")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise SiamtoolError(f"{what} {text} is outside the {width}x{height} frame "
+                            f"(x,y are 0-based pixels of the top-left corner)")
+    return box
+
+
+def crop_like_prepare(frame: np.ndarray, window: CropWindow) -> np.ndarray:
+    """`geometry.crop`, band-limited the way `prepare` band-limits the training crops.
+
+    prepare decodes each JPEG at the coarsest reduction (1/2, 1/4, 1/8) the crop allows and then
+    warps; a tracker that warped the full frame directly would see aliased crops of large targets
+    that training never showed. Frames here are already decoded (video, camera, eval), so the same
+    reduction is an exact k x k block average (INTER_AREA at an integer factor), then the same warp.
+    """
+    k = reduced_decode_factor(window.scale)
+    if k == 1:
+        return crop(frame, window)
+    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
+    return crop(small, window.scaled(1.0 / k))
+
+
+def hann_window(height: int, width: int) -> np.ndarray:
+    """Outer product of Hann windows, peak 1 at the centre: the prior that the target moved little."""
+    win = np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1])
+    return (win / win.max()).astype(np.float32)
+
+
+def _change(r: np.ndarray) -> np.ndarray:
+    return np.maximum(r, 1.0 / r)
+
+
+@dataclass
+class Candidate:
+    """The cell chosen by `select_candidate` and the penalty it got."""
+
+    index: tuple[int, int]
+    score: float
+    penalty: float
+    box_cxcywh: np.ndarray
+
+
+def select_candidate(
+    score: np.ndarray,
+    boxes: np.ndarray,
+    expected_wh: tuple[float, float],
+    window: np.ndarray,
+    window_influence: float,
+    scale_penalty: float,
+    context: float,
+) -> Candidate:
+    """SiamRPN post-processing: pick the cell with the best penalised, windowed score.
+
+    `expected_wh` is the previous box size in search-crop pixels. The scale change compares
+    context-padded sizes (geometry.context_side, as the template window does) and the aspect change
+    compares w/h ratios; ``penalty = exp(-k (r_change * s_change - 1))`` is 1 for an unchanged box and
+    falls for implausible jumps, which suppresses distractors of a different size.
+    """
+    w = np.maximum(boxes[..., 2].astype(np.float64), 1e-6)
+    h = np.maximum(boxes[..., 3].astype(np.float64), 1e-6)
+    ew, eh = max(expected_wh[0], 1e-6), max(expected_wh[1], 1e-6)
+    s_change = _change(context_side(w, h, context) / context_side(ew, eh, context))
+    r_change = _change((ew / eh) / (w / h))
+    penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
+    pscore = penalty * score * (1.0 - window_influence) + window * window_influence
+    i, j = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
+    return Candidate((int(i), int(j)), float(score[i, j]), float(penalty[i, j]),
+                     boxes[i, j].astype(np.float64))
+
+
+class Tracker:
+    """Single-object tracker over any `Backend`; see the module docstring for the per-frame steps."""
+
+    def __init__(self, backend: Backend, cfg: Config) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self._windows: dict[tuple[int, int], np.ndarray] = {}
+        self.features: Any = None
+        self.template_crop: np.ndarray | None = None
+        self.init_time_s = 0.0
+        self.frame_size = (0, 0)
+        self.center = np.zeros(2)
+        self.size = np.zeros(2)
+        self.score = 1.0
+        self.lost = False
+        self.growth = 1.0
+
+    # ------------------------------------------------------------------------------------ state
+
+    @property
+    def box(self) -> np.ndarray:
+        """Current box x, y, w, h (0-based frame pixels)."""
+        return cxcywh_to_xywh(np.concatenate([self.center, self.size]))
+
+    def next_window(self) -> CropWindow:
+        """The search window the next `track` call will crop (depends on the state only)."""
+        d = self.cfg.data
+        return search_window(self.box, d.context, d.template_size, d.search_size, self.growth)
+
+    def _hann(self, shape: tuple[int, int]) -> np.ndarray:
+        if shape not in self._windows:
+            self._windows[shape] = hann_window(*shape)
+        return self._windows[shape]
+
+    # ------------------------------------------------------------------------------------- API
+
+    def initialize(self, frame_bgr: np.ndarray, box_xywh: Any) -> None:
+        """Start tracking the object in `box_xywh` (0-based x, y, w, h) of `frame_bgr`.
+
+        The template is cropped from the box as given (so a box partly outside the frame shows the
+        replicated border, as in training); the tracked state is clipped to the frame.
+        """
+        start = time.perf_counter()
+        frame = as_bgr(frame_bgr)
+        height, width = frame.shape[:2]
+        box = check_init_box(box_xywh, width, height)
+        d = self.cfg.data
+        tpl = crop_like_prepare(frame, template_window(box, d.context, d.template_size))
+        self.template_crop = np.ascontiguousarray(tpl[..., ::-1])
+        self.features = self.backend.template(self.template_crop)
+        self.frame_size = (width, height)
+        self._set_box(box)
+        self.score, self.lost, self.growth = 1.0, False, 1.0
+        self.init_time_s = time.perf_counter() - start
+
+    def _set_box(self, box_xywh: np.ndarray) -> None:
+        width, height = self.frame_size
+        c = xywh_to_cxcywh(clip_box(box_xywh, width, height, self.cfg.track.min_size))
+        self.center, self.size = c[:2].copy(), c[2:].copy()
+
+    def track(self, frame_bgr: np.ndarray) -> TrackResult:
+        """Track one frame; returns the box, the confidence and whether the target is lost."""
+        if self.features is None:
+            raise RuntimeError("Tracker.track called before initialize")
+        start = time.perf_counter()
+        t = self.cfg.track
+        frame = as_bgr(frame_bgr)
+        growth = self.growth
+        window = self.next_window()
+        search_rgb = np.ascontiguousarray(crop_like_prepare(frame, window)[..., ::-1])
+        score, boxes = self.backend.search(search_rgb, self.features)
+        cand = select_candidate(
+            score, boxes,
+            expected_wh=(self.size[0] * window.scale, self.size[1] * window.scale),
+            window=self._hann(score.shape),
+            window_influence=t.window_influence / growth,
+            scale_penalty=t.scale_penalty,
+            context=self.cfg.data.context,
+        )
+        crop_box = cxcywh_to_xywh(cand.box_cxcywh)
+        lost = cand.score < t.lost_threshold
+        if lost:
+            # Keep the last confident box; widen the next search step by step.
+            self.growth = min(growth * t.search_growth, t.max_growth)
+        else:
+            pred = xywh_to_cxcywh(window.box_to_frame(crop_box))
+            lr = cand.penalty * cand.score * t.size_lr
+            size = self.size * (1.0 - lr) + pred[2:] * lr
+            self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
+            self.growth = 1.0
+        self.score, self.lost = cand.score, lost
+        elapsed = time.perf_counter() - start
+        return TrackResult(self.box, cand.score, lost, elapsed, window, growth, search_rgb, score, crop_box)

@@ -1,0 +1,92 @@
+"""The real OpenCV window under a virtual X display, driven by xdotool like a user would.
+
+Skipped where Xvfb or xdotool is not installed (`apt-get install xvfb xdotool`); the same loop is always
+tested with a scripted window in test_track.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.tracking.fakes import render
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")), reason="needs Xvfb and xdotool"),
+]
+
+
+@pytest.fixture
+def xdisplay():
+    number = 150 + os.getpid() % 100
+    while Path(f"/tmp/.X11-unix/X{number}").exists():
+        number += 1
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f":{number}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def xdo(display: str, *args: str) -> str:
+    env = {**os.environ, "DISPLAY": display}
+    return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True, timeout=20).stdout
+
+
+def find_window(display: str, proc: subprocess.Popen, timeout: float = 90.0) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = xdo(display, "search", "--name", "siamtool track").split()
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            pytest.fail(f"siamtool track exited early: {proc.communicate()[1]}")
+        time.sleep(0.2)
+    pytest.fail("the tracking window never appeared")
+
+
+def test_draw_track_pause_and_quit_in_a_real_window(tiny_checkpoint, tmp_path, xdisplay):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(400):
+        cv2.imwrite(str(frames / f"{i:04d}.png"), render((40 + i * 0.2, 50, 40, 30)))
+    boxes = tmp_path / "b.txt"
+    env = {**os.environ, "DISPLAY": xdisplay, "OMP_NUM_THREADS": "1"}
+    env.pop("WAYLAND_DISPLAY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "siamtool", "--device", "cpu", "track", str(frames),
+                             "--checkpoint", str(tiny_checkpoint), "--save-boxes", str(boxes)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        win = find_window(xdisplay, proc)
+        time.sleep(0.5)
+        xdo(xdisplay, "mousemove", "--window", win, "40", "50", "mousedown", "1",
+            "mousemove", "--window", win, "60", "65", "mousemove", "--window", win, "80", "80", "mouseup", "1")
+        time.sleep(0.3)
+        xdo(xdisplay, "key", "--window", win, "Return")
+        time.sleep(1.5)
+        xdo(xdisplay, "key", "--window", win, "space")  # pause
+        time.sleep(0.5)
+        xdo(xdisplay, "key", "--window", win, "q")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = boxes.read_text().splitlines()
+    assert 2 <= len(lines) < 400
+    np.testing.assert_allclose([float(v) for v in lines[0].split(",")], [40, 50, 40, 30, 1, 0])
+    assert "tracked" in out

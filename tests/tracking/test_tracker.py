@@ -1,0 +1,209 @@
+"""The Tracker's crop -> backend -> post-processing -> inverse-map chain, with backends whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siamtool.errors import SiamtoolError
+from siamtool.geometry import iou_xywh, search_window, xywh_to_cxcywh
+from siamtool.tracking.tracker import Tracker, check_init_box, hann_window, select_candidate
+from tests.tracking.fakes import OracleBackend, ScriptedBackend, peaks, render, small_config
+
+EXACT = {"window_influence": 0.0, "scale_penalty": 0.0, "size_lr": 1.0}
+"""Post-processing that trusts the network fully: the box must then equal the oracle's answer."""
+
+
+def trajectory(n: int, start, end) -> np.ndarray:
+    t = np.linspace(0, 1, n)[:, None]
+    return np.asarray(start, float) * (1 - t) + np.asarray(end, float) * t
+
+
+def run(tracker: Tracker, boxes: np.ndarray, size=(320, 240), visible=None):
+    tracker.initialize(render(boxes[0], size), boxes[0])
+    out = []
+    for i, b in enumerate(boxes[1:], 1):
+        out.append(tracker.track(render(b, size, visible=True if visible is None else bool(visible[i]))))
+    return out
+
+
+@pytest.mark.parametrize(("size", "start", "end"), [
+    # small target: the search crop upsamples the frame
+    ((320, 240), (60.3, 70.6, 40.0, 30.0), (190.7, 120.2, 58.0, 52.5)),
+    # large target: the crop shrinks the frame > 2x, so the anti-aliased (block-average) path runs
+    ((640, 480), (120.4, 90.2, 190.0, 150.0), (260.9, 200.5, 230.0, 170.0)),
+])
+def test_oracle_box_comes_back_exactly(size, start, end):
+    """A backend that finds the target perfectly must yield the true box in frame pixels.
+
+    Errors are measured in search-crop pixels (the oracle's resolution): a half-pixel convention slip
+    anywhere in crop / inverse map would show up as >= 0.5 crop px in the centre.
+    """
+    gt = trajectory(25, start, end)
+    backend = OracleBackend()
+    tracker = Tracker(backend, small_config(**EXACT))
+    results = run(tracker, gt, size)
+    err = np.abs(xywh_to_cxcywh(np.stack([r.box for r in results])) - xywh_to_cxcywh(gt[1:]))
+    err_crop_px = err * np.array([r.window.scale for r in results])[:, None]
+    assert err_crop_px[:, :2].max() < 0.15, err_crop_px.max(axis=0)
+    assert err_crop_px[:, 2:].max() < 0.3, err_crop_px.max(axis=0)
+    assert not any(r.lost for r in results)
+    assert all(abs(r.score - 0.95) < 0.2 for r in results)
+
+
+def test_oracle_with_default_post_processing_follows_closely():
+    gt = trajectory(30, (60, 70, 40, 30), (200, 130, 60, 45))
+    results = run(Tracker(OracleBackend(), small_config()), gt)
+    ious = iou_xywh(np.stack([r.box for r in results]), gt[1:])
+    assert ious.min() > 0.85
+    centre_err = np.abs(xywh_to_cxcywh(np.stack([r.box for r in results]))[:, :2] - xywh_to_cxcywh(gt[1:])[:, :2])
+    assert centre_err.max() < 0.6  # the centre is not smoothed, only the size
+
+
+def test_template_features_are_computed_once():
+    gt = trajectory(11, (60, 70, 40, 30), (100, 90, 40, 30))
+    backend = OracleBackend()
+    run(Tracker(backend, small_config()), gt)
+    assert backend.template_calls == 1
+    assert backend.search_calls == 10
+
+
+def _scripted(box=(100.0, 100.0, 40.0, 40.0), **track):
+    backend = ScriptedBackend()
+    tracker = Tracker(backend, small_config(**track))
+    tracker.initialize(render(box), box)
+    return backend, tracker
+
+
+def _cell_centre(i: int, j: int) -> tuple[float, float]:
+    return (j + 0.5) * 16, (i + 0.5) * 16
+
+
+def test_window_penalty_prefers_the_peak_near_the_last_position():
+    # Previous box 40x40 -> crop scale 1.6 -> 64 px in the crop: candidates of that size get no scale penalty.
+    far, near = (1, 1), (8, 9)
+    def frame_maps():
+        return peaks(16, [(*far, 0.9, (*_cell_centre(*far), 64, 64)), (*near, 0.8, (*_cell_centre(*near), 64, 64))])
+
+    for influence, expected in ((0.0, far), (0.3, near)):
+        backend, tracker = _scripted(window_influence=influence, scale_penalty=0.0)
+        window = tracker.next_window()
+        backend.queue.append(frame_maps())
+        r = tracker.track(render((100, 100, 40, 40)))
+        cx, cy = xywh_to_cxcywh(r.box)[:2]
+        ex, ey = window.points_to_frame(np.array(_cell_centre(*expected)))
+        assert (cx, cy) == pytest.approx((ex, ey)), influence
+
+
+def test_scale_penalty_suppresses_a_sudden_size_change():
+    a, b = (7, 8), (8, 7)  # symmetric about the centre: the same window value
+    def maps(big_score):
+        return peaks(16, [(*a, 0.8, (*_cell_centre(*a), 64, 64)), (*b, big_score, (*_cell_centre(*b), 128, 128))])
+
+    for k, expected_w in ((0.0, 128), (0.2, 64)):
+        backend, tracker = _scripted(window_influence=0.3, scale_penalty=k, size_lr=1.0)
+        backend.queue.append(maps(0.85))
+        r = tracker.track(render((100, 100, 40, 40)))
+        assert r.crop_box[2] == pytest.approx(expected_w), k
+
+
+def test_aspect_change_is_penalised_like_scale_change():
+    score = np.full((3, 3), 0.8, np.float32)
+    boxes = np.tile(np.float32([64, 64, 64, 64]), (3, 3, 1))
+    boxes[0, 0] = [64, 64, 32, 128]  # same area, aspect 4x
+    score[0, 0] = 0.85
+    flat = np.ones((3, 3), np.float32)
+    chosen = select_candidate(score, boxes, (64, 64), flat, 0.0, 0.0, 0.5)
+    assert chosen.index == (0, 0)
+    chosen = select_candidate(score, boxes, (64, 64), flat, 0.0, 0.2, 0.5)
+    assert chosen.index != (0, 0)
+    assert chosen.penalty == pytest.approx(1.0)
+
+
+def test_size_moves_by_the_learning_rate_times_penalised_score():
+    backend, tracker = _scripted(window_influence=0.0, scale_penalty=0.1, size_lr=0.6)
+    window = tracker.next_window()
+    c = _cell_centre(8, 8)
+    backend.queue.append(peaks(16, [(8, 8, 0.8, (c[0] + 3.2, c[1] - 1.6, 128, 128))]))
+    r = tracker.track(render((100, 100, 40, 40)))
+    sel = select_candidate(*peaks(16, [(8, 8, 0.8, (0, 0, 128, 128))]), (64, 64), hann_window(16, 16), 0, 0.1, 0.5)
+    lr = sel.penalty * 0.8 * 0.6
+    assert sel.penalty < 1
+    cx, cy, w, h = xywh_to_cxcywh(r.box)
+    assert w == pytest.approx(40 * (1 - lr) + 80 * lr)  # 128 crop px = 80 frame px
+    assert h == pytest.approx(w)
+    # The centre follows the box head fully (sub-cell refinement), it is not smoothed.
+    assert (cx, cy) == pytest.approx(tuple(window.points_to_frame(np.array([c[0] + 3.2, c[1] - 1.6]))))
+
+
+def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
+    box = (100.0, 100.0, 40.0, 40.0)
+    backend, tracker = _scripted(box, lost_threshold=0.25, search_growth=1.5, max_growth=4.0)
+    base = search_window(np.array(box), 0.5, 128, 256).side
+    growths = []
+    for _ in range(5):
+        backend.queue.append(peaks(16, [(3, 3, 0.1, (40, 40, 64, 64))]))
+        r = tracker.track(render(box))
+        assert r.lost and r.score < 0.25
+        np.testing.assert_allclose(r.box, box)
+        assert r.window.side == pytest.approx(base * r.growth)
+        growths.append(r.growth)
+    assert growths == pytest.approx([1.0, 1.5, 2.25, 3.375, 4.0])
+    # Re-detection: a confident peak anywhere in the grown window recovers the target there.
+    window = tracker.next_window()
+    assert window.side == pytest.approx(base * 4.0)
+    backend.queue.append(peaks(16, [(9, 10, 0.9, (*_cell_centre(9, 10), 16, 16))]))
+    r = tracker.track(render(box))
+    assert not r.lost and r.growth == pytest.approx(4.0)
+    assert xywh_to_cxcywh(r.box)[:2] == pytest.approx(window.points_to_frame(np.array(_cell_centre(9, 10))))
+    assert tracker.growth == 1.0 and tracker.next_window().side == pytest.approx(
+        search_window(r.box, 0.5, 128, 256).side)
+
+
+def test_oracle_redetects_a_target_that_vanished_and_reappeared_far_away():
+    a, b = (60.0, 60.0, 40.0, 30.0), (230.0, 150.0, 40.0, 30.0)
+    boxes = np.array([a] * 6 + [a] * 4 + [b] * 10)
+    visible = [True] * 6 + [False] * 4 + [True] * 10
+    tracker = Tracker(OracleBackend(), small_config())
+    results = run(tracker, boxes, visible=visible)
+    lost = [r.lost for r in results]
+    assert not any(lost[:5]) and all(lost[5:9])
+    for r in results[5:9]:
+        assert iou_xywh(r.box, np.array(a)) > 0.9  # the box stays while lost
+    assert not results[-1].lost
+    assert iou_xywh(results[-1].box, np.array(b)) > 0.85
+    assert max(r.growth for r in results) > 1.0
+
+
+def test_box_is_clipped_to_the_frame_and_kept_above_min_size():
+    backend, tracker = _scripted(window_influence=0.0, scale_penalty=0.0, size_lr=1.0, min_size=6.0)
+    backend.queue.append(peaks(16, [(8, 8, 0.9, (-4000.0, 9000.0, 0.01, 0.01))]))
+    r = tracker.track(render((100, 100, 40, 40)))
+    cx, cy, w, h = xywh_to_cxcywh(r.box)
+    assert 0 <= cx <= 320 and 0 <= cy <= 240
+    assert w >= 6.0 and h >= 6.0
+
+
+def test_grayscale_and_bgra_frames_are_accepted():
+    backend, tracker = _scripted()
+    gray = render((100, 100, 40, 40))[..., 1]
+    tracker.initialize(gray, (100, 100, 40, 40))
+    backend.queue.append(peaks(16, [(8, 8, 0.9, (*_cell_centre(8, 8), 64, 64))]))
+    bgra = np.dstack([render((100, 100, 40, 40)), np.full((240, 320), 255, np.uint8)])
+    assert tracker.track(bgra).search_crop.shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize(("box", "msg"), [
+    ((400, 10, 20, 20), "outside the 320x240 frame"),
+    ((-50, -50, 20, 20), "outside the 320x240 frame"),
+    ((10, 10, 0, 20), "empty box"),
+    ((10, 10, float("nan"), 20), "finite"),
+])
+def test_bad_initial_boxes_are_one_line_errors(box, msg):
+    with pytest.raises(SiamtoolError, match=msg):
+        check_init_box(box, 320, 240, what="--init")
+
+
+def test_track_before_initialize_is_a_programming_error():
+    with pytest.raises(RuntimeError):
+        Tracker(ScriptedBackend(), small_config()).track(render((1, 1, 5, 5)))
