@@ -145,7 +145,8 @@ def main() -> None:
         if not args.no_grad_baseline:
             grad = r["grad"]
             line += f" {grad['ms']:7.1f} ms {grad['fps']:4.1f}/s {grad['ms'] / ours['ms']:5.2f}x"
-        print(line + f"   (built in {build_s:.1f} s)", flush=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(line + f"   (built in {build_s:.1f} s; load average {load:.1f})", flush=True)
         del model
     print("ms = median tracking time per frame (crop + forward + decode + post-processing); x = seed time / "
           "siamtool time")

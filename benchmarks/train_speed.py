@@ -13,7 +13,8 @@ Reports, in one run so the ratios are fair:
   2. FLOPs of one training pair for configs/base.yaml (DINOv3 ViT-S/16, 128/256 px, neck width 256),
      counted by torch's FlopCounterMode on the real architecture (random weights: the count does not
      depend on them), and the pairs/s an H100 consumes at 30-40 % of its 989 TFLOP/s dense bf16.
-Each timing is the best of --repeats runs (other work on a shared machine only ever slows a run).
+Each timing is the best of --repeats alternating rounds (other work on a shared machine only ever
+slows a run; alternating gives every variant the same chances).
 """
 
 from __future__ import annotations
@@ -44,15 +45,21 @@ def _batch(cfg, n: int, seed: int = 0):
     return z, x, torch.cat([xy, size], 1), torch.rand(n, generator=g) > 0.25
 
 
-def _best(fn, steps: int, repeats: int) -> float:
-    """Best mean seconds per call of `fn` over `repeats` runs of `steps` calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
+def _best_interleaved(fns: dict[str, object], steps: int, repeats: int) -> dict[str, float]:
+    """Best mean seconds per call of each function, measured in alternating rounds.
+
+    Alternating keeps the ratios fair on a shared machine: every function sees the same mix of quiet
+    and busy moments, and the best round is the one least disturbed by other work.
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / steps)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / steps)
     return best
 
 
@@ -77,8 +84,8 @@ def cpu_speed(cfg, steps: int, repeats: int, shards: Path | None) -> None:
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         opt.step()
 
-    t_bb = _best(backbone_only, steps, repeats)
-    t_step = _best(step, steps, repeats)
+    times = _best_interleaved({"backbone": backbone_only, "step": step}, steps, repeats)
+    t_bb, t_step = times["backbone"], times["step"]
     print(f"1. CPU, {cfg.model.backbone}, batch {bs}, {cfg.data.template_size}/{cfg.data.search_size} px, "
           f"{torch.get_num_threads()} thread(s)")
     print(f"   a. frozen backbone forward        {t_bb * 1e3:8.1f} ms/batch   {bs / t_bb:7.1f} pairs/s   (baseline)")

@@ -211,7 +211,8 @@ def eval_(
                                                "--checkpoint/--onnx).")] = None,
     split: Annotated[str, typer.Option("--split", help="test, train, extension, all, or a file of sequence names.")]
     = "test",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker, then score it.")]
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker, then score it. "
+                                                    "Default (no --onnx/--results): the shipped tracker.")]
     = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Run an exported tracker (folder from export).")]
     = None,
@@ -234,10 +235,11 @@ def eval_(
     set_: SetOpt = None,
 ) -> None:
     """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
+    if not results and checkpoint is None and onnx is None:
+        from siamtool.weights import default_checkpoint
+
+        checkpoint = default_checkpoint()  # nothing given: run and score the shipped tracker
     run_tracker_first = checkpoint is not None or onnx is not None
-    if not results and not run_tracker_first:
-        raise SiamtoolError("nothing to score: give --results DIR (raw results, one folder per tracker) "
-                            "or --checkpoint/--onnx (run a tracker first)")
     if lasot is None:
         raise SiamtoolError("--lasot ROOT is required: the LaSOT annotations to score against (images not needed)")
     from siamtool.config import load_config
@@ -293,7 +295,8 @@ def eval_(
 def track(
     source: Annotated[str, typer.Argument(help="Camera index (0), video file, image folder or glob.")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker: a .pt written by "
-                                                    "`siamtool train` (or its run folder).")] = None,
+                                                    "`siamtool train` (or its run folder). Default: the "
+                                                    "shipped tracker (see `siamtool demo`).")] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder (onnxruntime backend).")]
     = None,
     init: Annotated[str | None, typer.Option("--init", help="Initial box X,Y,W,H in pixels (0-based). Required "
@@ -315,8 +318,10 @@ def track(
     from siamtool.app.track import track_source
     from siamtool.config import load_config
     from siamtool.device import resolve_device
+    from siamtool.weights import resolve_checkpoint
 
     cfg = load_config(config, set_ or [])
+    checkpoint = resolve_checkpoint(checkpoint, onnx)
     with contextlib.ExitStack() as stack:
         bar: list = []
 
@@ -352,7 +357,7 @@ def track(
 @handle_errors
 def export(
     checkpoint: Annotated[Path | None, typer.Argument(help="Trained tracker: a .pt written by `siamtool train` (or "
-                                                      "its run folder).")] = None,
+                                                      "its run folder). Default: the shipped tracker.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for template.onnx and search.onnx.")]
     = Path("export"),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (17..20). Default: export.opset (17).")]
@@ -369,8 +374,9 @@ def export(
     backbone weights on this machine.
     """
     if checkpoint is None:
-        raise SiamtoolError("no checkpoint given: siamtool export CHECKPOINT --out DIR, with CHECKPOINT a .pt "
-                            "written by `siamtool train` (e.g. runs/NAME/best.pt); no model ships with siamtool yet")
+        from siamtool.weights import default_checkpoint
+
+        checkpoint = default_checkpoint()
     from siamtool.export.onnx import export_checkpoint, print_export
 
     with err.status("exporting") as spinner:
@@ -383,6 +389,74 @@ def export(
                   f"{worst.tolerance:g} ({worst.precision}); graphs kept for inspection in "
                   f"{out / 'rejected'} (graphs already in {out}, if any, are untouched)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output folder: clip.avi, groundtruth.txt, demo.mp4, "
+                                      "boxes.txt, summary.json.")] = Path("siamtool-demo"),
+    video: Annotated[Path | None, typer.Option("--video", help="Track this video instead of the rendered clip "
+                                               "(needs --init; no score).")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="With --video: the target's box X,Y,W,H in the first "
+                                             "frame (0-based pixels).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Length of the rendered clip.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the rendered clip (another seed, another clip).")]
+    = 2026,
+    avi: Annotated[bool, typer.Option("--avi", help="Write demo.avi (MJPG) instead of demo.mp4 (mp4v).")] = False,
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker .pt. Default: the "
+                                                    "shipped tracker.")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder instead of a checkpoint.")]
+    = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the shipped tracker headless on a rendered clip (or --video), write an annotated video, print the score."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from siamtool.app.demo import run_demo
+    from siamtool.config import load_config
+    from siamtool.device import resolve_device
+
+    cfg = load_config(config, set_ or [])
+    console = Console()
+    with contextlib.ExitStack() as stack:
+        bar: list = []
+        spinner = stack.enter_context(err.status("starting"))
+
+        def on_ready(src, headless: bool) -> None:
+            spinner.stop()
+            progress = stack.enter_context(Progress(TextColumn("tracking"), BarColumn(), MofNCompleteColumn(),
+                                                    TextColumn("frames"), console=err, transient=True))
+            bar.extend([progress, progress.add_task("frames", total=src.frame_count)])
+
+        s = run_demo(cfg, resolve_device(state.device), out, checkpoint=checkpoint, onnx=onnx, video=video,
+                     init=init, frames=frames, seed=seed, avi=avi, status=spinner.update, on_ready=on_ready,
+                     on_frame=lambda n: bar and bar[0].update(bar[1], completed=n))
+    from siamtool.weights import is_default
+
+    tracker = ("the shipped default tracker" if is_default(s.checkpoint)
+               else str(s.onnx if s.onnx is not None else s.checkpoint))
+    console.print(f"demo: {s.source}", highlight=False, soft_wrap=True)
+    console.print(f"tracked {s.track.frames} frames with {tracker} on {s.runtime}: {s.track.tracking_fps:.1f} FPS "
+                  f"(tracking only), {s.track.lost_frames} frames reported lost; {s.seconds:.1f} s in all",
+                  highlight=False, soft_wrap=True)
+    if s.scores is not None:
+        console.print(f"score against the known ground truth: success AUC {s.scores['success_auc']:.1f}, "
+                      f"precision@20px {s.scores['precision_20']:.1f}, normalized precision@0.2 "
+                      f"{s.scores['norm_precision_20']:.1f} (percent, LaSOT one-pass metrics as in `siamtool "
+                      "eval`; hidden frames count as failures)", highlight=False, soft_wrap=True)
+    for path in s.outputs:
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    console.print(f"same tracking, by hand: {s.command}", highlight=False, soft_wrap=True)
+    if s.track.interrupted:
+        err.print("[yellow]stopped by Ctrl-C[/]: the outputs above hold every frame tracked so far")
+        raise typer.Exit(130)
 
 
 def main() -> None:

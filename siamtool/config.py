@@ -205,7 +205,7 @@ _CHOICES = {
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset"}
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
-                  "blur_prob", "val_fraction", "window_influence", "size_lr"}
+                  "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold"}
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -287,6 +287,13 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.search_size ({d.search_size}) must be >= data.template_size")
     if d.search_margin < 1.0:
         raise ConfigError(f"{source}: data.search_margin must be >= 1, got {d.search_margin}")
+    t = cfg.track
+    for key in ("search_growth", "max_growth"):
+        if getattr(t, key) < 1.0:
+            raise ConfigError(f"{source}: track.{key} must be >= 1 (a search window never shrinks), "
+                              f"got {getattr(t, key)}")
+    if t.scale_penalty < 0 or t.min_size <= 0:
+        raise ConfigError(f"{source}: track.scale_penalty must be >= 0 and track.min_size > 0")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

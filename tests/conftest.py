@@ -68,3 +68,28 @@ def isolated_siamtool_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIAMTOOL_CACHE", str(tmp_path_factory.mktemp("siamtool-cache")))
         yield
+
+
+@pytest.fixture(autouse=True)
+def no_shipped_model(tmp_path_factory, monkeypatch):
+    """Hide the shipped default checkpoint (siamtool.weights) from every test unless it asks for it.
+
+    Tests stay fast and hermetic whether or not siamtool/weights/lite0_default.pt is present: a command
+    run without --checkpoint sees a missing default, or the tiny one a test points DEFAULT_CHECKPOINT at.
+    The real file is tested through the `shipped_checkpoint` fixture.
+    """
+    import siamtool.weights
+
+    monkeypatch.setattr(siamtool.weights, "DEFAULT_CHECKPOINT", tmp_path_factory.getbasetemp() / "no-default.pt")
+
+
+@pytest.fixture
+def shipped_checkpoint(monkeypatch) -> Path:
+    """The real shipped default checkpoint, made the default again; skipped where it is not installed."""
+    import siamtool.weights
+
+    real = Path(siamtool.weights.__file__).resolve().with_name(siamtool.weights.DEFAULT_NAME)
+    if not real.is_file():
+        pytest.skip(f"no shipped default checkpoint at {real}")
+    monkeypatch.setattr(siamtool.weights, "DEFAULT_CHECKPOINT", real)
+    return real

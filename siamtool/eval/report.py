@@ -92,7 +92,6 @@ def check_annotations(index: Index, split: str, skip_missing: bool, warn: Callab
          f"scoring {len(index.sequences)}")
 
 
-_check_annotations = check_annotations  # the name eval/runner.py imports
 
 
 def _load_all(

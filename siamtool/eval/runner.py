@@ -432,7 +432,7 @@ def evaluate_tracker(
     The JSON report gets a "tracking" entry with the FPS and what was timed.
     """
     from siamtool.data.lasot import index_lasot
-    from siamtool.eval.report import REPORT_FILE, _check_annotations, evaluate_results
+    from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
 
     console = console or Console(quiet=True)
     ecfg = spec.cfg.eval
@@ -442,7 +442,7 @@ def evaluate_tracker(
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
     # Refuse an incomplete split before hours of tracking, with the same rule and words as scoring.
-    _check_annotations(index, split, ecfg.skip_missing, note)
+    check_annotations(index, split, ecfg.skip_missing, note)
     columns = (TextColumn("tracking"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say=None):
+def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callable[[str], None] | None = None):
     """An `OnnxBackend` over the checked ONNX export of `checkpoint` in the cache, exporting it on first use.
 
     Returns None when the export fails its check against PyTorch (the caller then uses PyTorch). A
@@ -96,7 +96,7 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say=None):
         report = say or (lambda line: print(line, file=sys.stderr, flush=True))
         report(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, into "
                f"{folder} (--set track.backend=torch skips this)")
-        result = export_checkpoint(path, folder)
+        result = export_checkpoint(path, folder, fp16=False)
         if not result.passed:
             report(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
                    f"tracking with PyTorch instead")

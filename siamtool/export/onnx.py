@@ -18,8 +18,8 @@ context factor, stride, normalisation, the full resolved config) is stored in ea
 Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``). It exports every backbone
 of the registry (DINOv3 ViT with RoPE, ConvNeXt, torchvision, EfficientNet-Lite0) to graphs that match
 PyTorch to ~1e-5 in onnxruntime, the RoPE tables of a fixed input size are folded into constants, and it
-needs no extra package; the dynamo exporter needs `onnxscript` (not a siamtool dependency) and gives
-nothing these graphs need.
+needs no extra package. The dynamo exporter gave the same differences and the same onnxruntime speed in
+a trial (README `export`) but needs `onnxscript` and `onnx-ir`; switch to it when torch removes this one.
 
 Every export is checked before it is kept: onnx.checker on both graphs, then both graphs run in
 onnxruntime on real crops (a frame of ``../shared/data/real_lasot`` when present, else a rendered
@@ -39,7 +39,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -376,7 +376,11 @@ def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
         entry.key, entry.value = k, v
     proto.producer_name, proto.producer_version = "siamtool", __version__
     proto.doc_string = f"siamtool {meta['graph']} graph; metadata_props describe inputs, outputs and crops"
-    if proto.ByteSize() < PROTOBUF_LIMIT:
+    try:
+        fits = proto.ByteSize() < PROTOBUF_LIMIT
+    except ValueError:  # some protobuf builds refuse to even measure a message over the limit
+        fits = False
+    if fits:
         onnx.save_model(proto, str(path))
     else:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -435,7 +439,7 @@ def export_model(
     fp16: bool | None = None,
     tolerance: float | None = None,
     checkpoint_sha256: str = "",
-    status=None,
+    status: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Write template.onnx + search.onnx for `model` into `out`, check them, keep them only if they pass.
 
@@ -450,6 +454,8 @@ def export_model(
     check_settings(opset, tolerance)
     say = status or (lambda text: None)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SiamtoolError(f"--out {out}: is a file; give a folder for template.onnx and search.onnx")
     out.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).float().cpu().eval()
     sample = parity_sample(cfg)
@@ -552,7 +558,8 @@ def checkpoint_file(path: str | Path) -> Path:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                       fp16: bool | None = None, tolerance: float | None = None,
-                      overrides: list[str] | tuple[str, ...] = (), status=None) -> ExportResult:
+                      overrides: list[str] | tuple[str, ...] = (),
+                      status: Callable[[str], None] | None = None) -> ExportResult:
     """Load a checkpoint (one-line error if corrupt or from another version) and `export_model` it."""
     from siamtool.engine.checkpoint import load_model
 
@@ -564,7 +571,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | N
                         checkpoint_sha256=file_sha256(path), status=status)
 
 
-def print_export(result: ExportResult, console) -> None:
+def print_export(result: ExportResult, console: Any) -> None:
     """The CLI summary: where the graphs are, their size, and how far onnxruntime is from PyTorch."""
     for p in result.pairs:
         unit = "boxes as a fraction of the crop" if p.precision == "fp16" else "boxes in crop px"

@@ -100,7 +100,6 @@ def test_headless_on_an_image_glob(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--init", "1,2,3,4", "--no-show"], "pass --checkpoint"),
     (["--checkpoint", "CKPT", "--no-show"], "pass --init X,Y,W,H"),
     (["--checkpoint", "CKPT", "--no-show", "--init", "600,10,20,20"], "outside the 192x144 frame"),
     (["--checkpoint", "CKPT", "--no-show", "--init", "10,10,0,20"], "empty box"),
@@ -114,6 +113,14 @@ def test_bad_arguments_are_one_line_errors(tiny_checkpoint, synthetic_video, arg
     assert r.exit_code == 2, r.output
     assert message in r.output
     assert "Traceback" not in r.output
+
+
+def test_without_checkpoint_or_shipped_model_the_error_says_to_pass_one(synthetic_video, monkeypatch, tmp_path):
+    import siamtool.weights
+
+    monkeypatch.setattr(siamtool.weights, "DEFAULT_CHECKPOINT", tmp_path / "not-installed.pt")
+    r = runner.invoke(app, ["track", str(synthetic_video[0]), "--init", "1,2,3,4", "--no-show"])
+    assert r.exit_code == 2 and "pass --checkpoint" in r.output
 
 
 def test_missing_camera_is_a_one_line_error(tiny_checkpoint):

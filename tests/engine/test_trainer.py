@@ -111,6 +111,15 @@ def test_gradient_accumulation_counts_optimizer_steps(synthetic_shards, tmp_path
     assert sorted(_train_losses(tmp_path / "run")) == [1, 2, 3]
 
 
+def test_bf16_autocast_trains_on_cpu(synthetic_shards, tmp_path):
+    cfg = _cfg("train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8", "train.amp=bf16",
+               "train.log_every=1")
+    result = train(cfg, synthetic_shards, tmp_path / "run", device="cpu")
+    losses = _train_losses(tmp_path / "run")
+    assert result.step == 2 and all(math.isfinite(v) for v in losses.values())
+    assert next(result.model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
+
+
 def test_schedule_and_amp_resolution():
     assert lr_factor(0, 10, 100) == pytest.approx(0.1)
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)

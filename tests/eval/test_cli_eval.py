@@ -96,6 +96,6 @@ def test_shift_warning_is_printed(tiny):
 
 def test_usage_errors_are_one_line(tiny):
     assert "--convention" in _one_line_error(_eval(tiny, "--results", str(tiny["good"]), "--convention", "vot"))
-    assert "nothing to score" in _one_line_error(_eval(tiny))
+    assert "the default tracker is missing" in _one_line_error(_eval(tiny))
     assert "--lasot" in _one_line_error(runner.invoke(app, ["eval", "--results", str(tiny["good"])]))
     assert "results folder not found" in _one_line_error(_eval(tiny, "--results", str(tiny["tmp"] / "nope")))

@@ -165,14 +165,16 @@ def test_cli_export_prints_the_difference_and_writes_the_folder(stable_checkpoin
 
 
 def test_cli_export_fails_with_exit_1_above_the_tolerance(stable_checkpoint, tmp_path):
-    r = runner.invoke(app, ["export", str(stable_checkpoint), "--out", str(tmp_path), "--tolerance", "1e-12"])
+    r = runner.invoke(app, ["export", str(stable_checkpoint), "--out", str(tmp_path), "--tolerance", "1e-12",
+                            "--set", "export.opset=19"])
     assert r.exit_code == 1
     assert "FAILED" in r.output and "> tolerance 1e-12" in r.output
     assert not (tmp_path / TEMPLATE_FILE).exists()
+    assert read_metadata(tmp_path / "rejected" / TEMPLATE_FILE)["opset"] == "19"  # --set reaches the export
 
 
 @pytest.mark.parametrize(("make", "expected"), [
-    (None, "no checkpoint given"),
+    (None, "the default tracker is missing"),
     (lambda p: p.write_bytes(b"\x00not a torch file"), "not a readable siamtool checkpoint"),
     (lambda p: torch.save({"some": "dict"}, p), "not a siamtool checkpoint"),
     ("newer", "is newer than this siamtool"),

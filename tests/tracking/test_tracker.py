@@ -141,14 +141,18 @@ def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
     backend, tracker = _scripted(box, lost_threshold=0.25, search_growth=1.5, max_growth=4.0)
     base = search_window(np.array(box), 0.5, 128, 256).side
     growths = []
-    for _ in range(5):
+    for _ in range(7):
         backend.queue.append(peaks(16, [(3, 3, 0.1, (40, 40, 64, 64))]))
         r = tracker.track(render(box))
         assert r.lost and r.score < 0.25
         np.testing.assert_allclose(r.box, box)
         assert r.window.side == pytest.approx(base * r.growth)
         growths.append(r.growth)
-    assert growths == pytest.approx([1.0, 1.5, 2.25, 3.375, 4.0])
+    # Local to global, then the cycle restarts at the training scale (where the model sees best).
+    assert growths == pytest.approx([1.0, 1.5, 2.25, 3.375, 4.0, 1.0, 1.5])
+    for _ in range(2):  # 2.25, 3.375: the next search is the widest again
+        backend.queue.append(peaks(16, [(3, 3, 0.1, (40, 40, 64, 64))]))
+        tracker.track(render(box))
     # Re-detection: a confident peak anywhere in the grown window recovers the target there.
     window = tracker.next_window()
     assert window.side == pytest.approx(base * 4.0)
@@ -207,3 +211,17 @@ def test_bad_initial_boxes_are_one_line_errors(box, msg):
 def test_track_before_initialize_is_a_programming_error():
     with pytest.raises(RuntimeError):
         Tracker(ScriptedBackend(), small_config()).track(render((1, 1, 5, 5)))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("track.max_growth=0.5", "max_growth must be >= 1"),
+    ("track.search_growth=0.9", "search_growth must be >= 1"),
+    ("track.lost_threshold=1.5", "lost_threshold must be between 0 and 1"),
+    ("track.min_size=0", "min_size > 0"),
+])
+def test_track_settings_are_validated(override, message):
+    from siamtool.config import load_config
+    from siamtool.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
