@@ -405,7 +405,7 @@ def demo(
                                              "frame (0-based pixels).")] = None,
     frames: Annotated[int, typer.Option("--frames", help="Length of the rendered clip.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rendered clip (another seed, another clip).")]
-    = 2026,
+    = 0,
     avi: Annotated[bool, typer.Option("--avi", help="Write demo.avi (MJPG) instead of demo.mp4 (mp4v).")] = False,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker .pt. Default: the "
                                                     "shipped tracker.")] = None,

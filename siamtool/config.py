@@ -147,6 +147,9 @@ class TrackConfig:
     """Smallest box side in pixels."""
     lost_threshold: float = 0.25
     """Below this score the target is reported lost and the search region grows."""
+    lost_ratio: float = 0.5
+    """...but only when the score is also below lost_ratio x the score of the first tracked frame: a model
+    that scores a hard-to-match target low from the start keeps tracking it instead of freezing (0 = off)."""
     search_growth: float = 1.5
     """Search window growth per lost frame (local-to-global re-detection)."""
     max_growth: float = 4.0
@@ -205,7 +208,7 @@ _CHOICES = {
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset"}
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
-                  "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold"}
+                  "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio"}
 
 
 def _hints(cls) -> dict[str, Any]:

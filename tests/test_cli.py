@@ -10,7 +10,7 @@ runner = CliRunner()
 def test_help_lists_the_commands():
     r = runner.invoke(app, ["--help"])
     assert r.exit_code == 0
-    for cmd in ("prepare", "train", "eval", "track", "export"):
+    for cmd in ("prepare", "train", "eval", "track", "export", "demo"):
         assert cmd in r.output
 
 
@@ -19,7 +19,7 @@ def test_version():
     assert r.exit_code == 0 and __version__ in r.output
 
 
-@pytest.mark.parametrize("cmd", ["prepare", "train", "eval", "track", "export"])
+@pytest.mark.parametrize("cmd", ["prepare", "train", "eval", "track", "export", "demo"])
 def test_every_command_has_help(cmd):
     r = runner.invoke(app, [cmd, "--help"])
     assert r.exit_code == 0 and "Usage" in r.output

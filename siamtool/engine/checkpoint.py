@@ -45,16 +45,22 @@ def save_checkpoint(path: str | Path, model, cfg: Config, **state: Any) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; one-line SiamtoolError for a missing, corrupt or foreign file."""
+def checkpoint_path(path: str | Path) -> Path:
+    """The file a checkpoint argument means: the file itself, or for a run folder its best model, else its
+    newest step checkpoint (also for a checkpoints/ folder). Every reader (load, export cache) uses this."""
     path = Path(path)
     if path.is_dir():
-        # A run folder: its best model; else its newest step checkpoint (also for a checkpoints/ folder).
         best = path / "best.pt"
         found = best if best.is_file() else latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
         if found is None:
             raise SiamtoolError(f"{path}: no checkpoint in this folder (expected best.pt or checkpoints/step-*.pt)")
-        path = found
+        return found
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; one-line SiamtoolError for a missing, corrupt or foreign file."""
+    path = checkpoint_path(path)
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     try:

@@ -82,10 +82,11 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
     cache folder that does not load (interrupted, corrupt, another format) is exported again.
     `say(line)` reports the one-off export (default: a line on stderr).
     """
-    from siamtool.export.onnx import checkpoint_file, export_checkpoint
+    from siamtool.engine.checkpoint import checkpoint_path
+    from siamtool.export.onnx import export_checkpoint
     from siamtool.tracking.onnx_backend import OnnxBackend
 
-    path = checkpoint_file(checkpoint)
+    path = checkpoint_path(checkpoint)
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     folder = cache_root() / "onnx" / cache_key(path)

@@ -540,31 +540,15 @@ def _max_supported_opset() -> int:
         return 20
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """The file a checkpoint argument means: the file itself, or for a run folder the file
-    `load_checkpoint` would pick (newest step checkpoint, else best.pt); unchanged when neither exists
-    so that `load_checkpoint` reports the problem in its own words."""
-    from siamtool.engine.checkpoint import latest_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints")
-        if found is not None:
-            return found
-        if (path / "best.pt").is_file():
-            return path / "best.pt"
-    return path
-
-
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                       fp16: bool | None = None, tolerance: float | None = None,
                       overrides: list[str] | tuple[str, ...] = (),
                       status: Callable[[str], None] | None = None) -> ExportResult:
     """Load a checkpoint (one-line error if corrupt or from another version) and `export_model` it."""
-    from siamtool.engine.checkpoint import load_model
+    from siamtool.engine.checkpoint import checkpoint_path, load_model
 
     check_settings(opset, tolerance)
-    path = checkpoint_file(checkpoint)
+    path = checkpoint_path(checkpoint)
     (status or (lambda text: None))(f"loading {path}")
     model, cfg = load_model(path, "cpu", overrides)
     return export_model(model, cfg, out, opset=opset, fp16=fp16, tolerance=tolerance,

@@ -12,7 +12,9 @@ geometry) and caches its features. Per frame, `track(frame)`:
 4. updates the state: centre moves to the prediction, size moves towards the prediction by a learning
    rate `size_lr x penalty x score` (a confident, plausible box changes the size more), the box is
    clipped to the frame and kept >= `min_size`;
-5. if the raw score at the chosen cell is below `lost_threshold`, the target is reported lost: the box
+5. if the raw score at the chosen cell is below `lost_threshold` and below `lost_ratio` x the score of
+   the first tracked frame (a per-target calibration: a model whose scores shift down on unfamiliar
+   footage would otherwise call a visible target lost from frame 2 on), the target is reported lost: the box
    stays where it was and the next search window grows by `search_growth` per frame up to
    `max_growth` (local-to-global re-detection, DaSiamRPN); the cosine window is weakened by the same
    factor so a detection far from the last position can win. After the widest window the cycle starts
@@ -58,7 +60,8 @@ class TrackResult:
     score: float
     """Raw model confidence in [0, 1] at the chosen cell (before penalties and window)."""
     lost: bool
-    """True when `score` < track.lost_threshold: the box was not updated this frame."""
+    """True when `score` < min(track.lost_threshold, track.lost_ratio x the first frame's score): the box
+    was not updated this frame."""
     time_s: float
     """Tracking time of this frame: search crop + forward + decode + post-processing (no image decode)."""
     window: CropWindow
@@ -181,6 +184,7 @@ class Tracker:
         self.score = 1.0
         self.lost = False
         self.growth = 1.0
+        self.reference_score: float | None = None
 
     # ------------------------------------------------------------------------------------ state
 
@@ -218,6 +222,7 @@ class Tracker:
         self.frame_size = (width, height)
         self._set_box(box)
         self.score, self.lost, self.growth = 1.0, False, 1.0
+        self.reference_score = None
         self.init_time_s = time.perf_counter() - start
 
     def _set_box(self, box_xywh: np.ndarray) -> None:
@@ -245,7 +250,10 @@ class Tracker:
             context=self.cfg.data.context,
         )
         crop_box = cxcywh_to_xywh(cand.box_cxcywh)
-        lost = cand.score < t.lost_threshold
+        if self.reference_score is None:
+            self.reference_score = cand.score
+        threshold = min(t.lost_threshold, t.lost_ratio * self.reference_score) if t.lost_ratio > 0 else t.lost_threshold
+        lost = cand.score < threshold
         if lost:
             # Keep the last confident box; widen the next search step by step, then start over.
             self.growth = 1.0 if growth >= t.max_growth else min(growth * t.search_growth, t.max_growth)

@@ -139,6 +139,9 @@ def test_size_moves_by_the_learning_rate_times_penalised_score():
 def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
     box = (100.0, 100.0, 40.0, 40.0)
     backend, tracker = _scripted(box, lost_threshold=0.25, search_growth=1.5, max_growth=4.0)
+    # A confident first frame sets the reference score (the box stays: the peak is the box itself).
+    backend.queue.append(peaks(16, [(8, 8, 0.9, (128, 128, 64, 64))]))
+    np.testing.assert_allclose(tracker.track(render(box)).box, box)
     base = search_window(np.array(box), 0.5, 128, 256).side
     growths = []
     for _ in range(7):
@@ -162,6 +165,22 @@ def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
     assert xywh_to_cxcywh(r.box)[:2] == pytest.approx(window.points_to_frame(np.array(_cell_centre(9, 10))))
     assert tracker.growth == 1.0 and tracker.next_window().side == pytest.approx(
         search_window(r.box, 0.5, 128, 256).side)
+
+
+def test_a_target_scored_low_from_the_start_is_tracked_not_lost():
+    """Per-target calibration: a visible target the model scores 0.2 is followed; a drop below half of
+    the first frame's score is still reported lost."""
+    box = (100.0, 100.0, 40.0, 40.0)
+    backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.5)
+    for s in (0.2, 0.15, 0.11):
+        backend.queue.append(peaks(16, [(8, 8, s, (128, 128, 64, 64))]))
+        assert not tracker.track(render(box)).lost
+    backend.queue.append(peaks(16, [(8, 8, 0.09, (128, 128, 64, 64))]))
+    assert tracker.track(render(box)).lost
+    # With the ratio off, the absolute threshold alone decides (the old behaviour).
+    backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.0)
+    backend.queue.append(peaks(16, [(8, 8, 0.2, (128, 128, 64, 64))]))
+    assert tracker.track(render(box)).lost
 
 
 def test_oracle_redetects_a_target_that_vanished_and_reappeared_far_away():
