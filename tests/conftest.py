@@ -93,3 +93,15 @@ def shipped_checkpoint(monkeypatch) -> Path:
         pytest.skip(f"no shipped default checkpoint at {real}")
     monkeypatch.setattr(siamtool.weights, "DEFAULT_CHECKPOINT", real)
     return real
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """One intra-op thread for the whole suite: on a busy 2-core CI box OpenMP threads spin against each
+    other (eager PyTorch ran 4-50x slower at 2 threads under load); no test measures speed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

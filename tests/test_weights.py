@@ -8,7 +8,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import siamtool.weights as weights
@@ -19,13 +18,6 @@ from tests.conftest import shared
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -12,16 +12,6 @@ from siamtool.config import load_config
 from siamtool.data import augment as A
 from siamtool.data.shards import search_crop_size, stored_search_window
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Intra-op threads spin against each other on a busy 2-core CI box; the data path needs one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 S = 128  # final search size in these tests
 STORED = 192  # stored search crop: S x data.search_margin (1.5)
 

@@ -18,16 +18,6 @@ from siamtool.data.stream import Batch, Part, build_loader, deal_parts, split_pa
 from siamtool.errors import ConfigError, DatasetError
 from tests.conftest import tiny_config
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Intra-op threads spin against each other on a busy 2-core CI box; the data path needs one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # synthetic_shards: 8 shards x 16 pairs at template 32 / search 64 (stored search crop 96).
 
 

@@ -21,13 +21,6 @@ runner = CliRunner()
 SEQS = ("cat-1", "cat-2", "dog-1", "dog-2")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def lasot(synthetic_lasot, tmp_path) -> Path:

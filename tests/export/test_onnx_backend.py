@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from siamtool.cli import app
@@ -25,13 +24,6 @@ from tests.export.conftest import STABLE_TRACK, peaked_model, sequence_frames
 runner = CliRunner()
 TOL_PX = 0.5
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_one_sequence_tracked_through_both_backends_gives_the_same_boxes(stable_checkpoint, stable_export,

@@ -31,13 +31,6 @@ from tests.export.conftest import peaked_model
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("backbone", list_backbones())
 def test_every_backbone_exports_and_matches_pytorch(backbone, tmp_path):
