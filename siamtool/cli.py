@@ -90,10 +90,6 @@ ConfigOpt = Annotated[
 ]
 
 
-def _default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 # ------------------------------------------------------------------------------------------ prepare
 
 
@@ -137,7 +133,9 @@ def prepare(
         if pairs_per_sequence <= 0:
             raise SiamtoolError(f"--pairs-per-sequence must be > 0, got {pairs_per_sequence}")
         cfg.data.pairs_per_sequence = pairs_per_sequence
-    n_workers = _default_workers() if workers is None else workers
+    from siamtool.device import available_cores
+
+    n_workers = available_cores() if workers is None else workers
     if n_workers < 1:
         raise SiamtoolError(f"--workers must be >= 1, got {n_workers}")
     s = prepare_shards(lasot, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from siamtool.errors import SiamtoolError
@@ -22,3 +24,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif dev.type != "cpu":
         raise SiamtoolError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
     return dev
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import queue as queue_mod
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from siamtool import __version__
 from siamtool.config import Config
 from siamtool.data.lasot import Index, Sequence
+from siamtool.device import available_cores
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import write_json_atomic, write_text_atomic
 from siamtool.geometry import from_lasot, to_lasot
@@ -294,7 +294,7 @@ def _devices(device: torch.device, requested: str, workers: int) -> tuple[list[s
         if device.index is None and requested in ("auto", "cuda"):
             return [f"cuda:{i}" for i in range(torch.cuda.device_count())], 1
         return [str(device)], 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if workers < 1:
         raise SiamtoolError(f"--workers must be >= 1, got {workers}")
     return ["cpu"] * workers, max(1, cores // workers)
