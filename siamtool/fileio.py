@@ -11,6 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
+def temp_beside(path: Path, suffix: str = ".tmp") -> Path:
+    """An empty temp file in `path`'s folder (so renaming it onto `path` is atomic), with the umask's mode.
+
+    mkstemp creates 0600; outputs should be readable like any other file the user writes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -18,14 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temp file lives in the same directory so the final rename is atomic on POSIX.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp creates 0600; outputs should follow the umask like any other file the user writes.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    tmp_path = temp_beside(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from siamtool.app.sources import FrameSource, open_source
 from siamtool.config import Config
 from siamtool.errors import SiamtoolError
-from siamtool.fileio import write_text_atomic
+from siamtool.fileio import temp_beside, write_text_atomic
 from siamtool.tracking.tracker import Tracker, TrackResult, check_init_box
 
 WINDOW_NAME = "siamtool track"
@@ -260,12 +259,9 @@ class VideoOutput:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         check_output_path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Keep the real extension on the temp name: OpenCV picks the container from it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_beside(path, suffix=f".partial{path.suffix}")
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[path.suffix.lower()])
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
         self.size = size

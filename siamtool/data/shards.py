@@ -239,9 +239,6 @@ def write_shard(path: str | Path, pairs: Sequence[Pair], attrs: dict[str, Any]) 
             f.create_dataset("search_sequence", data=[p.search_sequence for p in pairs], dtype=_STR, shape=(n,))
             f.create_dataset("frames", data=_rows([p.frames for p in pairs], (n, 2), np.int32))
         size = tmp.stat().st_size
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o666 & ~umask)  # mkstemp makes 0600; shards are meant to be shared like any output
     return size
 
 
