@@ -247,6 +247,21 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
                  8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
+def crop_like_prepare(frame: np.ndarray, window: CropWindow) -> np.ndarray:
+    """`crop`, band-limited the way `prepare` band-limits the training crops.
+
+    prepare decodes each JPEG at the coarsest reduction (1/2, 1/4, 1/8) the crop allows and then
+    warps; a tracker that warped the full frame directly would see aliased crops of large targets
+    that training never showed. Frames here are already decoded (video, camera, eval), so the same
+    reduction is an exact k x k block average (INTER_AREA at an integer factor), then the same warp.
+    """
+    k = reduced_decode_factor(window.scale)
+    if k == 1:
+        return crop(frame, window)
+    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
+    return crop(small, window.scaled(1.0 / k))
+
+
 # --------------------------------------------------------------------------------- torch (batched)
 
 

@@ -275,8 +275,7 @@ def parity_sample(cfg: Config) -> Sample:
     Templates from frames 0 and 10, searches from frames 5 and 15 around the box of the template frame:
     the target is off-centre in the search crop, as while tracking.
     """
-    from siamtool.geometry import search_window, template_window
-    from siamtool.tracking.tracker import crop_like_prepare
+    from siamtool.geometry import crop_like_prepare, search_window, template_window
 
     found = _real_frames() or _synthetic_frames()
     frames, boxes, source = found

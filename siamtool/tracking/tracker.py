@@ -41,9 +41,8 @@ from siamtool.geometry import (
     CropWindow,
     clip_box,
     context_side,
-    crop,
+    crop_like_prepare,
     cxcywh_to_xywh,
-    reduced_decode_factor,
     search_window,
     template_window,
     xywh_to_cxcywh,
@@ -103,21 +102,6 @@ def check_init_box(box_xywh: Any, width: int, height: int, what: str = "initial 
         raise SiamtoolError(f"{what} {text} is outside the {width}x{height} frame "
                             f"(x,y are 0-based pixels of the top-left corner)")
     return box
-
-
-def crop_like_prepare(frame: np.ndarray, window: CropWindow) -> np.ndarray:
-    """`geometry.crop`, band-limited the way `prepare` band-limits the training crops.
-
-    prepare decodes each JPEG at the coarsest reduction (1/2, 1/4, 1/8) the crop allows and then
-    warps; a tracker that warped the full frame directly would see aliased crops of large targets
-    that training never showed. Frames here are already decoded (video, camera, eval), so the same
-    reduction is an exact k x k block average (INTER_AREA at an integer factor), then the same warp.
-    """
-    k = reduced_decode_factor(window.scale)
-    if k == 1:
-        return crop(frame, window)
-    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
-    return crop(small, window.scaled(1.0 / k))
 
 
 def hann_window(height: int, width: int) -> np.ndarray:
