@@ -161,6 +161,9 @@ class TrackConfig:
     lost_ratio: float = 0.5
     """...but only when the score is also below lost_ratio x the score of the first tracked frame: a model
     that scores a hard-to-match target low from the start keeps tracking it instead of freezing (0 = off)."""
+    reference_rate: float = 0.0
+    """The reference score of `lost_ratio` follows the tracked frames' scores at this rate (an exponential
+    average; 0 = the first tracked frame's score for good), so a slow appearance change is not a loss."""
     search_growth: float = 1.5
     """Search window growth per lost frame (local-to-global re-detection)."""
     max_growth: float = 4.0
@@ -251,7 +254,7 @@ _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "e
              "online_reg", "online_sigma", "online_window", "online_memory", "online_interval", "scale_count", "cache_views"}
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
-                  "online_weight", "online_first_weight", "online_update_ratio", "val_sequence_fraction"}
+                  "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "val_sequence_fraction"}
 
 
 def _hints(cls) -> dict[str, Any]:
