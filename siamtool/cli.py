@@ -146,7 +146,8 @@ def prepare(
     for kind, n in s.kinds.items():
         table.add_row(f"  {kind}", f"{n:,}")
     table.add_row("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)")
-    table.add_row("skipped frames", f"{len(s.skipped_frames)}")
+    table.add_row("skipped frames", f"{len(s.skipped_frames)} unreadable images, {len(s.boxless_frames)} visible "
+                  "frames without a usable box")
     table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
     table.add_row("time", f"{s.seconds:.1f} s")
     console.print(table)
