@@ -48,7 +48,7 @@ def handle_errors(fn):
         except SiamtoolError as e:
             if state.verbose:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {one_line(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
@@ -56,11 +56,32 @@ def handle_errors(fn):
         except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
             if state.verbose:
                 raise
-            err.print(f"[bold red]error:[/] {type(e).__name__}: {e} (run with -v for the traceback)",
+            err.print(f"[bold red]error:[/] {type(e).__name__}: {one_line(str(e))} (run with -v for the traceback)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def one_line(message: str) -> str:
+    """The line of an error message that says what is wrong.
+
+    An error raised in a DataLoader worker (or a process pool) comes back as "Caught DatasetError in
+    DataLoader worker process 0. Original Traceback ... siamtool.errors.DatasetError: <message>": the
+    user needs the last line, without the traceback and the class path.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha() else last
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Python's warnings as one rendered line (the default format adds the file and the source line)."""
+    where = f" ({filename}:{lineno})" if state.verbose else ""
+    err.print(f"[yellow]warning:[/] {message}{where}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -79,6 +100,9 @@ def main_options(
 ) -> None:
     state.verbose = verbose
     state.device = device
+    import warnings
+
+    warnings.showwarning = _show_warning
 
 
 SetOpt = Annotated[
@@ -88,6 +112,12 @@ SetOpt = Annotated[
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config over the defaults. Default: built-in defaults.")
 ]
+
+
+def _check_out_folder(option: str, path: Path | None) -> None:
+    """An output folder that is an existing file is a usage error (exit 2), caught before any work."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise SiamtoolError(f"{option} {path}: exists and is not a folder; choose a folder (it is created if missing)")
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -175,12 +205,25 @@ def train(
     from rich.table import Table
 
     from siamtool.config import load_config
+    from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
+    from siamtool.models.backbones import check_weights_available
 
     cfg = load_config(config, set_ or [])
     run_dir = out if out is not None else Path("runs") / config.stem
+    _check_out_folder("--out", run_dir)
+    # Refuse what would fail later, before the run folder exists: damaged shards (they would fail in a
+    # DataLoader worker, with its traceback) and hub weights this machine cannot get (30 s of retries).
+    verify_shards(load_shard_index(shards))
+    check_weights_available(cfg.model)
     console = Console()
-    r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+    existed = run_dir.exists()
+    try:
+        r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+    except BaseException:
+        if not existed:
+            _remove_unstarted_run(run_dir)
+        raise
     if os.environ.get("RANK", "0") != "0":
         return
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -198,6 +241,21 @@ def train(
     table.add_row("best", f"{r.best_path} (val IoU {r.best_val_iou:.3f})" if r.best_path else "-")
     table.add_row("checkpoint", str(r.last_checkpoint))
     console.print(table)
+
+
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a run folder this command created when the run failed before its first checkpoint.
+
+    Nothing in it could be resumed (config.yaml, the untrained validation, an empty tb/), and an empty
+    run folder beside real ones only misleads; a folder with any checkpoint is always kept.
+    """
+    import shutil
+
+    if os.environ.get("RANK", "0") != "0" or not run_dir.is_dir():
+        return
+    if (run_dir / "best.pt").exists() or any((run_dir / "checkpoints").glob("*.pt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------- eval
@@ -234,16 +292,11 @@ def eval_(
     set_: SetOpt = None,
 ) -> None:
     """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
-    if not results and checkpoint is None and onnx is None:
-        from siamtool.weights import default_checkpoint
-
-        checkpoint = default_checkpoint()  # nothing given: run and score the shipped tracker
-    run_tracker_first = checkpoint is not None or onnx is not None
-    if lasot is None:
-        raise SiamtoolError("--lasot ROOT is required: the LaSOT annotations to score against (images not needed)")
     from siamtool.config import load_config
     from siamtool.eval.metrics import check_convention
+    from siamtool.workspace import newest_trained_checkpoint, resolve_lasot
 
+    _check_out_folder("--out", out)
     overrides = list(set_ or [])
     if convention is not None:
         check_convention(convention)
@@ -251,6 +304,22 @@ def eval_(
     if skip_missing:
         overrides.append("eval.skip_missing=true")
     cfg = load_config(config, overrides)
+    implied = []
+    if not results and checkpoint is None and onnx is None:
+        checkpoint = newest_trained_checkpoint()
+        if checkpoint is not None:
+            implied.append(f"checkpoint {checkpoint} (the newest run in ./runs; --checkpoint to choose)")
+        else:
+            from siamtool.weights import default_checkpoint
+
+            checkpoint = default_checkpoint()
+            implied.append("the shipped default tracker (no trained run in ./runs)")
+    run_tracker_first = checkpoint is not None or onnx is not None
+    lasot, lasot_source = resolve_lasot(lasot, cfg.eval.lasot)
+    if lasot_source != "--lasot":
+        implied.insert(0, f"LaSOT root {lasot} ({lasot_source})")
+    if implied:
+        Console().print(f"eval: {'; '.join(implied)}", highlight=False, soft_wrap=True)
 
     if run_tracker_first:
         from siamtool.device import resolve_device
@@ -422,6 +491,9 @@ def demo(
     from siamtool.config import load_config
     from siamtool.device import resolve_device
 
+    if seed < 0:
+        raise SiamtoolError(f"--seed must be >= 0, got {seed} (each seed renders another clip)")
+    _check_out_folder("--out", out)
     cfg = load_config(config, set_ or [])
     console = Console()
     with contextlib.ExitStack() as stack:
