@@ -93,6 +93,7 @@ def _check_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
+        bad = bad.split("/", 1)[-1] if bad else None  # the archive folder is a temp name; data/N is the tensor
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         bad = f"archive structure ({e})"
     if bad is not None:

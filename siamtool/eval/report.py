@@ -328,14 +328,15 @@ def print_report(report: dict[str, Any], console: Console) -> None:
 def attribute_note(report: dict[str, Any]) -> str | None:
     """One line on the sequences the per-attribute table leaves out (None when it covers them all)."""
     cov = report.get("attributes") or {}
-    left, foreign = cov.get("left_out") or [], cov.get("not_lasot_footage") or {}
-    if not left or (not cov.get("sequences") and not foreign):
-        return None  # every sequence is covered, or none is LaSOT: nothing to explain
+    covered, left, foreign = cov.get("sequences", 0), cov.get("left_out") or [], cov.get("not_lasot_footage") or {}
+    if not left or (not covered and not foreign):
+        return None  # every sequence is covered, or none claims to be LaSOT: nothing to explain
     why = ""
     if foreign:
         name, n = next(iter(foreign.items()))
-        why = (f"; {len(foreign)} of them share a LaSOT name but not its frame count (e.g. {name}: {n['frames']} "
-               f"frames, LaSOT's has {n['lasot_frames']}), so LaSOT's attributes do not describe them")
-    table = "the per-attribute table covers" if cov.get("sequences") else "no per-attribute table:"
-    return (f"{table} {cov.get('sequences', 0)} of {cov.get('sequences', 0) + len(left)} sequences; "
-            f"{len(left)} are not LaSOT sequences and are left out ({_listed(left)}){why}")
+        why = (f"; {len(foreign)} share a LaSOT name but not its frame count (e.g. {name}: {n['frames']} frames, "
+               f"LaSOT's has {n['lasot_frames']}), so LaSOT's attributes do not describe them")
+    if not covered:
+        return f"no per-attribute table: none of the {len(left)} sequences is LaSOT footage{why}"
+    return (f"the per-attribute table covers {covered} of {covered + len(left)} sequences; {len(left)} are not "
+            f"LaSOT footage and are left out ({_listed(left)}){why}")
