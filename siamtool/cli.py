@@ -316,8 +316,8 @@ def eval_(
     split: Annotated[str, typer.Option("--split", help="test, train, extension, all, or a file of sequence names.")]
     = "test",
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker (a .pt or a run "
-                                                    "folder), then score it. Default (no --onnx/--results): the "
-                                                    "newest run in ./runs, else the shipped tracker.")]
+                                                    "folder), then score it. Default: the newest run in ./runs, "
+                                                    "else the shipped tracker (when no --onnx/--results).")]
     = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Run an exported tracker (folder from export). "
                                               "Default: none.")] = None,
@@ -504,6 +504,7 @@ def export(
     --set applies to the checkpoint's config, e.g. --set model.weights=/models/dinov3-vits16 to find the
     backbone weights on this machine.
     """
+    _check_out_folder("--out", out)
     if checkpoint is None:
         from siamtool.weights import default_checkpoint
 

@@ -448,7 +448,12 @@ def _is_disk_full(e: BaseException) -> bool:
 def _disk_full_error(out: Path, chunks: list[list[PairSpec]], data: DataConfig) -> SiamtoolError:
     """The one line for a full disk: where, what is kept, what is still needed, and how to go on."""
     left = [i for i in range(len(chunks)) if not (out / shard_name(i)).is_file()]
-    need = estimate_bytes(sum(len(chunks[i]) for i in left), data)
+    done = [i for i in range(len(chunks)) if i not in left]
+    left_pairs = sum(len(chunks[i]) for i in left)
+    need = estimate_bytes(left_pairs, data)
+    if done:  # what the finished shards actually took per pair beats the estimate (q100 JPEGs exceed it)
+        per_pair = sum((out / shard_name(i)).stat().st_size for i in done) / max(1, sum(len(chunks[i]) for i in done))
+        need = max(need, int(per_pair * left_pairs))
     try:
         free = format_bytes(shutil.disk_usage(out).free)
     except OSError:
