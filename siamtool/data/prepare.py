@@ -483,7 +483,7 @@ def prepare_shards(
         console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
     if index.missing:
         console.print(f"[yellow]{len(index.missing)} sequence(s) of split {split!r} not under {root}[/] "
-                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False)
+                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False, soft_wrap=True)
     kept = len(index.sequences) + len(index.skipped)
     if split != "all" and kept * 2 < index.on_disk:
         console.print(f"[yellow]warning:[/] split {split!r} keeps {kept} of the {index.on_disk} sequences under "
