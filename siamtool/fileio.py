@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -93,6 +94,14 @@ def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
             finally:
                 os.close(fd)
             raise LockHeld(path, holder) from None
+        except OSError as e:  # a file system without locks (some network mounts): go on unlocked
+            os.close(fd)
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            yield
+            return
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
