@@ -20,5 +20,5 @@ if [ -n "$TORCH_SPEC" ] && ! python -c "import torch, torchvision" 2>/dev/null; 
   python -m pip install -q $TORCH_SPEC
 fi
 python -m pip install -q -e ".[dev]"
-ruff check .
+python -m ruff check .
 python -m pytest "$@"
