@@ -30,15 +30,15 @@ def _plain_help(params: list) -> list:
 class _Command(TyperCommand):
     """Help as a person reads it: `train [OPTIONS] CONFIG`, not `{config}`; no `<bool>` on flags."""
 
-    def collect_usage_pieces(self, ctx) -> list[str]:  # noqa: ANN001
+    def collect_usage_pieces(self, ctx) -> list[str]:
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
 
-    def get_params(self, ctx) -> list:  # noqa: ANN001
+    def get_params(self, ctx) -> list:
         return _plain_help(super().get_params(ctx))
 
 
 class _Group(TyperGroup):
-    def get_params(self, ctx) -> list:  # noqa: ANN001
+    def get_params(self, ctx) -> list:
         return _plain_help(super().get_params(ctx))
 
 
@@ -58,6 +58,8 @@ app = typer.Typer(
 def _examples(*lines: str) -> str:
     """A command's epilog: one example command per paragraph (Typer joins single lines)."""
     return "Examples:\n\n" + "\n\n".join(lines)
+
+
 err = Console(stderr=True)
 
 
@@ -111,7 +113,7 @@ def one_line(message: str) -> str:
     return rest if sep and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha() else last
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Python's warnings as one rendered line (the default format adds the file and the source line)."""
     where = f" ({filename}:{lineno})" if state.verbose else ""
     err.print(f"[yellow]warning:[/] {message}{where}", highlight=False, soft_wrap=True)
@@ -250,13 +252,15 @@ def train(
     from siamtool.config import load_config
     from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
-    from siamtool.models.backbones import check_weights_available
+    from siamtool.models.backbones import check_weights_available, get_spec
 
     cfg = load_config(config, set_ or [])
     run_dir = out if out is not None else Path("runs") / config.stem
     _check_out_folder("--out", run_dir)
-    # Refuse what would fail later, before the run folder exists: damaged shards (they would fail in a
-    # DataLoader worker, with its traceback) and hub weights this machine cannot get (30 s of retries).
+    # Refuse what would fail later, before the run folder exists: an unknown backbone, damaged shards
+    # (they would fail in a DataLoader worker, with its traceback) and hub weights this machine cannot
+    # get (30 s of retries).
+    get_spec(cfg.model.backbone)
     verify_shards(load_shard_index(shards))
     check_weights_available(cfg.model)
     console = Console()

@@ -213,10 +213,10 @@ _CHOICES = {
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset",
-             "pairs_per_sequence", "max_gap", "lr", "val_samples", "log_every", "tolerance", "min_size"}
+             "pairs_per_sequence", "max_gap", "lr", "val_samples", "log_every", "tolerance"}
 _NON_NEGATIVE = {"seed", "workers", "shuffle_buffer", "warmup_steps", "weight_decay", "backbone_lr_mult",
                  "grad_clip", "focal_weight", "l1_weight", "giou_weight", "unfreeze_last", "context",
-                 "shift", "scale", "scale_penalty"}
+                 "shift", "scale"}
 """Why each bound: a negative seed is refused by numpy's generators, a negative lr or weight decay by
 AdamW (with a ValueError, not a line naming the key), the rest have no meaning below zero."""
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
@@ -324,6 +324,8 @@ def _check_values(cfg: Config, source: str) -> None:
         if getattr(t, key) < 1.0:
             raise ConfigError(f"{source}: track.{key} must be >= 1 (a search window never shrinks), "
                               f"got {getattr(t, key)}")
+    if t.scale_penalty < 0 or t.min_size <= 0:
+        raise ConfigError(f"{source}: track.scale_penalty must be >= 0 and track.min_size > 0")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

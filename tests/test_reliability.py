@@ -299,7 +299,7 @@ def test_out_pointing_at_a_file_is_exit_2_in_every_command(command, synthetic_la
     (["train", "CFG", "--set", "train.augment.brightness=1.5"], "train.augment.brightness must be between 0 and 1"),
     (["prepare", "--lasot", "LASOT", "--set", "data.seed=-3"], "data.seed must be >= 0"),
     (["prepare", "--lasot", "LASOT", "--set", "data.jpeg_quality=101"], "data.jpeg_quality must be between 1 and 100"),
-    (["track", "VIDEO", "--no-show", "--init", INIT, "--set", "track.min_size=0"], "track.min_size must be > 0"),
+    (["track", "VIDEO", "--no-show", "--init", INIT, "--set", "track.min_size=0"], "track.scale_penalty must be >= 0 and track.min_size > 0"),
 ])
 def test_out_of_range_values_are_exit_2_naming_the_key(argv, message, synthetic_lasot, synthetic_shards,
                                                        tiny_checkpoint, video, tmp_path):
