@@ -220,6 +220,8 @@ def prepare(
     table.add_row("skipped frames", f"{len(s.skipped_frames)} unreadable images, {len(s.boxless_frames)} visible "
                   "frames without a usable box")
     table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
+    table.add_row("validation sequences", f"{len(s.val_sequences)} (own shards)" if s.val_sequences
+                  else "none (train holds out the last shards)")
     table.add_row("time", f"{s.seconds:.1f} s")
     console.print(table)
     for line in s.skipped_frames:

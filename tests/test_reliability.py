@@ -421,7 +421,7 @@ def test_export_check_of_the_shipped_tracker_has_a_wide_margin(shipped_checkpoin
     report = json.loads((out / "export.json").read_text())
     (graphs,) = report["graphs"]
     assert graphs["tolerance"] == 1e-4 and graphs["passed"]
-    assert set(graphs["max_diff"]) == {"score", "boxes", "template_features"}
+    assert set(graphs["max_diff"]) == {"score", "boxes", "template_features", "search_features"}
     assert "box's size" in graphs["units"]["boxes"]
     for name, diff in graphs["max_diff"].items():
         assert 0 < diff < 1e-5, (name, diff)

@@ -7,7 +7,9 @@ tokens as a plain tensor and the search graph takes them as an ordinary input:
 
 * ``template.onnx``: ``template`` (B,3,T,T) float32 RGB 0..255 -> ``template_features`` (B,N,D)
 * ``search.onnx``: ``search`` (B,3,S,S) float32 RGB 0..255 + ``template_features`` -> ``score`` (B,H,W)
-  in [0,1] and ``boxes`` (B,H,W,4) cx,cy,w,h in search-crop pixels
+  in [0,1], ``boxes`` (B,H,W,4) cx,cy,w,h in search-crop pixels and ``search_features`` (B,C,H,W), the
+  backbone's features of the crop, on which the Tracker's online target model learns
+  (`siamtool.tracking.online`)
 
 The backbone's mean/std normalisation is inside the graphs and the search graph ends with
 `siamtool.models.decode.decode` (the one decoder shared with training and the Tracker), so a runtime feeds
@@ -54,7 +56,7 @@ from siamtool.errors import SiamtoolError
 from siamtool.fileio import write_json_atomic
 
 FORMAT = "siamtool-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when the graphs' inputs, outputs or metadata change meaning; the backend refuses other values."""
 TEMPLATE_FILE = "template.onnx"
 SEARCH_FILE = "search.onnx"
@@ -70,7 +72,7 @@ FP16_TOLERANCE = 2e-2
 """fp16 graphs are compared with fp32 PyTorch on score and on boxes / search_size (fractions of the crop)."""
 
 TEMPLATE_INPUTS, TEMPLATE_OUTPUTS = ["template"], ["template_features"]
-SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes"]
+SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes", "search_features"]
 
 METADATA_KEYS = {
     "format": f"always {FORMAT!r}",
@@ -125,9 +127,10 @@ class SearchGraph(nn.Module):
         self.dtype = dtype
         self._decode = decode
 
-    def forward(self, search: torch.Tensor, template_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        heat, box_raw = self.model.search(search.to(self.dtype), template_features.to(self.dtype))
-        return self._decode(heat.float(), box_raw.float(), int(self.model.stride), int(self.model.search_size))
+    def forward(self, search: torch.Tensor, template_features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        heat, box_raw, feat = self.model.search_with_features(search.to(self.dtype), template_features.to(self.dtype))
+        score, boxes = self._decode(heat.float(), box_raw.float(), int(self.model.stride), int(self.model.search_size))
+        return score, boxes, feat.float()
 
 
 # ---------------------------------------------------------------------------------------- metadata
@@ -178,7 +181,8 @@ def build_metadata(model: nn.Module, cfg: Config, *, graph: str, export_id: str,
         "input_format": "float32 RGB 0..255, NCHW, dynamic batch; template crop T x T, search crop S x S, cut "
                         "with siamtool.geometry template_window/search_window (context, sizes above)",
         "outputs": "template_features (B,N,D) float32 opaque; score (B,H,W) in [0,1]; boxes (B,H,W,4) "
-                   "cx,cy,w,h in search-crop pixels (0-based continuous)",
+                   "cx,cy,w,h in search-crop pixels (0-based continuous); search_features (B,C,H,W) the "
+                   "frozen backbone's features of the search crop (for the online target model)",
         "config": json.dumps(cfg.to_dict()),
     }
     assert set(meta) == set(METADATA_KEYS)
@@ -351,7 +355,8 @@ class ExportResult:
 def _units(precision: str) -> dict[str, str]:
     if precision == "fp32":
         return DIFF_UNITS
-    return {"score": DIFF_UNITS["score"], "boxes": "fraction of the search crop"}
+    return {"score": DIFF_UNITS["score"], "boxes": "fraction of the search crop",
+            "search_features": DIFF_UNITS["search_features"]}
 
 
 @contextlib.contextmanager
@@ -419,6 +424,7 @@ DIFF_UNITS = {
     "score": "absolute (scores are in [0, 1])",
     "boxes": "fraction of the box's size (|difference| / max(w, h, 1 px) of the PyTorch box, per cell)",
     "template_features": "fraction of the features' largest magnitude",
+    "search_features": "fraction of the features' largest magnitude",
 }
 """How the fp32 check measures each output, so that one tolerance means the same for every model.
 
@@ -430,6 +436,11 @@ features, 9e-7 on scores, at 1, 2 and 4 threads), 100x below the default toleran
 bug (a wrong normalisation, a dropped op, a mis-folded RoPE table) moves outputs by 1e-2 or more. 1e-4 of
 a box is 0.01 px on a 100 px target: far below anything tracking can notice.
 """
+
+
+def _rel_diff(a: np.ndarray, ref: np.ndarray) -> float:
+    """Max |a - ref| as a fraction of the largest |ref| (features: see DIFF_UNITS)."""
+    return _max_diff(a, ref) / max(float(np.abs(np.asarray(ref, np.float64)).max()), 1e-12)
 
 
 def _box_rel_diff(boxes: np.ndarray, ref: np.ndarray) -> float:
@@ -451,16 +462,19 @@ def compare_with_torch(model: nn.Module, pair: GraphPair, sample: Sample, search
     t_sess = onnx_session(pair.template_path, providers)
     s_sess = onnx_session(pair.search_path, providers)
     (feat,) = t_sess.run(None, {"template": z})
-    score, boxes = s_sess.run(None, {"search": x, "template_features": feat})
+    score, boxes, search_feat = s_sess.run(None, {"search": x, "template_features": feat})
     with torch.inference_mode():
         ref_feat = TemplateGraph(model).eval()(torch.from_numpy(z))
-        ref_score, ref_boxes = SearchGraph(model).eval()(torch.from_numpy(x), ref_feat)
+        ref_score, ref_boxes, ref_search = SearchGraph(model).eval()(torch.from_numpy(x), ref_feat)
+    # Search features feed the online target model, which normalises them: compare relative to their scale.
+    out = {"score": _max_diff(score, ref_score.numpy()),
+           "search_features": _rel_diff(search_feat, ref_search.numpy())}
     if pair.precision != "fp32":
-        return {"score": _max_diff(score, ref_score.numpy()),
-                "boxes": _max_diff(boxes, ref_boxes.numpy()) / search_size}
-    ref = ref_feat.numpy()
-    return {"score": _max_diff(score, ref_score.numpy()), "boxes": _box_rel_diff(boxes, ref_boxes.numpy()),
-            "template_features": _max_diff(feat, ref) / max(float(np.abs(ref).max()), 1e-12)}
+        out["boxes"] = _max_diff(boxes, ref_boxes.numpy()) / search_size
+        return out
+    out["boxes"] = _box_rel_diff(boxes, ref_boxes.numpy())
+    out["template_features"] = _rel_diff(feat, ref_feat.numpy())
+    return out
 
 
 def export_model(
