@@ -63,7 +63,8 @@ class DemoClip:
 
     def describe(self) -> str:
         occluded = int(self.absent.sum())
-        source = (f"{len(self.textures)} photos bundled with installed packages ({', '.join(self.textures[:3])}"
+        photos = "photo" if len(self.textures) == 1 else "photos"
+        source = (f"{len(self.textures)} {photos} bundled with installed packages ({', '.join(self.textures[:3])}"
                   f"{', ...' if len(self.textures) > 3 else ''})" if self.textures else "noise textures")
         return (f"rendered a {len(self.gt)}-frame {self.size[0]}x{self.size[1]} clip from {source}: a target "
                 f"moving under a drifting camera, past look-alike distractors, hidden (occluded or out of "
