@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
