@@ -4,6 +4,9 @@ runs the same neck and heads."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +24,13 @@ from siamtool.data.shards import load_shard_index
 from siamtool.data.stream import split_parts
 from siamtool.models import build_model
 from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def synthetic_shards(synthetic_shards, tmp_path):
+    """A private copy: the cache is written next to the shards, and the session's shards must stay as
+    other tests expect them (nothing but shards and the index in the folder)."""
+    return Path(shutil.copytree(synthetic_shards, tmp_path / "shards"))
 
 
 @pytest.fixture
