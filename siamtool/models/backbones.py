@@ -14,10 +14,13 @@ not drift on small tracking batches. Unfreezing the last K blocks still works in
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +44,11 @@ class FeatureBody(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The backbone's blocks in forward order; `unfreeze_last` K unfreezes the last K of them."""
         raise NotImplementedError
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters the forward never uses: always frozen, even with `freeze_backbone: false`, because
+        DDP fails on a trainable parameter that gets no gradient (and training them is meaningless)."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,8 @@ def set_trainable_blocks(backbone: Backbone, cfg: ModelConfig) -> None:
         for block in blocks[len(blocks) - cfg.unfreeze_last:]:
             for p in block.parameters():
                 p.requires_grad_(True)
+    for p in backbone.body.unused_parameters():
+        p.requires_grad_(False)
 
 
 def _seeded(fn: Callable[[], nn.Module]) -> nn.Module:
@@ -136,6 +146,34 @@ def _seeded(fn: Callable[[], nn.Module]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         return fn()
+
+
+@contextlib.contextmanager
+def local_rank_zero_first() -> Iterator[None]:
+    """Under torchrun, let local rank 0 of each node load (and download) first while the others wait at a
+    barrier, then load from the warm cache: eight ranks fetching gated weights at once hit the hub's rate
+    limits and race on the cache files. Every rank passes exactly one barrier, also when rank 0 fails (the
+    others then fail on their own load, with the same message)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield
+        return
+    first = int(os.environ.get("LOCAL_RANK", str(dist.get_rank()))) == 0
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if first:
+            dist.barrier()
+
+
+def _from_pretrained(cls: Any, weights: str, cfg: ModelConfig) -> nn.Module:
+    """`cls.from_pretrained` in float32 (transformers otherwise follows the dtype in the hub config, e.g.
+    bf16 weights that would then run in bf16 outside autocast), local rank 0 first."""
+    with local_rank_zero_first():
+        return cls.from_pretrained(weights, local_files_only=cfg.local_files_only, dtype=torch.float32)
 
 
 def _weights_error(name: str, weights: str, exc: BaseException, hint: str) -> SiamtoolError:
@@ -167,6 +205,12 @@ class DinoViTBody(FeatureBody):
         layers = list(self.model.model.layer)
         # The final LayerNorm belongs with the last block: unfreezing it alone would be meaningless.
         return [*layers[:-1], nn.ModuleList([layers[-1], self.model.norm])]
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        # The mask token replaces masked patches in DINO pre-training (bool_masked_pos); tracking never
+        # masks, so with `freeze_backbone: false` DDP stopped at iteration 2 on its missing gradient.
+        token = getattr(self.model.embeddings, "mask_token", None)
+        return [token] if isinstance(token, nn.Parameter) else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -214,7 +258,7 @@ def _vit_builder(name: str) -> Callable[[ModelConfig], FeatureBody]:
             return DinoViTBody(_seeded(lambda: DINOv3ViTModel(_vit_config(_VIT_ARCH[name]))))
         weights = cfg.weights or _VIT_HUB[name]
         try:
-            model = DINOv3ViTModel.from_pretrained(weights, local_files_only=cfg.local_files_only)
+            model = _from_pretrained(DINOv3ViTModel, weights, cfg)
         except Exception as e:  # noqa: BLE001 - hub, file-system and format errors all mean "not loadable"
             raise _weights_error(name, weights, e, _HF_HINT) from None
         return DinoViTBody(model)
@@ -271,7 +315,7 @@ def _convnext_build(cfg: ModelConfig) -> FeatureBody:
         return DinoConvNextBody(_seeded(lambda: DINOv3ConvNextModel(DINOv3ConvNextConfig())))
     weights = cfg.weights or _CONVNEXT_HUB
     try:
-        model = DINOv3ConvNextModel.from_pretrained(weights, local_files_only=cfg.local_files_only)
+        model = _from_pretrained(DINOv3ConvNextModel, weights, cfg)
     except Exception as e:  # noqa: BLE001
         raise _weights_error("dinov3_convnext_tiny", weights, e, _HF_HINT) from None
     return DinoConvNextBody(model)
