@@ -11,8 +11,9 @@ Reports, in one run so the ratios are fair (--sections picks them, default all):
      and cropping happen on the GPU), pairs/s, against the ViT-S/16 step's appetite estimated from FLOPs
      (see README, "stream");
   4. HDF5 reads of a block of rows: h5py list indexing vs a slice, all columns vs the training columns;
-     and the sample order of base.yaml on 1 and 8 GPUs (simulated on row references): pairs read per
-     pair emitted and views per pair over 40 epochs, the old per-epoch shuffle buffer vs the new groups;
+     and the sample order of the old base.yaml recipe on 1 and 8 GPUs (simulated on row references):
+     pairs read per pair emitted and views per pair over 40 epochs, the old per-epoch shuffle buffer vs
+     the new groups;
   5. on CUDA: nvjpeg images/s, a batch's templates and searches decoded in one call vs two calls.
 The main process runs with --threads intra-op threads (1 by default: on a shared CPU more threads spin);
 each figure is the best of --repeats runs, because other work on a shared machine only ever slows a run.
@@ -149,7 +150,7 @@ def bench_gpu_worker(shards: Path, config: str) -> tuple[float, int]:
     return n / (time.process_time() - t), n
 
 
-def bench_h5_reads(shards: Path, rows: int = 128, repeats: int = 3) -> dict[str, float]:
+def bench_h5_reads(shards: Path, rows: int = 128, repeats: int = 10) -> dict[str, float]:
     """ms per block of `rows` consecutive rows: list indexing vs slices, all columns vs training columns."""
     import h5py
 
@@ -244,18 +245,17 @@ def _new_order_views(n_rows: int, n_slots: int, buffer: int, epochs: int, per_ep
     return reads / (emits * n_slots), views.reshape(-1)
 
 
-def bench_order(config: str, n_rows: int = 200_000, epochs: int = 40) -> None:
-    cfg = load_config(config)
-    t = cfg.train
-    print(f"\nSample order of {Path(config).name} ({t.workers} workers per GPU, shuffle {t.shuffle_buffer}, batch "
-          f"{t.batch_size}, {epochs} epochs x {t.samples_per_epoch:,} pairs over {n_rows:,} training pairs), "
-          "simulated on row references")
+def bench_order(n_rows: int = 200_000, epochs: int = 40, per_epoch: int = 60_000, batch: int = 64,
+                buffer: int = 4096, workers: int = 8) -> None:
+    """The issue's scenario (the base.yaml recipe before #15: 40 epochs x 60,000 pairs, batch 64, 8 workers
+    per GPU, a 4,096-pair buffer) over ~LaSOT-train's 200,000 pairs, for both orders."""
+    print(f"\nSample order, {workers} workers per GPU, shuffle {buffer}, batch {batch}, {epochs} epochs x "
+          f"{per_epoch:,} pairs over {n_rows:,} training pairs, simulated on row references")
     print("| GPUs | order | pairs read per pair emitted | views per pair: min / mean / max |\n| --- | --- | --- | --- |")
     for gpus in (1, 8):
-        slots = gpus * t.workers
-        old_ratio, old_views = _old_order_views(n_rows, slots, t.shuffle_buffer, t.batch_size, epochs,
-                                                t.samples_per_epoch)
-        new_ratio, new_views = _new_order_views(n_rows, slots, t.shuffle_buffer, epochs, t.samples_per_epoch)
+        slots = gpus * workers
+        old_ratio, old_views = _old_order_views(n_rows, slots, buffer, batch, epochs, per_epoch)
+        new_ratio, new_views = _new_order_views(n_rows, slots, buffer, epochs, per_epoch)
         for name, ratio, v in (("before: per-epoch buffer", old_ratio, old_views),
                                ("after: endless groups", new_ratio, new_views)):
             print(f"| {gpus} | {name} | {ratio:.2f} | {v.min()} / {v.mean():.0f} / {v.max()} |", flush=True)
@@ -344,13 +344,13 @@ def main() -> None:
               f"{cpu_decode_rate:.0f} pairs/s per worker)")
 
     if "4" in args.sections:
-        reads = bench_h5_reads(shards, repeats=args.repeats)
+        reads = bench_h5_reads(shards, repeats=max(10, args.repeats))
         print("\nHDF5 read of a 128-row block (ms, best of rounds over 8 blocks)")
         print("| read | ms/block | ratio vs before |\n| --- | --- | --- |")
         base = next(iter(reads.values()))
         for name, ms in reads.items():
             print(f"| {name} | {ms:.2f} | {base / ms:.2f} |")
-        bench_order(args.config)
+        bench_order()
 
     if "5" in args.sections and torch.device(args.device).type == "cuda":
         one, two = bench_nvjpeg(shards, args.device)
