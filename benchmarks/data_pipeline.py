@@ -142,7 +142,7 @@ def bench_gpu_worker(shards: Path, config: str) -> tuple[float, int]:
     of a base.yaml epoch (samples_per_epoch / workers, batch_size), first group read included."""
     cfg = load_config(config)
     index = load_shard_index(shards)
-    train, _ = split_parts(index.shards, cfg.train.val_fraction)
+    train, _ = split_parts(index.shards, cfg.train.val_fraction, index.splits)
     batches = max(1, cfg.train.samples_per_epoch // max(1, cfg.train.workers) // cfg.train.batch_size)
     stream = PairStream(index, train, cfg, "train", 0, 1, mode="bytes", batches=batches)
     t = time.process_time()  # CPU time: what the worker delivers on a core of its own

@@ -148,6 +148,8 @@ def prepare(
     table.add_row("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)")
     table.add_row("skipped frames", f"{len(s.skipped_frames)}")
     table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
+    table.add_row("validation sequences", f"{len(s.val_sequences)} (own shards)" if s.val_sequences
+                  else "none (train holds out the last shards)")
     table.add_row("time", f"{s.seconds:.1f} s")
     console.print(table)
     for line in s.skipped_frames:

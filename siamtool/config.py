@@ -52,6 +52,12 @@ class DataConfig:
     """JPEG quality of the stored crops."""
     seed: int = 0
     """Sampling seed: the same seed and inputs write the same pairs."""
+    val_sequences: list[str] = field(default_factory=list)
+    """Sequences (by name, e.g. person-103) that prepare writes to validation shards only: train's val_*
+    numbers then measure generalisation to unseen footage. Empty = `val_sequence_fraction`."""
+    val_sequence_fraction: float = 0.0
+    """With no `val_sequences`: this seeded share of the sequences goes to validation shards (0 = none:
+    train then holds out the last shards, which mixes pairs of the training sequences)."""
 
 
 @dataclass
@@ -139,6 +145,11 @@ class TrainConfig:
     focal_weight: float = 1.0
     l1_weight: float = 5.0
     giou_weight: float = 2.0
+    feature_cache: bool = False
+    """Train on cached features of the frozen backbone (`siamtool.data.feature_cache`): each pair's
+    `cache_views` jittered views go through the backbone once, then epochs cost only the heads."""
+    cache_views: int = 4
+    """Jittered views per training pair in the feature cache (shift, scale and photometric jitter)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -161,6 +172,35 @@ class TrackConfig:
     """Search window growth per lost frame (local-to-global re-detection)."""
     max_growth: float = 4.0
     """Largest search window growth while lost."""
+    online: bool = True
+    """Learn an online target model (a correlation filter on the backbone features, `tracking.online`) and
+    fuse it with the offline heatmap; needs a backend that returns search features (all built-in ones)."""
+    online_weight: float = 0.5
+    """Weight of the online model in the fused score and position: 0 = offline heads only, 1 = online only."""
+    online_reg: float = 0.01
+    """Ridge regularisation of the correlation filter, relative to the features' mean energy."""
+    online_sigma: float = 0.1
+    """Std of the filter's Gaussian label, x sqrt(w h) of the target in feature cells (>= 0.25 cells)."""
+    online_window: float = 3.0
+    """The filter sees the search features through a window of this many target sizes (KCF's padding;
+    a large value = the whole crop)."""
+    online_memory: int = 8
+    """Samples kept by each online model (the first frame's are permanent, see `online_first_weight`)."""
+    online_first_weight: float = 0.5
+    """Share of the first frame's samples in the online models, however many frames followed (anti-drift)."""
+    online_interval: int = 5
+    """Add a sample every N frames, from frames whose fused score is >= `online_update_ratio` x the first's."""
+    online_update_ratio: float = 0.6
+    """Confidence, relative to the first tracked frame, a frame needs to teach the online models."""
+    online_augment: bool = True
+    """Fit the first frame's filter on augmented search crops too (flip, blur, half-cell shift), as DiMP does."""
+    scale: str = "dsst"
+    """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`) or head (the
+    offline box head, smoothed by `size_lr`)."""
+    scale_step: float = 1.02
+    """Ratio between neighbouring scales of the DSST filter."""
+    scale_count: int = 17
+    """Scales searched by the DSST filter (odd)."""
     half: bool = False
     """fp16 inference on CUDA."""
     backend: str = "auto"
@@ -211,11 +251,14 @@ _CHOICES = {
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
     ("eval", "convention"): ("pytracking", "official"),
     ("track", "backend"): ("auto", "torch", "onnx"),
+    ("track", "scale"): ("dsst", "head"),
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs", "lr_batch",
-             "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset"}
+             "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset",
+             "online_reg", "online_sigma", "online_window", "online_memory", "online_interval", "scale_count", "cache_views"}
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
-                  "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio"}
+                  "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
+                  "online_weight", "online_first_weight", "online_update_ratio", "val_sequence_fraction"}
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -224,6 +267,13 @@ def _hints(cls) -> dict[str, Any]:
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):  # --set data.val_sequences=a,b,c
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -254,6 +304,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def explicit_keys(cfg: Config) -> set[str]:
+    """Dotted keys the user set (config file or --set) when `cfg` came from `load_config`; else empty.
+
+    A checkpoint carries the tracking settings chosen for it: the user's `track.*` keys override them
+    one by one, and only these, so a key left at its default never hides the checkpoint's value."""
+    return set(cfg.__dict__.get("_explicit", ()))
+
+
+def _dotted(values: Any, prefix: str = "") -> set[str]:
+    if not isinstance(values, dict):
+        return {prefix.rstrip(".")} if prefix else set()
+    return {k for key, v in values.items() for k in _dotted(v, f"{prefix}{key}.")}
 
 
 def _apply(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
@@ -302,6 +366,9 @@ def _check_values(cfg: Config, source: str) -> None:
         if getattr(t, key) < 1.0:
             raise ConfigError(f"{source}: track.{key} must be >= 1 (a search window never shrinks), "
                               f"got {getattr(t, key)}")
+    if t.scale_step <= 1.0 or t.scale_count % 2 == 0:
+        raise ConfigError(f"{source}: track.scale_step must be > 1 and track.scale_count odd, "
+                          f"got {t.scale_step} and {t.scale_count}")
     if t.scale_penalty < 0 or t.min_size <= 0:
         raise ConfigError(f"{source}: track.scale_penalty must be >= 0 and track.min_size > 0")
 
@@ -333,6 +400,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value")."""
     cfg = Config()
     source = "defaults"
+    explicit: set[str] = set()
     if path is not None:
         path = Path(path)
         source = str(path)
@@ -345,10 +413,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             line = f" line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
         _apply(cfg, data, "", source)
+        explicit |= _dotted(data)
     for text in overrides:
         keys, value = parse_override(text)
         _apply(cfg, _nest(keys, value), "", f"--set {text}")
+        explicit.add(".".join(keys))
     _check_values(cfg, source if not overrides else f"{source} + --set")
+    cfg.__dict__["_explicit"] = frozenset(explicit)
     return cfg
 
 

@@ -295,3 +295,41 @@ def crop_batch(images, windows, out_size: int):
     grid = F.affine_grid(theta, [images.shape[0], images.shape[1], out_size, out_size], align_corners=False)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border",
                          align_corners=False)
+
+
+# ------------------------------------------------------------------------------- scale pyramids
+
+
+def crop_patches(
+    image: np.ndarray, center: np.ndarray, size_wh: np.ndarray, factors: np.ndarray, out_wh: tuple[int, int]
+) -> np.ndarray:
+    """Target-shaped patches at several scales: patch k covers `size_wh * factors[k]` around `center`,
+    resampled to `out_wh` (w, h). Returns (K, out_h, out_w) of `image`'s dtype (the DSST scale pyramid).
+
+    The largest patch is band-limited once (INTER_AREA to about twice the output size), and every scale
+    is then one bilinear warp of that small image, so a large target costs no more than a small one.
+    """
+    cx, cy = float(center[0]), float(center[1])
+    w, h = float(size_wh[0]), float(size_wh[1])
+    ow, oh = out_wh
+    big = float(np.max(factors))
+    shrink = min(1.0, 2.0 * ow / max(w * big, 1e-6), 2.0 * oh / max(h * big, 1e-6))
+    if shrink < 0.5:
+        x0, y0 = int(np.floor(cx - w * big / 2)) - 2, int(np.floor(cy - h * big / 2)) - 2
+        x1, y1 = int(np.ceil(cx + w * big / 2)) + 2, int(np.ceil(cy + h * big / 2)) + 2
+        inside = x0 >= 0 and y0 >= 0 and x1 <= image.shape[1] and y1 <= image.shape[0]
+        region = (image[y0:y1, x0:x1] if inside else  # an integer shift with the border replicated
+                  cv2.warpAffine(image, np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]), (x1 - x0, y1 - y0),
+                                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE))
+        sw = max(1, int(round(region.shape[1] * shrink)))
+        sh = max(1, int(round(region.shape[0] * shrink)))
+        image = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
+        sx, sy = sw / region.shape[1], sh / region.shape[0]
+        cx, cy, w, h = (cx - x0) * sx, (cy - y0) * sy, w * sx, h * sy
+    out = np.empty((len(factors), oh, ow) + image.shape[2:], dtype=image.dtype)
+    for k, f in enumerate(factors):
+        ax, ay = ow / (w * f), oh / (h * f)
+        m = np.array([[ax, 0.0, ax * (0.5 - (cx - w * f / 2)) - 0.5],
+                      [0.0, ay, ay * (0.5 - (cy - h * f / 2)) - 0.5]])
+        out[k] = cv2.warpAffine(image, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out

@@ -347,6 +347,8 @@ class PrepareSummary:
     skipped_sequences: list[str]
     missing_sequences: list[str]
     timing: Timing
+    val_sequences: list[str] = field(default_factory=list)
+    """Sequences written to validation shards only (`data.val_sequences` / `val_sequence_fraction`)."""
 
     @property
     def bytes_per_pair(self) -> float:
@@ -443,12 +445,18 @@ def prepare_shards(
     if index.missing:
         console.print(f"[yellow]{len(index.missing)} sequence(s) of split {split!r} not under {root}[/] "
                       f"(e.g. {', '.join(index.missing[:3])})", highlight=False)
-    sampled = sample_pairs(index.sequences, data)
-    for line in sampled.skipped:
+    train_seqs, val_seqs = split_sequences(index.sequences, data, root)
+    sampled = sample_pairs(train_seqs, data)
+    val_sampled = sample_pairs(val_seqs, data) if val_seqs else None
+    for line in sampled.skipped + (val_sampled.skipped if val_sampled else []):
         console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
     if not sampled.pairs:
         raise SiamtoolError(f"{root}: no pairs could be sampled for split {split!r} "
-                            f"({len(index.sequences)} usable sequences)")
+                            f"({len(train_seqs)} usable training sequences)")
+    if val_seqs:
+        console.print(f"validation: {len(val_seqs)} sequences in their own shards, never in training "
+                      f"({', '.join(sorted(s.name for s in val_seqs)[:6])}{', ...' if len(val_seqs) > 6 else ''})",
+                      highlight=False)
     names = sorted(s.name for s in index.sequences)
     fingerprint = _fingerprint(cfg, root, split, names)
 
@@ -473,6 +481,12 @@ def prepare_shards(
 
     per = data.pairs_per_shard
     chunks = [sampled.pairs[i:i + per] for i in range(0, len(sampled.pairs), per)]
+    splits = ["train"] * len(chunks)
+    if val_sampled is not None and val_sampled.pairs:
+        val_chunks = [val_sampled.pairs[i:i + per] for i in range(0, len(val_sampled.pairs), per)]
+        chunks += val_chunks
+        splits += ["val"] * len(val_chunks)
+    total_pairs = sum(len(c) for c in chunks)
     removed = _remove_temps(out)
     present = set()
     for i in range(len(chunks)):
@@ -492,7 +506,7 @@ def prepare_shards(
         check_disk_space(out, remaining, data)
         # Readers must never see an index for a folder that is missing shards.
         (out / INDEX_NAME).unlink(missing_ok=True)
-    write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": len(sampled.pairs)})
+    write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": total_pairs})
     if not (out / CONFIG_NAME).is_file():
         cfg.save(out / CONFIG_NAME)
 
@@ -508,7 +522,7 @@ def prepare_shards(
     t_write = time.perf_counter()
     try:
         with Progress(*columns, console=console, transient=False, disable=not todo) as bar:
-            job = bar.add_task("pairs", total=len(sampled.pairs), completed=done_pairs)
+            job = bar.add_task("pairs", total=total_pairs, completed=done_pairs)
             # closing(): on Ctrl-C the pool is terminated *before* its temp files are removed.
             with contextlib.closing(run_tasks(tasks, workers, lambda n: bar.advance(job, n))) as results:
                 for result in results:
@@ -518,13 +532,36 @@ def prepare_shards(
         _remove_temps(out)
         raise
     now = time.perf_counter()
-    return _finish(out, cfg, root, split, chunks, index, sampled.skipped, made, now - start, now - t_write,
-                   timing, len(present))
+    skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
+    return _finish(out, cfg, root, split, chunks, splits, index, skipped, made, now - start, now - t_write,
+                   timing, len(present), sorted(s.name for s in val_seqs))
 
 
-def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[PairSpec]], index: Any,
-            skipped_sequences: list[str], made: int, seconds: float, write_seconds: float, timing: Timing,
-            resumed: int) -> PrepareSummary:
+def split_sequences(sequences: list[Any], data: DataConfig, root: Path) -> tuple[list[Any], list[Any]]:
+    """(training, validation) sequences: `data.val_sequences` by name, else a seeded
+    `data.val_sequence_fraction` of them, else none. Pairs of the two groups are sampled separately
+    (negatives too), so no frame of a validation sequence ever reaches a training shard."""
+    names = sorted(s.name for s in sequences)
+    if data.val_sequences:
+        unknown = sorted(set(data.val_sequences) - set(names))
+        if unknown:
+            raise ConfigError(f"data.val_sequences: {', '.join(unknown[:5])} not among the {len(names)} sequences "
+                              f"of {root}; fix the names or remove them from the config")
+        val = set(data.val_sequences)
+    elif data.val_sequence_fraction > 0 and len(names) >= 2:
+        k = min(len(names) - 1, max(1, round(data.val_sequence_fraction * len(names))))
+        rng = np.random.default_rng([data.seed, 0x7A1])
+        val = {str(n) for n in rng.choice(names, size=k, replace=False)}
+    else:
+        return list(sequences), []
+    if len(val) >= len(names):
+        raise ConfigError("data.val_sequences names every sequence: keep at least one for training")
+    return [s for s in sequences if s.name not in val], [s for s in sequences if s.name in val]
+
+
+def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[PairSpec]], splits: list[str],
+            index: Any, skipped_sequences: list[str], made: int, seconds: float, write_seconds: float,
+            timing: Timing, resumed: int, val_sequences: list[str]) -> PrepareSummary:
     """Read every shard's counts back (so a resumed run reports the whole output) and write index.json."""
     shards, kinds, bad = [], Counter(), []
     total_bytes = 0
@@ -534,7 +571,7 @@ def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[Pa
             n = len(r)
             kinds.update(int(k) for k in r.kinds())
             bad += json.loads(r.attrs.get("skipped_frames", "[]"))
-        shards.append({"file": path.name, "pairs": n})
+        shards.append({"file": path.name, "pairs": n, "split": splits[i]})
         total_bytes += path.stat().st_size
     pairs = sum(s["pairs"] for s in shards)
     by_kind = {KIND_NAMES[k]: int(kinds.get(k, 0)) for k in KIND_NAMES}
@@ -543,7 +580,8 @@ def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[Pa
         "config": cfg.to_dict(), "template_size": cfg.data.template_size,
         "search_crop_size": search_crop_size(cfg.data), "shards": shards, "pairs": pairs,
         "split": split, "kinds": by_kind, "bytes": total_bytes, "skipped_frames": sorted(set(bad)),
-        "skipped_sequences": index.skipped + skipped_sequences,
+        "skipped_sequences": index.skipped + skipped_sequences, "val_sequences": val_sequences,
     })
     return PrepareSummary(out, pairs, by_kind, len(chunks), resumed, total_bytes, seconds, write_seconds, made,
-                          sorted(set(bad)), index.skipped + skipped_sequences, list(index.missing), timing)
+                          sorted(set(bad)), index.skipped + skipped_sequences, list(index.missing), timing,
+                          val_sequences)

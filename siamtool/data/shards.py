@@ -107,6 +107,8 @@ class ShardIndex:
     template_size: int
     search_crop_size: int
     config: dict[str, Any] = field(default_factory=dict)
+    splits: list[str] | None = None
+    """Per shard 'train' or 'val' when prepare split by sequence (`data.val_sequences`), else None."""
 
     @property
     def pairs(self) -> int:
@@ -138,7 +140,9 @@ def load_shard_index(directory: str | Path) -> ShardIndex:
     for p, _ in shards:
         if not p.is_file():
             raise DatasetError(f"{p}: listed in {path} but missing; rerun `siamtool prepare` on this folder")
-    return ShardIndex(root, shards, template_size, search_crop_size, data.get("config") or {})
+    splits = [str(s.get("split", "train")) for s in data["shards"]]
+    return ShardIndex(root, shards, template_size, search_crop_size, data.get("config") or {},
+                      splits if "val" in splits else None)
 
 
 class ShardReader:

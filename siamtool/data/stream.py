@@ -128,8 +128,19 @@ class Part:
         return range(self.lo + self.offset, self.hi, self.step)
 
 
-def split_parts(shards: list[tuple[Path, int]], val_fraction: float) -> tuple[list[Part], list[Part]]:
-    """Deterministic train / validation parts of a shard list (see the module docstring)."""
+def split_parts(shards: list[tuple[Path, int]], val_fraction: float,
+                splits: list[str] | None = None) -> tuple[list[Part], list[Part]]:
+    """Deterministic train / validation parts of a shard list (see the module docstring).
+
+    `splits` (per shard 'train'/'val', from a prepare run that split by sequence) wins over
+    `val_fraction`: validation then measures sequences the model never trained on.
+    """
+    if splits is not None:
+        train = [Part(i, 0, n) for i, (_, n) in enumerate(shards) if splits[i] != "val" and n > 0]
+        val = [Part(i, 0, n) for i, (_, n) in enumerate(shards) if splits[i] == "val" and n > 0]
+        if not train:
+            raise DatasetError("the shard folder holds no training pairs; rerun `siamtool prepare`")
+        return train, val
     order = sorted(range(len(shards)), key=lambda i: shards[i][0].name)
     order = [i for i in order if shards[i][1] > 0]
     if not order:
@@ -815,7 +826,7 @@ def build_loader(shards_dir: str | Path, cfg: Config, device: torch.device | str
     device = torch.device(device)
     index = load_shard_index(shards_dir)
     check_compatible(index, cfg)
-    train_parts, val_parts = split_parts(index.shards, cfg.train.val_fraction)
+    train_parts, val_parts = split_parts(index.shards, cfg.train.val_fraction, index.splits)
     parts = train_parts if split == "train" else val_parts
     if not parts:
         raise ConfigError(f"{index.root}: no validation pairs because train.val_fraction is "

@@ -755,6 +755,34 @@ class Trainer:
         self.bar.update(self.bar.task_ids[0], completed=self.step, total=self.total_steps, stats=stats)
 
 
+def _feature_cache_factory(cfg: Config, shards_dir: str | Path, device: torch.device, info: DistInfo,
+                           console=None) -> LoaderFactory:
+    """Build (rank 0, resumably) or reuse the feature cache, then read batches from it on every rank."""
+    from siamtool.data.feature_cache import build_feature_cache, cached_loader_factory
+
+    if info.main:
+        model = build_model(cfg)
+        with contextlib.ExitStack() as stack:
+            advance = None
+            if console is not None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+                bar = stack.enter_context(Progress(TextColumn("[bold]feature cache[/]"), BarColumn(),
+                                                   MofNCompleteColumn(), TimeRemainingColumn(), console=console))
+                task = bar.add_task("cache", total=None)
+                advance = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+            summary = build_feature_cache(shards_dir, cfg, model, device, progress=advance,
+                                          status=(lambda text: console.print(text)) if console else None)
+        if console is not None:
+            console.print(f"feature cache: {summary.directory} ({summary.train_items:,} training views, "
+                          f"{summary.val_items:,} validation pairs"
+                          + (", reused)" if summary.built == 0 else ")"), highlight=False)
+        del model
+    if info.world_size > 1:
+        dist.barrier()
+    return cached_loader_factory(shards_dir, cfg, device)
+
+
 def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: str | torch.device = "auto",
           resume: bool = True, progress: bool = False, loader_factory: LoaderFactory | None = None,
           on_step: StepHook | None = None, console=None) -> TrainResult:
@@ -774,6 +802,8 @@ def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: s
         load_shard_index(shards_dir)
     info, dev = init_distributed(dev)
     try:
+        if loader_factory is None and cfg.train.feature_cache:
+            loader_factory = _feature_cache_factory(cfg, shards_dir, dev, info, console)
         factory = loader_factory or default_loader_factory(shards_dir, cfg, dev)
         trainer = Trainer(cfg, out_dir, factory, dev, info, resume=resume, progress=progress, on_step=on_step,
                           console=console)

@@ -53,9 +53,10 @@ def use_onnx(backend: str, device_type: str) -> bool:
 
 
 def cache_key(checkpoint_file: Path) -> str:
-    from siamtool.export.onnx import file_sha256
+    from siamtool.export.onnx import FORMAT_VERSION, file_sha256
 
-    return hashlib.sha256(f"{file_sha256(checkpoint_file)}|{__version__}".encode()).hexdigest()[:20]
+    key = f"{file_sha256(checkpoint_file)}|{__version__}|{FORMAT_VERSION}"
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,9 @@ tokens as a plain tensor and the search graph takes them as an ordinary input:
 
 * ``template.onnx``: ``template`` (B,3,T,T) float32 RGB 0..255 -> ``template_features`` (B,N,D)
 * ``search.onnx``: ``search`` (B,3,S,S) float32 RGB 0..255 + ``template_features`` -> ``score`` (B,H,W)
-  in [0,1] and ``boxes`` (B,H,W,4) cx,cy,w,h in search-crop pixels
+  in [0,1], ``boxes`` (B,H,W,4) cx,cy,w,h in search-crop pixels and ``search_features`` (B,C,H,W), the
+  backbone's features of the crop, on which the Tracker's online target model learns
+  (`siamtool.tracking.online`)
 
 The backbone's mean/std normalisation is inside the graphs and the search graph ends with
 `siamtool.models.decode.decode` (the one decoder shared with training and the Tracker), so a runtime feeds
@@ -54,7 +56,7 @@ from siamtool.errors import SiamtoolError
 from siamtool.fileio import write_json_atomic
 
 FORMAT = "siamtool-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Bumped when the graphs' inputs, outputs or metadata change meaning; the backend refuses other values."""
 TEMPLATE_FILE = "template.onnx"
 SEARCH_FILE = "search.onnx"
@@ -70,7 +72,7 @@ FP16_TOLERANCE = 2e-2
 """fp16 graphs are compared with fp32 PyTorch on score and on boxes / search_size (fractions of the crop)."""
 
 TEMPLATE_INPUTS, TEMPLATE_OUTPUTS = ["template"], ["template_features"]
-SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes"]
+SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes", "search_features"]
 
 METADATA_KEYS = {
     "format": f"always {FORMAT!r}",
@@ -125,9 +127,10 @@ class SearchGraph(nn.Module):
         self.dtype = dtype
         self._decode = decode
 
-    def forward(self, search: torch.Tensor, template_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        heat, box_raw = self.model.search(search.to(self.dtype), template_features.to(self.dtype))
-        return self._decode(heat.float(), box_raw.float(), int(self.model.stride), int(self.model.search_size))
+    def forward(self, search: torch.Tensor, template_features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        heat, box_raw, feat = self.model.search_with_features(search.to(self.dtype), template_features.to(self.dtype))
+        score, boxes = self._decode(heat.float(), box_raw.float(), int(self.model.stride), int(self.model.search_size))
+        return score, boxes, feat.float()
 
 
 # ---------------------------------------------------------------------------------------- metadata
@@ -178,7 +181,8 @@ def build_metadata(model: nn.Module, cfg: Config, *, graph: str, export_id: str,
         "input_format": "float32 RGB 0..255, NCHW, dynamic batch; template crop T x T, search crop S x S, cut "
                         "with siamtool.geometry template_window/search_window (context, sizes above)",
         "outputs": "template_features (B,N,D) float32 opaque; score (B,H,W) in [0,1]; boxes (B,H,W,4) "
-                   "cx,cy,w,h in search-crop pixels (0-based continuous)",
+                   "cx,cy,w,h in search-crop pixels (0-based continuous); search_features (B,C,H,W) the "
+                   "frozen backbone's features of the search crop (for the online target model)",
         "config": json.dumps(cfg.to_dict()),
     }
     assert set(meta) == set(METADATA_KEYS)
@@ -418,12 +422,15 @@ def compare_with_torch(model: nn.Module, pair: GraphPair, sample: Sample, search
     t_sess = onnx_session(pair.template_path, providers)
     s_sess = onnx_session(pair.search_path, providers)
     (feat,) = t_sess.run(None, {"template": z})
-    score, boxes = s_sess.run(None, {"search": x, "template_features": feat})
+    score, boxes, search_feat = s_sess.run(None, {"search": x, "template_features": feat})
     with torch.inference_mode():
         ref_feat = TemplateGraph(model).eval()(torch.from_numpy(z))
-        ref_score, ref_boxes = SearchGraph(model).eval()(torch.from_numpy(x), ref_feat)
+        ref_score, ref_boxes, ref_search = SearchGraph(model).eval()(torch.from_numpy(x), ref_feat)
     scale = 1.0 if pair.precision == "fp32" else 1.0 / search_size
     out = {"score": _max_diff(score, ref_score.numpy()), "boxes": _max_diff(boxes, ref_boxes.numpy()) * scale}
+    # Search features feed the online target model, which normalises them: compare relative to their scale.
+    out["search_features"] = _max_diff(search_feat, ref_search.numpy()) / max(float(np.abs(ref_search.numpy()).max()),
+                                                                               1e-6)
     if pair.precision == "fp32":
         out["template_features"] = _max_diff(feat, ref_feat.numpy())
     return out

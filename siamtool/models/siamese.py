@@ -111,20 +111,35 @@ class SiamTracker(nn.Module):
 
     # ------------------------------------------------------------------------------------- forward
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of a crop (B,3,H,W) 0..255; a (B,C,h,w) map with C != 3 passes through.
+
+        The pass-through is what lets training run on cached features of the frozen backbone
+        (`siamtool.data.feature_cache`) with the very same neck and heads.
+        """
+        return x if x.shape[1] != 3 else self.backbone(x)
+
     def template(self, z: torch.Tensor) -> torch.Tensor:
         """Template crop (B,3,T,T) 0..255 -> template tokens (B, (T/16)^2, dim), normalised keys/values."""
-        f = self.proj(self.backbone(z))
+        f = self.proj(self.features(z))
         return self.norm_kv(f.flatten(2).transpose(1, 2))
 
     def search(self, x: torch.Tensor, zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Search crop (B,3,S,S) 0..255 + template tokens -> (heat_logits (B,1,H,W), box_raw (B,4,H,W))."""
-        s = self.proj(self.backbone(x))
+        heat, box, _ = self.search_with_features(x, zf)
+        return heat, box
+
+    def search_with_features(self, x: torch.Tensor, zf: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`search` plus the search crop's backbone features (B,C,H,W), which the tracker's online target
+        model (`siamtool.tracking.online`) learns on: one forward serves both."""
+        feat = self.features(x)
+        s = self.proj(feat)
         b, d, h, w = s.shape
         tokens = s.flatten(2).transpose(1, 2)
         a = self.attn(self.norm_q(tokens), zf).transpose(1, 2).reshape(b, d, h, w)
         x1 = s + self.attn_conv(a)
         f = self.fuse(torch.cat([x1, s * a], dim=1))
-        return self.cls_head(f), self.box_head(f)
+        return self.cls_head(f), self.box_head(f), feat
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.search(x, self.template(z))

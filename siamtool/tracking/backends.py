@@ -5,9 +5,13 @@ PyTorch, onnxruntime or a test double produce identical tracking as long as they
 
 * `template(crop_rgb)` takes the template crop (uint8 H x W x 3, RGB) and returns opaque features that
   the Tracker caches for the whole sequence;
-* `search(crop_rgb, features)` takes the search crop and returns ``(score, boxes)``: score (H, W) float32
-  in [0, 1] and boxes (H, W, 4) float32 cx, cy, w, h in search-crop pixels, already decoded by
-  `siamtool.models.decode.decode` (the one decoder shared with validation and export).
+* `search(crop_rgb, features)` takes the search crop and returns ``(score, boxes)`` or
+  ``(score, boxes, search_features)``: score (H, W) float32 in [0, 1] and boxes (H, W, 4) float32
+  cx, cy, w, h in search-crop pixels, already decoded by `siamtool.models.decode.decode` (the one
+  decoder shared with validation and export); search_features (C, H, W) float32 are the frozen
+  backbone's features of the crop, which the Tracker's online target model learns on. A backend
+  returns them when its class says ``returns_features = True``; otherwise the Tracker runs with the
+  offline heads only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class Backend(Protocol):
 
     def template(self, crop_rgb: np.ndarray) -> Any: ...
 
-    def search(self, crop_rgb: np.ndarray, features: Any) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, crop_rgb: np.ndarray, features: Any) -> tuple[np.ndarray, ...]: ...
 
 
 def _to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -43,6 +47,8 @@ class TorchBackend:
     `half=True` runs fp16 on CUDA (about 2x faster on tensor-core GPUs); on CPU fp16 is slower than
     fp32 and partly unsupported, so it is ignored there (`self.half` says what is in effect).
     """
+
+    returns_features = True
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", half: bool = False) -> None:
         from siamtool.models.decode import decode
@@ -71,24 +77,32 @@ class TorchBackend:
         return self.model.template(_to_tensor(crop_rgb, self.device, self.dtype))
 
     @torch.inference_mode()
-    def search(self, crop_rgb: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        heat, box_raw = self.model.search(_to_tensor(crop_rgb, self.device, self.dtype), features)
+    def search(self, crop_rgb: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        heat, box_raw, feat = self.model.search_with_features(_to_tensor(crop_rgb, self.device, self.dtype),
+                                                              features)
         score, boxes = self._decode(heat.float(), box_raw.float(), self.stride, self.search_size)
         return (score[0].cpu().numpy().astype(np.float32, copy=False),
-                boxes[0].cpu().numpy().astype(np.float32, copy=False))
+                boxes[0].cpu().numpy().astype(np.float32, copy=False),
+                feat[0].float().cpu().numpy())
 
 
 def merge_tracking_config(trained: Config, user: Config) -> Config:
-    """The config a tracker runs with: crop geometry and model from training, tracking knobs from the user.
+    """The config a tracker runs with: crop geometry and model from training, tracking knobs from the
+    checkpoint unless the user set them.
 
     `data` and `model` must be the ones the checkpoint was trained with (a different context or crop
-    size is the classic silent train/test mismatch), so they are taken from the checkpoint; `track`,
-    `eval` and `export` come from the user's --config/--set.
+    size is the classic silent train/test mismatch), so they are taken from the checkpoint. `track` is
+    the checkpoint's own (the settings chosen for that model on its validation sequences, MODEL_CARD.md),
+    with each `track.*` key the user gave in --config/--set on top (`config.explicit_keys`); `eval` and
+    `export` come from the user.
     """
-    from siamtool.config import config_from_dict
+    from siamtool.config import config_from_dict, explicit_keys
 
     merged = config_from_dict(trained.to_dict(), "checkpoint")
-    merged.track = user.track
+    for key in explicit_keys(user):
+        section, _, name = key.partition(".")
+        if section == "track" and name:
+            setattr(merged.track, name, getattr(user.track, name))
     merged.eval = user.eval
     merged.export = user.export
     return merged

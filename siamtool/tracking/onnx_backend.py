@@ -57,6 +57,8 @@ class OnnxBackend:
     intra-op threads (default: onnxruntime's, one per physical core).
     """
 
+    returns_features = True
+
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
         from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, check_pair_metadata, onnx_session
 
@@ -117,10 +119,10 @@ class OnnxBackend:
         (feat,) = self._template.run(None, {"template": _crop_to_input(crop_rgb, self.template_size, "template")})
         return feat
 
-    def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        score, boxes = self._search.run(None, {"search": _crop_to_input(crop_rgb, self.search_size, "search"),
-                                               "template_features": features})
-        return score[0], boxes[0]
+    def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        score, boxes, search_features = self._search.run(
+            None, {"search": _crop_to_input(crop_rgb, self.search_size, "search"), "template_features": features})
+        return score[0], boxes[0], search_features[0]
 
     def __repr__(self) -> str:
         return (f"OnnxBackend({str(self.path)!r}, {self.precision}, backbone={self.cfg.model.backbone}, "

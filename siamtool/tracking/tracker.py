@@ -48,6 +48,7 @@ from siamtool.geometry import (
     xywh_to_cxcywh,
 )
 from siamtool.tracking.backends import Backend
+from siamtool.tracking.online import OnlineTarget, refine_peak
 
 
 @dataclass
@@ -169,6 +170,8 @@ class Tracker:
         self.lost = False
         self.growth = 1.0
         self.reference_score: float | None = None
+        self.online: OnlineTarget | None = None
+        self._cells = 16
 
     # ------------------------------------------------------------------------------------ state
 
@@ -207,7 +210,51 @@ class Tracker:
         self._set_box(box)
         self.score, self.lost, self.growth = 1.0, False, 1.0
         self.reference_score = None
+        self.online = self._start_online(frame) if self.cfg.track.online else None
         self.init_time_s = time.perf_counter() - start
+
+    def _target_cell(self, window: CropWindow, center: np.ndarray) -> tuple[float, float]:
+        """(row, col) of a frame point in the feature cells of `window`'s crop (cell i covers
+        [i, i+1) x stride crop pixels, so its centre is cell i + 0.5)."""
+        stride = self.cfg.data.search_size / self._cells
+        x, y = window.box_to_crop(np.array([center[0], center[1], 0.0, 0.0]))[:2]
+        return y / stride - 0.5, x / stride - 0.5
+
+    def _size_cells(self, window: CropWindow) -> tuple[float, float]:
+        stride = self.cfg.data.search_size / self._cells
+        return self.size[0] * window.scale / stride, self.size[1] * window.scale / stride
+
+    def _start_online(self, frame: np.ndarray) -> OnlineTarget | None:
+        """Fit the online target model on the first frame: its search crop and, with `online_augment`,
+        a mirrored, a blurred and a half-cell-shifted copy (appearance changes the first frame lacks)."""
+        if not getattr(self.backend, "returns_features", False):
+            return None  # a backend without search features: offline heads only
+        window = self.next_window()
+        crop = crop_like_prepare(frame, window)
+        out = self.backend.search(np.ascontiguousarray(crop[..., ::-1]), self.features)
+        feats = np.asarray(out[2], dtype=np.float32)
+        self._cells = feats.shape[-1]
+        cell = self._target_cell(window, self.center)
+        samples = [(feats, cell)]
+        if self.cfg.track.online_augment:
+            n = self._cells
+            flipped = np.ascontiguousarray(crop[:, ::-1, ::-1])
+            samples.append((self.backend.search(flipped, self.features)[2], (cell[0], n - 1 - cell[1])))
+            blurred = cv2.GaussianBlur(crop, (0, 0), 2.0)
+            samples.append((self.backend.search(np.ascontiguousarray(blurred[..., ::-1]), self.features)[2], cell))
+            half = 0.5 * self.cfg.data.search_size / n
+            shifted = crop_like_prepare(frame, CropWindow(window.cx + half / window.scale,
+                                                          window.cy + half / window.scale, window.side,
+                                                          window.out_size))
+            samples.append((self.backend.search(np.ascontiguousarray(shifted[..., ::-1]), self.features)[2],
+                            (cell[0] - 0.5, cell[1] - 0.5)))
+        online = OnlineTarget(self.cfg.track)
+        online.start(samples, self._size_cells(window), self._grey(frame), self.center, self.size)
+        return online
+
+    @staticmethod
+    def _grey(frame: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
     def _set_box(self, box_xywh: np.ndarray) -> None:
         width, height = self.frame_size
@@ -224,7 +271,13 @@ class Tracker:
         growth = self.growth
         window = self.next_window()
         search_rgb = np.ascontiguousarray(crop_like_prepare(frame, window)[..., ::-1])
-        score, boxes = self.backend.search(search_rgb, self.features)
+        out = self.backend.search(search_rgb, self.features)
+        score, boxes = out[0], out[1]
+        weight = t.online_weight if self.online is not None else 0.0
+        fine = None
+        if weight > 0:
+            coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]
+            score = (1.0 - weight) * score + weight * np.clip(coarse, 0.0, 1.0)
         cand = select_candidate(
             score, boxes,
             expected_wh=(self.size[0] * window.scale, self.size[1] * window.scale),
@@ -233,6 +286,12 @@ class Tracker:
             scale_penalty=t.scale_penalty,
             context=self.cfg.data.context,
         )
+        if fine is not None:
+            # The centre: the online model's sub-cell peak near the chosen cell, blended with the box head's.
+            row, col = refine_peak(fine, fine.shape[0] // score.shape[0], cand.index)
+            stride = self.cfg.data.search_size / score.shape[0]
+            online_xy = np.array([(col + 0.5) * stride, (row + 0.5) * stride])
+            cand.box_cxcywh[:2] = (1.0 - weight) * cand.box_cxcywh[:2] + weight * online_xy
         crop_box = cxcywh_to_xywh(cand.box_cxcywh)
         if self.reference_score is None:
             self.reference_score = cand.score
@@ -243,10 +302,28 @@ class Tracker:
             self.growth = 1.0 if growth >= t.max_growth else min(growth * t.search_growth, t.max_growth)
         else:
             pred = xywh_to_cxcywh(window.box_to_frame(crop_box))
-            lr = cand.penalty * cand.score * t.size_lr
-            size = self.size * (1.0 - lr) + pred[2:] * lr
-            self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
+            self._update_state(frame, window, cand, pred, out, growth)
             self.growth = 1.0
         self.score, self.lost = cand.score, lost
         elapsed = time.perf_counter() - start
         return TrackResult(self.box, cand.score, lost, elapsed, window, growth, search_rgb, score, crop_box)
+
+    def _update_state(self, frame: np.ndarray, window: CropWindow, cand: Candidate, pred: np.ndarray,
+                      out: tuple[np.ndarray, ...], growth: float) -> None:
+        """Move to the prediction; the size comes from the scale filter or from the box head; the online
+        model learns from the frame when it is confident and the window had its normal size."""
+        t = self.cfg.track
+        grey = None
+        if self.online is not None and self.online.scale is not None:
+            grey = self._grey(frame)
+            factor = self.online.scale.estimate(grey, pred[:2], self.size)
+            size = self.size * factor
+        else:
+            lr = cand.penalty * cand.score * t.size_lr
+            size = self.size * (1.0 - lr) + pred[2:] * lr
+        self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
+        if self.online is not None and growth == 1.0:
+            confident = cand.score >= t.online_update_ratio * (self.reference_score or 0.0)
+            self.online.maybe_update(confident, out[2], self._target_cell(window, self.center),
+                                     self._size_cells(window), grey if grey is not None else self._grey(frame),
+                                     self.center, self.size)

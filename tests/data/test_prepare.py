@@ -374,3 +374,37 @@ def test_boxes_match_real_lasot_ground_truth(tmp_path):
             if p.kind == KIND_POSITIVE:
                 centred = np.array([192 - p.search_box[2] / 2, 192 - p.search_box[3] / 2, *p.search_box[2:]])
                 assert iou_xywh(p.search_box, centred) > 0.99
+
+
+def _sequences_of(out: Path, split: str) -> set[str]:
+    index = json.loads((out / "index.json").read_text())
+    names = set()
+    for shard in index["shards"]:
+        if shard["split"] == split:
+            with ShardReader(out / shard["file"]) as r:
+                for p in r.read_many(range(len(r))):
+                    names |= {p.sequence, p.search_sequence}
+    return names
+
+
+def test_validation_sequences_never_reach_a_training_shard(synthetic_lasot, tmp_path):
+    from siamtool.data.stream import split_parts
+
+    out = tmp_path / "split"
+    summary = run(synthetic_lasot, out, small_cfg(val_sequences=["dog-2"]))
+    assert summary.val_sequences == ["dog-2"]
+    # Negatives included: a training pair's template and search both come from training sequences.
+    assert _sequences_of(out, "val") == {"dog-2"}
+    assert _sequences_of(out, "train") == {"cat-1", "cat-2", "dog-1"}
+    index = load_shard_index(out)
+    train, val = split_parts(index.shards, 0.5, index.splits)  # the recorded split wins over the fraction
+    assert {index.splits[p.shard] for p in train} == {"train"} and {index.splits[p.shard] for p in val} == {"val"}
+    assert json.loads((out / "index.json").read_text())["val_sequences"] == ["dog-2"]
+
+
+def test_seeded_validation_fraction_and_unknown_names(synthetic_lasot, tmp_path):
+    a = run(synthetic_lasot, tmp_path / "a", small_cfg(val_sequence_fraction=0.25)).val_sequences
+    b = run(synthetic_lasot, tmp_path / "b", small_cfg(val_sequence_fraction=0.25)).val_sequences
+    assert a == b and len(a) == 1
+    with pytest.raises(ConfigError, match="dog-9"):
+        run(synthetic_lasot, tmp_path / "c", small_cfg(val_sequences=["dog-9"]))

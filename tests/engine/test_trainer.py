@@ -491,3 +491,26 @@ def test_loader_workers_persist_across_epochs(synthetic_shards, tmp_path, monkey
     assert result.step == 12 and result.epochs_done == 3
     seen = sorted(p.name.split("-")[0] for p in pids.iterdir())
     assert seen == ["train", "train", "val", "val"]  # 3 epochs + 4 validations, one set of workers each
+
+
+def test_feature_cache_training_follows_the_loader_contract(synthetic_shards, tmp_path):
+    """The cached-feature loader under the trainer's contract: `start_batch` counts from the start of
+    training, batches are full and the stream does not end at an epoch."""
+    import itertools
+    import shutil
+
+    from siamtool.data.feature_cache import cached_loader_factory
+
+    shards = tmp_path / "shards"
+    shutil.copytree(synthetic_shards, shards)
+    cfg = _cfg("train.epochs=2", "train.samples_per_epoch=40", "train.batch_size=8", "train.log_every=1",
+               "train.feature_cache=true", "train.cache_views=2")
+    result = train(cfg, shards, tmp_path / "run", device="cpu")
+    assert result.step == result.total_steps == 10 and result.epochs_done == 2
+    make = cached_loader_factory(shards, cfg, torch.device("cpu"))
+    first = list(itertools.islice(iter(make("train", 0, 0, 1, 0)), 30))  # 240 pairs: past the 192 views
+    assert [len(b) for b in first] == [8] * 30
+    resumed = list(itertools.islice(iter(make("train", 1, 0, 1, 5)), 3))
+    assert all(torch.equal(a.search, b.search) for a, b in zip(first[5:8], resumed))
+    ranks = [list(itertools.islice(iter(make("train", 0, r, 2, 0)), 12)) for r in range(2)]
+    assert all(len(b) == 8 for rank in ranks for b in rank)

@@ -111,7 +111,7 @@ def test_other_format_version_is_refused(two_exports, tmp_path):
     a, _ = two_exports
     d = _folder(tmp_path, a / TEMPLATE_FILE, a / SEARCH_FILE)
     _rewrite_metadata(d / SEARCH_FILE, format_version="99")
-    with pytest.raises(SiamtoolError, match="export format 99, this siamtool .* reads format 1"):
+    with pytest.raises(SiamtoolError, match="export format 99, this siamtool .* reads format 2"):
         OnnxBackend(d)
 
 

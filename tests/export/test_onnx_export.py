@@ -39,25 +39,26 @@ def test_every_backbone_exports_and_matches_pytorch(backbone, tmp_path):
     result = export_model(model, cfg, tmp_path)
     assert result.passed, result.to_dict()
     (pair,) = result.pairs
-    assert set(pair.diffs) == {"template_features", "score", "boxes"}
+    assert set(pair.diffs) == {"template_features", "score", "boxes", "search_features"}
     assert pair.max_diff < 1e-4
 
     # Independently of the export's own check: the two Tracker backends on one crop pair (batch 1).
     sample = parity_sample(cfg)
     torch_be, onnx_be = TorchBackend(model, "cpu"), OnnxBackend(tmp_path, threads=1)
-    t_score, t_boxes = torch_be.search(sample.searches[1], torch_be.template(sample.templates[1]))
-    o_score, o_boxes = onnx_be.search(sample.searches[1], onnx_be.template(sample.templates[1]))
+    t_score, t_boxes, t_feat = torch_be.search(sample.searches[1], torch_be.template(sample.templates[1]))
+    o_score, o_boxes, o_feat = onnx_be.search(sample.searches[1], onnx_be.template(sample.templates[1]))
     assert o_score.shape == (cfg.data.search_size // 16,) * 2 and o_boxes.shape == (*o_score.shape, 4)
     assert o_score.dtype == np.float32 and o_boxes.dtype == np.float32
     np.testing.assert_allclose(o_score, t_score, atol=1e-4)
     np.testing.assert_allclose(o_boxes, t_boxes, atol=1e-4)
+    np.testing.assert_allclose(o_feat, t_feat, atol=1e-4)  # what the online target model learns on
     assert t_score.std() > 0.05  # the peaked model's scores vary: the comparison is not of constants
 
 
 def test_graphs_are_single_file_opset17_dynamic_batch_with_metadata(stable_export):
     for name, graph, inputs, outputs in (
         (TEMPLATE_FILE, "template", ["template"], ["template_features"]),
-        (SEARCH_FILE, "search", ["search", "template_features"], ["score", "boxes"]),
+        (SEARCH_FILE, "search", ["search", "template_features"], ["score", "boxes", "search_features"]),
     ):
         path = stable_export / name
         proto = onnx.load(str(path))
@@ -93,11 +94,11 @@ def test_batch_of_three_matches_three_single_runs(stable_export):
     x = to_nchw(np.concatenate([sample.searches, sample.searches[:1]]))
     t, s = onnx_session(stable_export / TEMPLATE_FILE), onnx_session(stable_export / SEARCH_FILE)
     (feat,) = t.run(None, {"template": z})
-    score, boxes = s.run(None, {"search": x, "template_features": feat})
+    score, boxes, _ = s.run(None, {"search": x, "template_features": feat})
     assert score.shape[0] == boxes.shape[0] == 3
     for i in range(3):
         (f1,) = t.run(None, {"template": z[i:i + 1]})
-        s1, b1 = s.run(None, {"search": x[i:i + 1], "template_features": f1})
+        s1, b1, _ = s.run(None, {"search": x[i:i + 1], "template_features": f1})
         np.testing.assert_allclose(score[i], s1[0], atol=1e-5)
         np.testing.assert_allclose(boxes[i], b1[0], atol=1e-3)
 

@@ -27,14 +27,16 @@ def test_torch_backend_follows_the_protocol_and_uses_the_shared_decoder(tiny_mod
     rng = np.random.default_rng(0)
     z = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     x = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    score, boxes = backend.search(x, backend.template(z))
+    score, boxes, feats = backend.search(x, backend.template(z))
     assert score.shape == (4, 4) and boxes.shape == (4, 4, 4)
+    assert feats.shape == (tiny_model.backbone.out_channels, 4, 4) and feats.dtype == np.float32
     assert score.dtype == np.float32 and boxes.dtype == np.float32
     assert np.all((score >= 0) & (score <= 1))
     with torch.no_grad():
         zt = torch.from_numpy(z).permute(2, 0, 1)[None].float()
         xt = torch.from_numpy(x).permute(2, 0, 1)[None].float()
         ref_score, ref_boxes = decode(*tiny_model(zt, xt), tiny_model.stride, tiny_model.search_size)
+        np.testing.assert_allclose(feats, tiny_model.backbone(xt)[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(score, ref_score[0].numpy(), atol=1e-5)
     np.testing.assert_allclose(boxes, ref_boxes[0].numpy(), atol=1e-3)
 
@@ -42,7 +44,7 @@ def test_torch_backend_follows_the_protocol_and_uses_the_shared_decoder(tiny_mod
 def test_tracker_with_a_tiny_model_runs_in_inference_mode_and_caches_the_template(tiny_model, monkeypatch):
     calls = {"template": 0, "search": 0, "inference_mode": []}
     model = tiny_model
-    real_template, real_search = model.template, model.search
+    real_template, real_search = model.template, model.search_with_features
 
     def template(z):
         calls["template"] += 1
@@ -54,13 +56,15 @@ def test_tracker_with_a_tiny_model_runs_in_inference_mode_and_caches_the_templat
         return real_search(x, zf)
 
     monkeypatch.setattr(model, "template", template)
-    monkeypatch.setattr(model, "search", search)
+    monkeypatch.setattr(model, "search_with_features", search)
     cfg = tiny_config("track.lost_threshold=0.0")
     frames, gt, _, _ = render_sequence(np.random.default_rng(1), 12, (192, 144))
     tracker = Tracker(TorchBackend(model, "cpu"), cfg)
     tracker.initialize(frames[0], gt[0])
+    # initialize fits the online model on the first search crop and its 3 augmented copies
+    assert calls["template"] == 1 and calls["search"] == 4
     results = [tracker.track(f) for f in frames[1:]]
-    assert calls["template"] == 1 and calls["search"] == 11
+    assert calls["template"] == 1 and calls["search"] == 15
     assert all(calls["inference_mode"])
     for r in results:
         assert np.all(np.isfinite(r.box)) and 0 <= r.score <= 1 and not r.lost
@@ -83,9 +87,9 @@ def test_half_precision_on_cuda_matches_fp32():
     z = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     x = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
     full = TorchBackend(model, "cuda")
-    s32, b32 = full.search(x, full.template(z))
+    s32, b32, _ = full.search(x, full.template(z))
     half = TorchBackend(build_model(tiny_config()), "cuda", half=True)
-    s16, b16 = half.search(x, half.template(z))
+    s16, b16, _ = half.search(x, half.template(z))
     assert half.half and s16.dtype == np.float32
     np.testing.assert_allclose(s16, s32, atol=2e-2)
     np.testing.assert_allclose(b16, b32, atol=1.0)
@@ -98,6 +102,21 @@ def test_checkpoint_fixes_geometry_and_the_user_fixes_tracking():
     assert merged.data.context == 0.6 and merged.data.search_size == 64
     assert merged.track.window_influence == 0.1 and merged.eval.plots is False
     assert trained.track.window_influence != 0.1  # the inputs are not modified
+
+
+def test_checkpoint_tracking_settings_are_used_unless_the_user_sets_them(tmp_path):
+    from siamtool.engine.checkpoint import save_checkpoint
+    from siamtool.models import build_model
+
+    trained = tiny_config("track.online_weight=0.8", "track.scale=head", "track.window_influence=0.45")
+    path = save_checkpoint(tmp_path / "run" / "tuned.pt", build_model(trained), trained)
+    # The user sets one key, and another to the default value: that one still counts as theirs.
+    user = tiny_config("track.scale=dsst", "track.backend=torch", "track.window_influence=0.3")
+    _, cfg, _ = load_backend(path, None, torch.device("cpu"), user)
+    assert cfg.track.online_weight == 0.8  # the checkpoint's own
+    assert cfg.track.scale == "dsst" and cfg.track.window_influence == 0.3  # the user's
+    _, cfg, _ = load_backend(path, None, torch.device("cpu"), tiny_config("track.backend=torch"))
+    assert (cfg.track.online_weight, cfg.track.scale, cfg.track.window_influence) == (0.8, "head", 0.45)
 
 
 @pytest.mark.parametrize(("ckpt", "onnx", "message"), [

@@ -1,0 +1,121 @@
+"""Grid search of `track:` settings on named sequences: how the shipped tracking settings were chosen.
+
+Every setting tracks every sequence one-pass from its frame-1 ground truth with the real `Tracker`
+(frames decoded once and kept in memory, so a grid of tens of settings takes minutes), and is scored by
+the toolkit's own metrics (success AUC, pytracking convention). Choose settings on validation
+sequences only (the ones the training config holds out with `data.val_sequences`); never on dev-test.
+
+    python benchmarks/tune_tracking.py --lasot ../shared/data/train_real \\
+        --sequences person-103 car-109 ... --grid track.online_weight=0,0.5,1 track.scale=dsst,head
+
+Prints one line per setting, best last; `--json FILE` writes all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from siamtool.config import config_from_dict, parse_override  # noqa: E402
+from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
+from siamtool.eval.metrics import batch_curves  # noqa: E402
+from siamtool.geometry import from_lasot, to_lasot  # noqa: E402
+from siamtool.tracking.backends import TorchBackend  # noqa: E402
+from siamtool.tracking.tracker import Tracker  # noqa: E402
+from siamtool.weights import default_checkpoint  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lasot", type=Path, action="append", required=True, help="LaSOT-layout root (repeatable)")
+    ap.add_argument("--sequences", nargs="+", required=True, help="sequence names to track")
+    ap.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped one)")
+    ap.add_argument("--backend", choices=("torch", "onnx"), default="onnx", help="runtime (default onnx)")
+    ap.add_argument("--grid", nargs="*", default=[], help="KEY=V1,V2,... axes of the grid (track.* keys)")
+    ap.add_argument("--threads", type=int, default=2, help="threads (default 2)")
+    ap.add_argument("--json", type=Path, help="write every setting's scores here")
+    return ap.parse_args(argv)
+
+
+def load_frames(roots: list[Path], names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+    found: dict[str, Path] = {}
+    for root in roots:
+        found.update(find_sequences(root))
+    out = []
+    for name in names:
+        if name not in found:
+            raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, roots))}")
+        seq = load_sequence(found[name])
+        frames = [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(seq.n_frames)]
+        out.append((name, frames, seq.gt, seq.absent))
+    return out
+
+
+def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float]:
+    preds, elapsed, frames_done = [], 0.0, 0
+    for _, frames, gt, _ in data:
+        tracker.initialize(frames[0], from_lasot(gt[0]))
+        boxes = [gt[0]]
+        for frame in frames[1:]:
+            r = tracker.track(frame)
+            elapsed += r.time_s
+            frames_done += 1
+            boxes.append(to_lasot(r.box))
+        preds.append(np.asarray(boxes))
+    return preds, frames_done / max(elapsed, 1e-9)
+
+
+def backend_for(args: argparse.Namespace):
+    ckpt = args.checkpoint or default_checkpoint()
+    if args.backend == "onnx":
+        from siamtool.export.cache import cached_onnx_backend
+
+        backend = cached_onnx_backend(ckpt, "cpu")
+        return backend, backend.cfg
+    return TorchBackend.from_checkpoint(ckpt, "cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    backend, trained = backend_for(args)
+    data = load_frames(args.lasot, args.sequences)
+    axes = []
+    for item in args.grid:
+        key, values = item.split("=", 1)
+        axes.append([(key, v) for v in values.split(",")])
+    results = []
+    for combo in itertools.product(*axes) if axes else [()]:
+        cfg = config_from_dict(trained.to_dict(), "checkpoint")
+        for key, value in combo:
+            keys, parsed = parse_override(f"{key}={value}")
+            setattr(getattr(cfg, keys[0]), keys[1], parsed)
+        start = time.perf_counter()
+        preds, fps = track_all(Tracker(backend, cfg), data)
+        curves = batch_curves(preds, [d[2] for d in data], [d[3] for d in data])
+        per_seq = curves.success.mean(axis=1) * 100
+        row = {"setting": dict(combo), "auc": float(per_seq.mean()),
+               "per_sequence": {d[0]: round(float(a), 1) for d, a in zip(data, per_seq)},
+               "fps": fps, "seconds": time.perf_counter() - start}
+        results.append(row)
+        print(f"AUC {row['auc']:5.1f}  fps {fps:6.1f}  {row['setting']}  {row['per_sequence']}", flush=True)
+    best = max(results, key=lambda r: r["auc"])
+    print(f"best: AUC {best['auc']:.1f} with {best['setting']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

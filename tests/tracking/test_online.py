@@ -1,0 +1,134 @@
+"""The online target model: the correlation filter finds a target it was shown and follows it when it
+moves; the scale filter reads a size change; the Tracker follows a target through it when the offline
+heads are blind, and does not without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siamtool.geometry import iou_xywh
+from siamtool.tracking.online import (
+    SampleMemory,
+    ScaleFilter,
+    TranslationFilter,
+    gaussian_label,
+    upsampled_response,
+)
+from siamtool.tracking.tracker import Tracker
+from tests.tracking.fakes import small_config
+
+
+def textured_map(rng: np.random.Generator, channels: int = 32, n: int = 16) -> np.ndarray:
+    return rng.normal(size=(channels, n, n)).astype(np.float32)
+
+
+def test_filter_finds_the_target_where_it_moved():
+    rng = np.random.default_rng(0)
+    background = textured_map(rng)
+    target = rng.normal(size=(32, 3, 3)).astype(np.float32) * 3
+    first = background.copy()
+    first[:, 6:9, 6:9] = target  # target centred on cell (7, 7)
+    f = TranslationFilter(reg=0.01, sigma_factor=0.1, upsample=4)
+    f.add_sample(first, (7.0, 7.0), (3.0, 3.0), permanent=True)
+    f.calibrate(first)
+    moved = textured_map(rng) * 0.5 + background * 0.5  # the background changes too
+    moved[:, 9:12, 4:7] = target  # now centred on cell (10, 5)
+    coarse, fine = f.respond(moved)
+    assert np.unravel_index(int(np.argmax(coarse)), coarse.shape) == (10, 5)
+    i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
+    assert (i / 4, j / 4) == pytest.approx((10.0, 5.0), abs=0.25)
+    # calibrated: the first frame's own response peaks at 1
+    assert f.respond(first)[0].max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_upsampled_response_interpolates_a_band_limited_peak():
+    n, factor = 16, 4
+    label = gaussian_label((n, n), (5.25, 9.5), sigma=1.5)
+    fine = upsampled_response(np.fft.rfft2(label), (n, n), factor)
+    np.testing.assert_allclose(fine[::factor, ::factor], label, atol=1e-4)  # exact on the coarse grid
+    i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
+    assert (i / factor, j / factor) == (5.25, 9.5)
+
+
+def test_memory_keeps_the_first_sample_weight_however_long():
+    mem = SampleMemory(size=4, first_weight=0.5)
+    mem.add(np.ones(2), np.ones(2), permanent=True)
+    for k in range(50):
+        mem.add(np.full(2, k), np.ones(2))
+    assert len(mem.nums) == 4 and mem.weights()[0] == 0.5
+    assert [float(a[0]) for a in mem.nums[1:]] == [47.0, 48.0, 49.0]
+
+
+def _textured_frame(size_wh, box, rng_bg: int = 1, rng_target: int = 2, scale: float = 1.0) -> np.ndarray:
+    """A static, mildly textured background with a high-contrast textured target pasted at `box`."""
+    import cv2
+
+    w, h = size_wh
+    bg = cv2.resize(np.random.default_rng(rng_bg).integers(70, 180, (h // 24, w // 24, 3), dtype=np.uint8),
+                    (w, h), interpolation=cv2.INTER_LINEAR)
+    tex = cv2.resize(np.random.default_rng(rng_target).integers(0, 255, (6, 6, 3), dtype=np.uint8),
+                     (int(round(box[2])), int(round(box[3]))), interpolation=cv2.INTER_NEAREST)
+    x, y = int(round(box[0])), int(round(box[1]))
+    bg[y:y + tex.shape[0], x:x + tex.shape[1]] = tex
+    return bg
+
+
+def test_scale_filter_reads_a_size_change():
+    import cv2
+
+    box = np.array([100.0, 80.0, 60.0, 60.0])
+    grey = cv2.cvtColor(_textured_frame((320, 240), box), cv2.COLOR_BGR2GRAY)
+    sf = ScaleFilter(n=17, step=1.02)
+    sf.set_model_size(box[2:])
+    centre = box[:2] + box[2:] / 2
+    sf.add_sample(grey, centre, box[2:])
+    assert sf.estimate(grey, centre, box[2:]) == 1.0
+    # The tracker believes the target is 10 % larger than it is: the filter says shrink by ~1/1.1.
+    assert sf.estimate(grey, centre, box[2:] * 1.1) == pytest.approx(1 / 1.1, abs=0.03)
+
+
+class BlindHeadsBackend:
+    """Offline heads that see nothing (flat score, boxes of the previous size at every cell centre) and
+    'backbone features' that are the crop itself, average-pooled to the 16 x 16 cells per channel."""
+
+    returns_features = True
+
+    def __init__(self, search_size: int = 256, stride: int = 16) -> None:
+        self.n = search_size // stride
+
+    def template(self, crop_rgb):
+        return "template"
+
+    def search(self, crop_rgb, features):
+        import cv2
+
+        f = cv2.resize(crop_rgb.astype(np.float32), (self.n, self.n), interpolation=cv2.INTER_AREA)
+        grad = np.abs(np.diff(crop_rgb.astype(np.float32), axis=1, prepend=0))
+        g = cv2.resize(grad, (self.n, self.n), interpolation=cv2.INTER_AREA)
+        feats = np.concatenate([f, g], axis=2).transpose(2, 0, 1) - 128.0
+        centres = (np.arange(self.n) + 0.5) * 16
+        boxes = np.zeros((self.n, self.n, 4), np.float32)
+        boxes[..., 0], boxes[..., 1] = centres[None, :], centres[:, None]
+        boxes[..., 2:] = 64.0
+        return np.full((self.n, self.n), 0.5, np.float32), boxes, feats.astype(np.float32)
+
+
+@pytest.mark.parametrize("online", [True, False])
+def test_tracker_follows_a_moving_target_only_with_the_online_model(online):
+    cfg = small_config(online_weight=1.0, window_influence=0.2)
+    cfg.track.online = online
+    cfg.track.scale = "head"
+    cfg.track.size_lr = 0.0  # the blind heads' boxes say nothing about size
+    tracker = Tracker(BlindHeadsBackend(), cfg)
+    box = np.array([120.0, 90.0, 40.0, 40.0])
+    tracker.initialize(_textured_frame((400, 300), box), box)
+    ious = []
+    for _ in range(12):
+        box = box + np.array([6.0, 3.0, 0.0, 0.0])  # steady motion, 80 px in total
+        r = tracker.track(_textured_frame((400, 300), box))
+        ious.append(float(iou_xywh(r.box, box)))
+    if online:
+        assert min(ious) > 0.6, ious
+    else:
+        assert ious[-1] < 0.2, ious  # blind heads + motion window: the box stays behind
