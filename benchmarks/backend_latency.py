@@ -86,7 +86,7 @@ def measure(backbone: str, frames: list[np.ndarray], box: np.ndarray, threads: i
             "torch_best_ms": round(best["torch"], 1), "onnx_best_ms": round(best["onnxruntime"], 1),
             "ratio_best": round(best["torch"] / best["onnxruntime"], 2),
             "torch_init_ms": round(init["torch"] * 1000, 1), "onnx_init_ms": round(init["onnxruntime"] * 1000, 1),
-            "export_s": round(export_s, 1), "parity_max_abs_diff": result.pairs[0].max_diff,
+            "export_s": round(export_s, 1), "parity_max_diff": result.pairs[0].max_diff,
             "frames": len(times["torch"]), "load_avg_1min": round(os.getloadavg()[0], 1)}
 
 

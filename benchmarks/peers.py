@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--backends", default="torch,onnx", help="siamtool backends: torch,onnx (default both)")
     ap.add_argument("--peers", default="csrt,kcf,nano,vit", help="OpenCV trackers, or 'none'")
     ap.add_argument("--sequences", nargs="*", help="only these sequences (quick checks; default: all)")
+    ap.add_argument("--variants", nargs="*", default=[], metavar="NAME:KEY=V[,KEY=V]",
+                    help="extra siamtool trackers on onnxruntime with these `--set` overrides, e.g. "
+                         "offline:track.online=false online:track.online_weight=1 (ablations; default: none)")
     ap.add_argument("--plot", type=Path, help="also copy the held-out success plot here")
     return ap.parse_args(argv)
 
@@ -212,29 +215,38 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"{len(seqs)} sequences, {sum(s.n_frames for s in seqs)} frames; checkpoint {checkpoint}; "
           f"{args.threads} threads; load average {load_before[0]:.1f}", flush=True)
 
-    specs = {b: TrackerSpec(checkpoint, None, load_config(None, [f"track.backend={b}"])) for b in backends}
+    import onnxruntime
+
+    # display name -> (spec, results folder name, runtime)
+    ours = {OURS[b]: (TrackerSpec(checkpoint, None, load_config(None, [f"track.backend={b}"])), f"siamtool-{b}",
+                      f"PyTorch {torch.__version__.split('+')[0]}" if b == "torch"
+                      else f"onnxruntime {onnxruntime.__version__}") for b in backends}
+    for text in args.variants:
+        label, _, sets = text.partition(":")
+        if not label or not sets:
+            raise SiamtoolError(f"--variants {text!r}: expected NAME:KEY=V[,KEY=V], e.g. offline:track.online=false")
+        cfg = load_config(None, ["track.backend=onnx", *sets.split(",")])
+        ours[f"siamtool {label} (onnxruntime)"] = (TrackerSpec(checkpoint, None, cfg), f"siamtool-{label}",
+                                                   f"onnxruntime {onnxruntime.__version__}, {sets}")
     start = time.perf_counter()
     for seq in seqs:  # interleaved per sequence: every tracker sees the machine's load of the moment
-        for b, spec in specs.items():
-            run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=f"siamtool-{b}")
-            t = timing(raw / f"siamtool-{b}", [seq])
-            print(f"{OURS[b]} {seq.name}: {t['frames']} frames, {t['fps']:.1f} FPS", flush=True)
+        for display, (spec, folder, _) in ours.items():
+            run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder)
+            t = timing(raw / folder, [seq])
+            print(f"{display} {seq.name}: {t['frames']} frames, {t['fps']:.1f} FPS", flush=True)
         if peers:
             run_peers(args.peers_python, seq, raw, args.models, args.threads, peers)
     wall = time.perf_counter() - start
     load_after = os.getloadavg()
 
-    dirs = {**{OURS[b]: raw / f"siamtool-{b}" for b in backends}, **{PEERS[k]: raw / PEERS[k] for k in peers}}
+    dirs = {**{n: raw / folder for n, (_, folder, _) in ours.items()}, **{PEERS[k]: raw / PEERS[k] for k in peers}}
     names = list(dirs)
     all_rep = evaluate_results(dirs, index, out_dir=args.out / "all", split="real_lasot, all")
     held = [s for s in seqs if s.name in HELD_OUT]
     held_rep = (evaluate_results(dirs, Index(held, [], []), out_dir=args.out / "held_out",
                                  split="real_lasot, held out of training") if held else None)
     speed = {n: timing(dirs[n], seqs) for n in names}
-    import onnxruntime
-
-    runtime = {OURS["torch"]: f"PyTorch {torch.__version__.split('+')[0]}",
-               OURS["onnx"]: f"onnxruntime {onnxruntime.__version__}",
+    runtime = {**{n: rt for n, (_, _, rt) in ours.items()},
                **{PEERS[k]: "OpenCV" + (" DNN" if k in ("nano", "vit") else "") for k in peers}}
     table = markdown(names, all_rep, held_rep, speed, seqs, runtime)
 

@@ -62,8 +62,8 @@ def load_frames(roots: list[Path], names: list[str]) -> list[tuple[str, list[np.
     return out
 
 
-def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float]:
-    preds, elapsed, frames_done = [], 0.0, 0
+def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float, float]:
+    preds, elapsed, frames_done, lost = [], 0.0, 0, 0
     for _, frames, gt, _ in data:
         tracker.initialize(frames[0], from_lasot(gt[0]))
         boxes = [gt[0]]
@@ -71,9 +71,10 @@ def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float]:
             r = tracker.track(frame)
             elapsed += r.time_s
             frames_done += 1
+            lost += int(r.lost)
             boxes.append(to_lasot(r.box))
         preds.append(np.asarray(boxes))
-    return preds, frames_done / max(elapsed, 1e-9)
+    return preds, frames_done / max(elapsed, 1e-9), lost / max(frames_done, 1)
 
 
 def backend_for(args: argparse.Namespace):
@@ -103,14 +104,15 @@ def main(argv: list[str] | None = None) -> None:
             keys, parsed = parse_override(f"{key}={value}")
             setattr(getattr(cfg, keys[0]), keys[1], parsed)
         start = time.perf_counter()
-        preds, fps = track_all(Tracker(backend, cfg), data)
+        preds, fps, lost = track_all(Tracker(backend, cfg), data)
         curves = batch_curves(preds, [d[2] for d in data], [d[3] for d in data])
         per_seq = curves.success.mean(axis=1) * 100
         row = {"setting": dict(combo), "auc": float(per_seq.mean()),
                "per_sequence": {d[0]: round(float(a), 1) for d, a in zip(data, per_seq)},
-               "fps": fps, "seconds": time.perf_counter() - start}
+               "fps": fps, "lost": lost, "seconds": time.perf_counter() - start}
         results.append(row)
-        print(f"AUC {row['auc']:5.1f}  fps {fps:6.1f}  {row['setting']}  {row['per_sequence']}", flush=True)
+        print(f"AUC {row['auc']:5.1f}  fps {fps:6.1f}  lost {lost:4.0%}  {row['setting']}  {row['per_sequence']}",
+              flush=True)
     best = max(results, key=lambda r: r["auc"])
     print(f"best: AUC {best['auc']:.1f} with {best['setting']}")
     if args.json:

@@ -13,18 +13,53 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
 
+
+def _plain_help(params: list) -> list:
+    """Flags take no value: show none (Typer would print `<bool>` in the value column)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    """Help as a person reads it: `train [OPTIONS] CONFIG`, not `{config}`; no `<bool>` on flags."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+    def get_params(self, ctx) -> list:
+        return _plain_help(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx) -> list:
+        return _plain_help(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="siamtool",
     help="Siamese single-object tracking: prepare LaSOT shards, train, evaluate, track, export to ONNX.",
+    epilog="The workflow, in one folder: siamtool prepare --lasot /data/LaSOT; siamtool train configs/base.yaml; "
+           "siamtool eval --split test; siamtool track 0. No dataset yet? siamtool demo.",
+    cls=_Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _examples(*lines: str) -> str:
+    """A command's epilog: one example command per paragraph (Typer joins single lines)."""
+    return "Examples:\n\n" + "\n\n".join(lines)
+
+
 err = Console(stderr=True)
 
 
@@ -48,7 +83,7 @@ def handle_errors(fn):
         except SiamtoolError as e:
             if state.verbose:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {one_line(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
@@ -56,11 +91,32 @@ def handle_errors(fn):
         except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
             if state.verbose:
                 raise
-            err.print(f"[bold red]error:[/] {type(e).__name__}: {e} (run with -v for the traceback)",
+            err.print(f"[bold red]error:[/] {type(e).__name__}: {one_line(str(e))} (run with -v for the traceback)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def one_line(message: str) -> str:
+    """The line of an error message that says what is wrong.
+
+    An error raised in a DataLoader worker (or a process pool) comes back as "Caught DatasetError in
+    DataLoader worker process 0. Original Traceback ... siamtool.errors.DatasetError: <message>": the
+    user needs the last line, without the traceback and the class path.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    last = lines[-1]
+    head, sep, rest = last.partition(": ")
+    return rest if sep and head.replace(".", "").replace("_", "").isalnum() and head[:1].isalpha() else last
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's warnings as one rendered line (the default format adds the file and the source line)."""
+    where = f" ({filename}:{lineno})" if state.verbose else ""
+    err.print(f"[yellow]warning:[/] {message}{where}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -73,46 +129,61 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug output.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and where warnings come from. "
+                                          "Default: off.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")]
     = "auto",
 ) -> None:
     state.verbose = verbose
     state.device = device
+    import warnings
+
+    warnings.showwarning = _show_warning
 
 
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config key, e.g. --set train.lr=3e-4 (repeatable). Default: none."),
-]
+def _set_option(example: str, what: str = "") -> typer.models.OptionInfo:
+    return typer.Option("--set", metavar="KEY=VALUE", help=f"Override a config key{what} (repeatable), e.g. --set "
+                        f"{example}. Default: none.")
+
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config over the defaults. Default: built-in defaults.")
 ]
 
 
+def _check_out_folder(option: str, path: Path | None) -> None:
+    """An output folder that is an existing file is a usage error (exit 2), caught before any work."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise SiamtoolError(f"{option} {path}: exists and is not a folder; choose a folder (it is created if missing)")
+
+
 # ------------------------------------------------------------------------------------------ prepare
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "siamtool prepare --lasot /data/LaSOT   (the LaSOT training split into ./shards)",
+    "siamtool prepare --lasot my_videos --split all --out my_shards   (every sequence of a LaSOT-layout folder)",
+    "siamtool prepare --show shards   (a PNG grid of stored pairs)"))
 @handle_errors
 def prepare(
-    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (ROOT/<class>/<seq>/img/...). Required "
-                                               "unless --show.")] = None,
+    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (ROOT/<class>/<seq>/img/...); recorded "
+                                               "in --out, where `eval` finds it. Required unless --show.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the HDF5 shards.")] = Path("shards"),
-    split: Annotated[str, typer.Option("--split", help="train, test, extension, all, or a file of sequence names.")]
+    split: Annotated[str, typer.Option("--split", help="train, test or extension (LaSOT's official lists), all "
+                                       "(every sequence under --lasot), or a file of sequence names.")]
     = "train",
     pairs_per_sequence: Annotated[int | None, typer.Option(
         "--pairs-per-sequence", help="Pairs per sequence. Default: data.pairs_per_sequence (180).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Parallel writer processes. Default: CPU cores.")]
     = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete existing shards in --out and start over.")]
-    = False,
+    set_: Annotated[list[str] | None, _set_option("data.pairs_per_shard=256", " of the data section")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete existing shards in --out and start over. "
+                                            "Default: off (resume what is there).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first malformed sequence instead of "
-                                         "skipping it.")] = False,
+                                         "skipping it. Default: off (skip and list it).")] = False,
     show: Annotated[Path | None, typer.Option("--show", help="Instead of preparing, draw a PNG grid of random "
-                                              "pairs from the shards in this folder.")] = None,
+                                              "pairs from the shards in this folder. Default: off.")] = None,
 ) -> None:
     """Sample template/search pairs from LaSOT, pre-crop them and write HDF5 shards (resumable)."""
     from rich.table import Table
@@ -146,7 +217,8 @@ def prepare(
     for kind, n in s.kinds.items():
         table.add_row(f"  {kind}", f"{n:,}")
     table.add_row("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)")
-    table.add_row("skipped frames", f"{len(s.skipped_frames)}")
+    table.add_row("skipped frames", f"{len(s.skipped_frames)} unreadable images, {len(s.boxless_frames)} visible "
+                  "frames without a usable box")
     table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
     table.add_row("validation sequences", f"{len(s.val_sequences)} (own shards)" if s.val_sequences
                   else "none (train holds out the last shards)")
@@ -161,27 +233,46 @@ def prepare(
 # -------------------------------------------------------------------------------------------- train
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "siamtool train configs/cpu-small.yaml   (a small recipe that trains on a laptop CPU in minutes)",
+    "siamtool train configs/base.yaml --shards /data/shards --out runs/vits16   (the GPU recipe, DINOv3 ViT-S/16)",
+    "torchrun --nproc_per_node 4 -m siamtool train configs/base.yaml   (4 GPUs)"))
 @handle_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. configs/base.yaml.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment YAML, e.g. configs/cpu-small.yaml; "
+                                           "its name names the run folder.")],
     shards: Annotated[Path, typer.Option("--shards", help="Folder of shards written by prepare.")] = Path("shards"),
     out: Annotated[Path | None, typer.Option("--out", help="Run folder. Default: runs/<config name>.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out "
                                          "(--no-resume starts over, replacing its checkpoints and log).")]
     = True,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4")] = None,
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
     from rich.table import Table
 
     from siamtool.config import load_config
+    from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
+    from siamtool.models.backbones import check_weights_available, get_spec
 
     cfg = load_config(config, set_ or [])
     run_dir = out if out is not None else Path("runs") / config.stem
+    _check_out_folder("--out", run_dir)
+    # Refuse what would fail later, before the run folder exists: an unknown backbone, damaged shards
+    # (they would fail in a DataLoader worker, with its traceback) and hub weights this machine cannot
+    # get (30 s of retries).
+    get_spec(cfg.model.backbone)
+    verify_shards(load_shard_index(shards))
+    check_weights_available(cfg.model)
     console = Console()
-    r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+    existed = run_dir.exists()
+    try:
+        r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+    except BaseException:
+        if not existed:
+            _remove_unstarted_run(run_dir)
+        raise
     if os.environ.get("RANK", "0") != "0":
         return
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -201,50 +292,68 @@ def train(
     console.print(table)
 
 
+def _remove_unstarted_run(run_dir: Path) -> None:
+    """Delete a run folder this command created when the run failed before its first checkpoint.
+
+    Nothing in it could be resumed (config.yaml, the untrained validation, an empty tb/), and an empty
+    run folder beside real ones only misleads; a folder with any checkpoint is always kept.
+    """
+    import shutil
+
+    if os.environ.get("RANK", "0") != "0" or not run_dir.is_dir():
+        return
+    if (run_dir / "best.pt").exists() or any((run_dir / "checkpoints").glob("*.pt")):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------- eval
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command, epilog=_examples(
+    "siamtool eval --split test   (after prepare and train in this folder: their LaSOT root and newest run)",
+    "siamtool eval --lasot /data/LaSOT --checkpoint runs/base/best.pt --workers 2",
+    "siamtool eval --lasot /data/LaSOT --results results/ATOM --results results/mine   (score raw results)"))
 @handle_errors
 def eval_(
-    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (annotations; images only for "
-                                               "--checkpoint/--onnx).")] = None,
+    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (annotations; images only to run a "
+                                               "tracker). Default: the root `prepare` recorded in ./shards, else "
+                                               "$SIAMTOOL_LASOT, else eval.lasot.")] = None,
     split: Annotated[str, typer.Option("--split", help="test, train, extension, all, or a file of sequence names.")]
     = "test",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker, then score it. "
-                                                    "Default (no --onnx/--results): the shipped tracker.")]
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker (a .pt or a run "
+                                                    "folder), then score it. Default: the newest run in ./runs, "
+                                                    "else the shipped tracker (when no --onnx/--results).")]
     = None,
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="Run an exported tracker (folder from export).")]
-    = None,
-    results: Annotated[list[Path] | None, typer.Option("--results", help="Score existing raw results: one folder "
-                                                       "per tracker (repeatable).")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Run an exported tracker (folder from export). "
+                                              "Default: none.")] = None,
+    results: Annotated[list[Path] | None, typer.Option("--results", metavar="DIR", help="Score existing raw "
+                                                       "results: one folder "
+                                                       "per tracker (repeatable). Default: none.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for results, plots and reports.")]
     = Path("results"),
     workers: Annotated[int, typer.Option("--workers", help="Parallel tracking processes on CPU (on CUDA: one "
                                          "process per GPU).")] = 1,
     name: Annotated[str | None, typer.Option("--name", help="Results folder name of the tracker run with "
-                                             "--checkpoint/--onnx. Default: <run folder>-<checkpoint stem>.")]
+                                             "--checkpoint/--onnx. Default: <run folder>-<checkpoint stem> "
+                                             "(siamtool-default for the shipped tracker).")]
     = None,
     report_json: Annotated[Path | None, typer.Option("--report-json", help="Write the JSON report here. Default: "
                                                      "<out>/report.json.")] = None,
     convention: Annotated[str | None, typer.Option("--convention", help="pytracking or official. Default: "
                                                    "eval.convention (pytracking).")] = None,
-    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Score only the sequences that have results.")]
-    = False,
+    skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Score only the sequences that have "
+                                               "annotations and results, and say how many. Default: off (refuse "
+                                               "an incomplete split).")] = False,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, _set_option("eval.plots=false")] = None,
 ) -> None:
     """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
-    if not results and checkpoint is None and onnx is None:
-        from siamtool.weights import default_checkpoint
-
-        checkpoint = default_checkpoint()  # nothing given: run and score the shipped tracker
-    run_tracker_first = checkpoint is not None or onnx is not None
-    if lasot is None:
-        raise SiamtoolError("--lasot ROOT is required: the LaSOT annotations to score against (images not needed)")
     from siamtool.config import load_config
     from siamtool.eval.metrics import check_convention
+    from siamtool.workspace import newest_trained_checkpoint, resolve_lasot
 
+    _check_out_folder("--out", out)
     overrides = list(set_ or [])
     if convention is not None:
         check_convention(convention)
@@ -252,6 +361,22 @@ def eval_(
     if skip_missing:
         overrides.append("eval.skip_missing=true")
     cfg = load_config(config, overrides)
+    implied = []
+    if not results and checkpoint is None and onnx is None:
+        checkpoint = newest_trained_checkpoint()
+        if checkpoint is not None:
+            implied.append(f"checkpoint {checkpoint} (the newest run in ./runs; --checkpoint to choose)")
+        else:
+            from siamtool.weights import default_checkpoint
+
+            checkpoint = default_checkpoint()
+            implied.append("the shipped default tracker (no trained run in ./runs)")
+    run_tracker_first = checkpoint is not None or onnx is not None
+    lasot, lasot_source = resolve_lasot(lasot, cfg.eval.lasot)
+    if lasot_source != "--lasot":
+        implied.insert(0, f"LaSOT root {lasot} ({lasot_source})")
+    if implied:
+        Console().print(f"eval: {'; '.join(implied)}", highlight=False, soft_wrap=True)
 
     if run_tracker_first:
         from siamtool.device import resolve_device
@@ -290,25 +415,30 @@ def eval_(
 # -------------------------------------------------------------------------------------------- track
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "siamtool track 0   (webcam: drag a box around the target, Enter to start)",
+    "siamtool track video.mp4 --checkpoint runs/base/best.pt",
+    "siamtool track video.mp4 --init 198,110,70,178 --no-show --output tracked.mp4 --save-boxes boxes.txt"))
 @handle_errors
 def track(
-    source: Annotated[str, typer.Argument(help="Camera index (0), video file, image folder or glob.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Camera index (0), video file, image folder or "
+                                          "glob ('frames/*.jpg').")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker: a .pt written by "
                                                     "`siamtool train` (or its run folder). Default: the "
                                                     "shipped tracker (see `siamtool demo`).")] = None,
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder (onnxruntime backend).")]
-    = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder (onnxruntime backend). "
+                                              "Default: none.")] = None,
     init: Annotated[str | None, typer.Option("--init", help="Initial box X,Y,W,H in pixels (0-based). Required "
                                              "headless; default: draw it with the mouse.")] = None,
-    no_show: Annotated[bool, typer.Option("--no-show", help="Run headless (no window).")] = False,
+    no_show: Annotated[bool, typer.Option("--no-show", help="Run headless (no window; needs --init). Default: off "
+                                          "(a window when a display exists).")] = False,
     output: Annotated[Path | None, typer.Option("--output", help="Write the annotated video here (.mp4: mp4v, "
-                                                ".avi: MJPG).")] = None,
+                                                ".avi: MJPG). Default: none.")] = None,
     save_boxes: Annotated[Path | None, typer.Option("--save-boxes", help="Write one line per frame here: "
-                                                    "x,y,w,h,score,lost (0-based pixels; lost is 0 or 1).")]
-    = None,
+                                                    "x,y,w,h,score,lost (0-based pixels; lost is 0 or 1). "
+                                                    "Default: none.")] = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, _set_option("track.window_influence=0.2", " of the track section")] = None,
 ) -> None:
     """Track an object interactively (draw a box; space pause, r re-select, q quit) or headless (--init)."""
     import contextlib
@@ -353,26 +483,34 @@ def track(
 # ------------------------------------------------------------------------------------------- export
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "siamtool export runs/base/best.pt --out export/base",
+    "siamtool export runs/vits16 --fp16 --set model.weights=/models/dinov3-vits16   (backbone weights on this "
+    "machine)"))
 @handle_errors
 def export(
-    checkpoint: Annotated[Path | None, typer.Argument(help="Trained tracker: a .pt written by `siamtool train` (or "
-                                                      "its run folder). Default: the shipped tracker.")] = None,
+    checkpoint: Annotated[Path | None, typer.Argument(metavar="CHECKPOINT", help="Trained tracker: a .pt written "
+                                                      "by `siamtool train` (or its run folder). Default: the shipped "
+                                                      "tracker.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for template.onnx and search.onnx.")]
     = Path("export"),
     opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (17..20). Default: export.opset (17).")]
     = None,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Also write fp16 graphs (in OUT/fp16/) for GPU runtimes.")]
-    = False,
-    tolerance: Annotated[float | None, typer.Option("--tolerance", help="Max |onnxruntime - PyTorch| allowed. "
-                                                    "Default: export.tolerance (1e-4).")] = None,
-    set_: SetOpt = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write fp16 graphs (in OUT/fp16/) for GPU runtimes. "
+                                       "Default: off.")] = False,
+    tolerance: Annotated[float | None, typer.Option("--tolerance", help="Largest onnxruntime - PyTorch difference "
+                                                    "allowed: scores absolute, boxes relative to the box size, "
+                                                    "features relative to their scale. Default: export.tolerance "
+                                                    "(1e-4).")] = None,
+    set_: Annotated[list[str] | None, _set_option("model.weights=/models/dinov3-vits16",
+                                                  " of the checkpoint's config")] = None,
 ) -> None:
     """Export the tracker to two ONNX graphs and check them against onnxruntime (exit 1 above --tolerance).
 
     --set applies to the checkpoint's config, e.g. --set model.weights=/models/dinov3-vits16 to find the
     backbone weights on this machine.
     """
+    _check_out_folder("--out", out)
     if checkpoint is None:
         from siamtool.weights import default_checkpoint
 
@@ -394,25 +532,29 @@ def export(
 # --------------------------------------------------------------------------------------------- demo
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    "siamtool demo   (render a clip, track it with the shipped tracker, score it)",
+    "siamtool demo --seed 3 --frames 600 --out demo3",
+    "siamtool demo --video walk.mp4 --init 198,110,70,178"))
 @handle_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output folder: clip.avi, groundtruth.txt, demo.mp4, "
                                       "boxes.txt, summary.json.")] = Path("siamtool-demo"),
     video: Annotated[Path | None, typer.Option("--video", help="Track this video instead of the rendered clip "
-                                               "(needs --init; no score).")] = None,
+                                               "(needs --init; no score). Default: none.")] = None,
     init: Annotated[str | None, typer.Option("--init", help="With --video: the target's box X,Y,W,H in the first "
-                                             "frame (0-based pixels).")] = None,
+                                             "frame (0-based pixels). Default: none.")] = None,
     frames: Annotated[int, typer.Option("--frames", help="Length of the rendered clip.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rendered clip (another seed, another clip).")]
     = 0,
-    avi: Annotated[bool, typer.Option("--avi", help="Write demo.avi (MJPG) instead of demo.mp4 (mp4v).")] = False,
+    avi: Annotated[bool, typer.Option("--avi", help="Write demo.avi (MJPG) instead of demo.mp4 (mp4v). "
+                                      "Default: off.")] = False,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Trained tracker .pt. Default: the "
                                                     "shipped tracker.")] = None,
-    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder instead of a checkpoint.")]
-    = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="Exported tracker folder instead of a checkpoint. "
+                                              "Default: none.")] = None,
     config: ConfigOpt = None,
-    set_: SetOpt = None,
+    set_: Annotated[list[str] | None, _set_option("track.backend=torch", " of the track section")] = None,
 ) -> None:
     """Run the shipped tracker headless on a rendered clip (or --video), write an annotated video, print the score."""
     import contextlib
@@ -423,6 +565,9 @@ def demo(
     from siamtool.config import load_config
     from siamtool.device import resolve_device
 
+    if seed < 0:
+        raise SiamtoolError(f"--seed must be >= 0, got {seed} (each seed renders another clip)")
+    _check_out_folder("--out", out)
     cfg = load_config(config, set_ or [])
     console = Console()
     with contextlib.ExitStack() as stack:

@@ -168,6 +168,9 @@ class TrackConfig:
     lost_ratio: float = 0.5
     """...but only when the score is also below lost_ratio x the score of the first tracked frame: a model
     that scores a hard-to-match target low from the start keeps tracking it instead of freezing (0 = off)."""
+    reference_rate: float = 0.0
+    """The reference score of `lost_ratio` follows the tracked frames' scores at this rate (an exponential
+    average; 0 = the first tracked frame's score for good), so a slow appearance change is not a loss."""
     search_growth: float = 1.5
     """Search window growth per lost frame (local-to-global re-detection)."""
     max_growth: float = 4.0
@@ -213,7 +216,11 @@ class EvalConfig:
     convention: str = "pytracking"
     """Metric rules: pytracking (reproduces the official toolkit's numbers) or official (MATLAB quirks)."""
     skip_missing: bool = False
+    """Score only the sequences that have annotations and results (the count is said) instead of refusing."""
     plots: bool = True
+    lasot: str | None = None
+    """LaSOT root for `eval` without --lasot, used after the root `prepare` recorded in ./shards and
+    $SIAMTOOL_LASOT (see `siamtool.workspace`)."""
 
 
 @dataclass
@@ -221,7 +228,9 @@ class ExportConfig:
     opset: int = 17
     """ONNX opset of the exported graphs (17 to 20; 17 has LayerNormalization)."""
     tolerance: float = 1e-4
-    """Largest |onnxruntime - PyTorch| accepted on fp32 template features, scores and boxes (crop px)."""
+    """Largest onnxruntime - PyTorch difference accepted on the fp32 graphs: on scores (absolute), boxes
+    (relative to the box size) and template features (relative to their scale); float32 rounding gives
+    ~1e-6, an export bug 1e-2 or more (`siamtool.export.onnx.DIFF_UNITS`)."""
     fp16: bool = False
     """Also write fp16 graphs (DIR/fp16/) for GPU runtimes; float32 inputs and outputs either way."""
 
@@ -255,10 +264,19 @@ _CHOICES = {
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs", "lr_batch",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset",
-             "online_reg", "online_sigma", "online_window", "online_memory", "online_interval", "scale_count", "cache_views"}
+             "pairs_per_sequence", "max_gap", "lr", "val_samples", "log_every", "tolerance",
+             "online_reg", "online_sigma", "online_window", "online_memory", "online_interval", "scale_count",
+             "cache_views"}
+_NON_NEGATIVE = {"seed", "workers", "shuffle_buffer", "warmup_steps", "weight_decay", "backbone_lr_mult",
+                 "grad_clip", "focal_weight", "l1_weight", "giou_weight", "unfreeze_last", "context",
+                 "shift", "scale"}
+"""Why each bound: a negative seed is refused by numpy's generators, a negative lr or weight decay by
+AdamW (with a ValueError, not a line naming the key), the rest have no meaning below zero."""
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
-                  "online_weight", "online_first_weight", "online_update_ratio", "val_sequence_fraction"}
+                  "online_weight", "online_first_weight", "online_update_ratio", "reference_rate",
+                  "val_sequence_fraction", "brightness", "contrast", "saturation"}
+_RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99)}
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -338,19 +356,34 @@ def _apply(obj: Any, values: dict[str, Any], prefix: str, source: str) -> None:
             setattr(obj, key, _coerce(value, hints[key], f"{source}: {dotted}"))
 
 
+def _leaves(obj: Any, prefix: str) -> typing.Iterator[tuple[str, str, Any]]:
+    """(dotted key, section, value) of every non-dataclass field, nested sections (train.augment) included."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", prefix.split(".")[0], value
+
+
 def _check_values(cfg: Config, source: str) -> None:
-    for section in dataclasses.fields(cfg):
-        sub = getattr(cfg, section.name)
-        for f in dataclasses.fields(sub):
-            value = getattr(sub, f.name)
-            where = f"{source}: {section.name}.{f.name}"
-            choices = _CHOICES.get((section.name, f.name))
-            if choices and value not in choices:
-                raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
-            if f.name in _POSITIVE and value is not None and value <= 0:
-                raise ConfigError(f"{where} must be > 0, got {value!r}")
-            if f.name in _PROBABILITIES and not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{where} must be between 0 and 1, got {value!r}")
+    for key, section, value in _leaves(cfg, ""):
+        name = key.rsplit(".", 1)[-1]
+        where = f"{source}: {key}"
+        choices = _CHOICES.get((section, name))
+        if choices and value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        if value is None or isinstance(value, (str, bool)):
+            continue
+        if name in _POSITIVE and value <= 0:
+            raise ConfigError(f"{where} must be > 0, got {value!r}")
+        if name in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{where} must be >= 0, got {value!r}")
+        if name in _PROBABILITIES and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where} must be between 0 and 1, got {value!r}")
+        lo_hi = _RANGES.get((section, name))
+        if lo_hi and not lo_hi[0] <= value <= lo_hi[1]:
+            raise ConfigError(f"{where} must be between {lo_hi[0]} and {lo_hi[1]}, got {value!r}")
     d = cfg.data
     mix = d.neg_same_class + d.neg_other_class + d.neg_absent
     if abs(mix - 1.0) > 1e-6:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -48,3 +49,71 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+class LockHeld(Exception):
+    """`exclusive_lock(wait=False)` found the lock taken; `holder` is what its owner wrote into it."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        super().__init__(f"{path}: held by {holder or 'another process'}")
+        self.path = path
+        self.holder = holder
+
+
+def _lock_description() -> str:
+    import socket
+    import time
+
+    return f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock across processes on `path`; the file is removed again on release.
+
+    The lock file says who holds it (pid, host, start time), so a refused second run can name its owner.
+    It is deleted on release so that locks do not pile up as empty files; a process that opened the file
+    just before it was deleted notices (the inode changed) and locks the new file instead. With
+    `wait=False` a lock held elsewhere raises `LockHeld` at once. The lock dies with its process (flock),
+    so a killed run never leaves a stale lock behind. Where the OS has no flock (Windows) there is no lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock; every output is still written atomically
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            finally:
+                os.close(fd)
+            raise LockHeld(path, holder) from None
+        except OSError as e:  # a file system without locks (some network mounts): go on unlocked
+            os.close(fd)
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            yield
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file while we waited: lock the current one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, _lock_description().encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)

@@ -71,6 +71,20 @@ def isolated_siamtool_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def empty_working_folder(tmp_path_factory, monkeypatch) -> Path:
+    """Run every test in an empty folder with no $SIAMTOOL_LASOT.
+
+    Commands look for ./shards (the LaSOT root prepare recorded) and ./runs (the newest trained
+    checkpoint) when not told (`siamtool.workspace`); the repository's own shards/ or runs/ must not
+    change what a test sees, and default outputs (results/, siamtool-demo/) must not land in the repo.
+    """
+    folder = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("SIAMTOOL_LASOT", raising=False)
+    return folder
+
+
+@pytest.fixture(autouse=True)
 def no_shipped_model(tmp_path_factory, monkeypatch):
     """Hide the shipped default checkpoint (siamtool.weights) from every test unless it asks for it.
 
@@ -105,3 +119,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):
+    """Run `python -m siamtool ARGS` in a fresh process, as a user would (DataLoader workers, real
+    stderr, Python's own warning printing), with this checkout first on the path. Returns the
+    CompletedProcess with `.output` = stdout + stderr."""
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full_env.get("PYTHONPATH", "")) if p)
+    full_env.setdefault("COLUMNS", "200")
+    r = subprocess.run([sys.executable, "-m", "siamtool", *args], capture_output=True, text=True, timeout=timeout,
+                       env=full_env, cwd=cwd)
+    r.output = r.stdout + r.stderr
+    return r
+
+
+def output_lines(text: str) -> list[str]:
+    """The non-empty lines a command printed."""
+    return [line for line in text.splitlines() if line.strip()]

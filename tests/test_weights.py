@@ -46,11 +46,38 @@ def test_resolution_order(tiny_default, tmp_path):
     assert is_default(tiny_default) and not is_default(given) and not is_default(None)
 
 
-def test_the_packaged_path_is_package_data():
-    """pyproject ships ``weights/*`` of the siamtool package: the default must live exactly there."""
-    real = weights.Path(weights.__file__).resolve().with_name(weights.DEFAULT_NAME)
-    assert real.parent.name == "weights" and real.parent.parent.name == "siamtool"
-    assert real.suffix == ".pt"
+@pytest.mark.slow
+def test_the_built_package_holds_the_default_tracker(tmp_path):
+    """Build the wheel pip would install from this tree and look inside: the checkpoint and the LaSOT lists
+    must be in it, byte for byte, and the checkpoint must load from there."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from siamtool.engine.checkpoint import load_checkpoint
+    from tests.conftest import REPO
+
+    pytest.importorskip("setuptools")  # --no-build-isolation builds with the installed setuptools (offline)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "siamtool", src / "siamtool", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("siamtool-*.whl")
+    shipped = REPO / "siamtool" / "weights" / weights.DEFAULT_NAME
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for data in ("siamtool/data/splits/frame_counts.csv", "siamtool/data/splits/attributes.csv",
+                     "siamtool/data/splits/testing_set.txt"):
+            assert data in names, data
+        inside = z.read(f"siamtool/weights/{weights.DEFAULT_NAME}")
+    assert hashlib.sha256(inside).digest() == hashlib.sha256(shipped.read_bytes()).digest()
+    (tmp_path / "installed.pt").write_bytes(inside)
+    assert load_checkpoint(tmp_path / "installed.pt")["config"]["model"]["backbone"] == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize("argv", [
@@ -99,9 +126,12 @@ def test_eval_without_a_tracker_runs_and_scores_the_default(tiny_default, synthe
     r = runner.invoke(app, ["--device", "cpu", "eval", "--lasot", str(synthetic_lasot), "--split", "all",
                             "--out", str(out), "--set", "track.backend=torch"])
     assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == "eval: the shipped default tracker (no trained run in ./runs)"
     report = json.loads((out / "report.json").read_text())
-    assert list(report["trackers"]) == ["tiny-run-tiny"]  # the default checkpoint's results folder
-    assert report["trackers"]["tiny-run-tiny"]["sequences"] == 4
+    # The shipped tracker's results folder has a name a person would pick, not weights-lite0_default.
+    assert list(report["trackers"]) == ["siamtool-default"]
+    assert report["trackers"]["siamtool-default"]["sequences"] == 4
+    assert (out / "siamtool-default" / "run.json").is_file()
 
 
 # ------------------------------------------------------------------------------ the shipped file

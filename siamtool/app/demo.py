@@ -1,8 +1,9 @@
 """`siamtool demo`: the shipped tracker on a clip any fresh install can make, scored against its ground truth.
 
 Without network and without a dataset, the one footage a new machine is guaranteed to have is what it
-can render: `synthetic.render_sequence` moves a target cut from the photos bundled with matplotlib (always
-installed; scikit-image and scikit-learn add more when present; noise textures otherwise) over a photo
+can render: `synthetic.render_sequence` moves a target cut from the photos bundled with matplotlib (a
+dependency, so always installed; never the optional extras' photos, so every install renders the same
+clip and gets the same score) over a photo
 background under a drifting camera, past look-alike distractors, behind an occluder and out of the
 frame and back. The frames are rendered from the boxes, so the ground truth is exact and the demo can
 say how well the tracker did, with the same LaSOT metrics as `siamtool eval`.
@@ -62,7 +63,8 @@ class DemoClip:
 
     def describe(self) -> str:
         occluded = int(self.absent.sum())
-        source = (f"{len(self.textures)} photos bundled with installed packages ({', '.join(self.textures[:3])}"
+        photos = "photo" if len(self.textures) == 1 else "photos"
+        source = (f"{len(self.textures)} {photos} bundled with installed packages ({', '.join(self.textures[:3])}"
                   f"{', ...' if len(self.textures) > 3 else ''})" if self.textures else "noise textures")
         return (f"rendered a {len(self.gt)}-frame {self.size[0]}x{self.size[1]} clip from {source}: a target "
                 f"moving under a drifting camera, past look-alike distractors, hidden (occluded or out of "
@@ -72,12 +74,12 @@ class DemoClip:
 def generate_clip(path: Path, frames: int = CLIP_FRAMES, size: tuple[int, int] = CLIP_SIZE,
                   seed: int = CLIP_SEED, fps: float = CLIP_FPS) -> DemoClip:
     """Render the demo clip with `synthetic.render_sequence` and write it as an MJPG .avi (atomically)."""
-    from siamtool.data.photos import bundled_photos
+    from siamtool.data.photos import ALWAYS_INSTALLED, bundled_photos
     from siamtool.data.synthetic import render_sequence
 
     if frames < 2:
         raise SiamtoolError(f"--frames {frames}: a clip needs at least 2 frames")
-    photos = bundled_photos()
+    photos = bundled_photos(ALWAYS_INSTALLED)  # not the extras': the same clip on every install
     images, boxes, occluded, out_of_view = render_sequence(np.random.default_rng(seed), frames, size,
                                                            list(photos.values()) or None)
     writer = VideoOutput(Path(path), fps, size)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from siamtool.errors import SiamtoolError
+from siamtool.images import read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -95,7 +96,7 @@ class ImageSequenceSource(FrameSource):
         while self._next < len(self.paths):
             path = self.paths[self._next]
             self._next += 1
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            frame = read_image(path)  # a truncated JPEG is skipped, not tracked half grey
             if frame is not None:
                 return frame
             self.skipped += 1

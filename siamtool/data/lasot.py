@@ -66,8 +66,25 @@ class Sequence:
 
     @property
     def usable(self) -> np.ndarray:
-        """Frames a training pair may use: visible with a positive-size box."""
-        return self.visible & (self.gt[:, 2] > 0) & (self.gt[:, 3] > 0)
+        """Frames a training pair may use: visible with a finite, positive-size box."""
+        return self.visible & ~self.boxless
+
+    @property
+    def boxless(self) -> np.ndarray:
+        """Frames whose box is NaN or has no positive size (absent or not).
+
+        One policy for every command: such a visible frame carries no box, so prepare never samples it
+        and eval scores it as the toolkits do (a failure for success and precision); both count it. Real
+        LaSOT has three (lion-5 #553, microphone-6 #1109, tiger-6 #118); NaN rows come from other datasets.
+        """
+        with np.errstate(invalid="ignore"):
+            return ~(np.isfinite(self.gt).all(axis=1) & (self.gt[:, 2] > 0) & (self.gt[:, 3] > 0))
+
+    def boxless_lines(self) -> list[str]:
+        """`groundtruth.txt:LINE: x,y,w,h` for each visible frame without a usable box (for messages)."""
+        gt_path = self.path / "groundtruth.txt"
+        return [f"{gt_path}:{i + 1}: {','.join(f'{v:g}' for v in self.gt[i])}"
+                for i in np.flatnonzero(self.visible & self.boxless)]
 
     def frame_path(self, i: int) -> Path:
         """Path of 0-based frame `i` (LaSOT names images from 00000001.jpg)."""
@@ -144,7 +161,10 @@ def load_sequence(path: str | Path, require_images: bool = True) -> Sequence:
             raise DatasetError(f"{img_dir}: {n_images} frames but {gt_path} has {n} lines")
     name = path.name
     class_name = name.rsplit("-", 1)[0] if "-" in name else path.parent.name
-    return Sequence(name, class_name, path, gt, fo, oov, n_images, load_attributes().get(name, {}))
+    # LaSOT's attributes describe LaSOT's footage: a user's own `person-2` gets none unless it also has
+    # LaSOT person-2's frame count.
+    attributes = load_attributes().get(name, {}) if lasot_frame_counts().get(name) == n else {}
+    return Sequence(name, class_name, path, gt, fo, oov, n_images, attributes)
 
 
 # ------------------------------------------------------------------------------------ splits, index
@@ -155,6 +175,14 @@ def official_split(split: str) -> tuple[str, ...]:
     """Sequence names of an official list (train 1120, test 280 in official order, extension 150)."""
     text = resources.files("siamtool.data").joinpath("splits", _SPLIT_FILES[split]).read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@cache
+def lasot_frame_counts() -> dict[str, int]:
+    """Frames per LaSOT train and test sequence (`splits/frame_counts.csv`): tells LaSOT footage from a
+    user's sequence that happens to share a LaSOT name."""
+    text = resources.files("siamtool.data").joinpath("splits", "frame_counts.csv").read_text()
+    return {r["sequence"]: int(r["n_frames"]) for r in csv.DictReader(text.splitlines())}
 
 
 @cache
@@ -207,6 +235,12 @@ class Index:
     missing: list[str]
     skipped: list[str]
     """One line per skipped sequence: the file (and line) and why."""
+    on_disk: int = 0
+    """Sequence folders found under the root, in the split or not (a split that keeps few is suspicious)."""
+
+    def boxless_lines(self) -> list[str]:
+        """Every visible frame without a usable box, over all sequences (see `Sequence.boxless`)."""
+        return [line for seq in self.sequences for line in seq.boxless_lines()]
 
 
 def index_lasot(
@@ -233,4 +267,4 @@ def index_lasot(
             skipped.append(str(e))
     if not seqs and not skipped:
         raise DatasetError(f"{root}: no sequences of split {split!r} found (expected ROOT/<class>/<seq>/groundtruth.txt)")
-    return Index(seqs, missing, skipped)
+    return Index(seqs, missing, skipped, on_disk=len(available))

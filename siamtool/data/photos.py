@@ -27,14 +27,20 @@ _PHOTOS = {
                 "data/motorcycle_left.png", "data/motorcycle_right.png", "data/hubble_deep_field.jpg",
                 "data/retina.jpg", "data/grass.png", "data/gravel.png"),
     "sklearn": ("datasets/images/china.jpg", "datasets/images/flower.jpg"),
-    "matplotlib": ("mpl-data/sample_data/grace_hopper.jpg",),
+    "matplotlib": ("mpl-data/sample_data/grace_hopper.jpg", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
 }
+ALWAYS_INSTALLED = ("matplotlib",)
+"""Packages siamtool depends on: their photos are on every install, so a clip made from them alone (the
+demo's) is the same clip everywhere, whatever extras are installed."""
 
 
-def bundled_photos() -> dict[str, np.ndarray]:
-    """name -> BGR image for every bundled photo found; packages that are not installed are skipped."""
+def bundled_photos(packages: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """name -> BGR image for every bundled photo found (of `packages`, default all); packages that are not
+    installed are skipped."""
     found = {}
     for package, files in _PHOTOS.items():
+        if packages is not None and package not in packages:
+            continue
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             continue

@@ -18,6 +18,7 @@ that cannot be read are skipped with the pairs that need them, counted and liste
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import multiprocessing as mp
@@ -55,10 +56,12 @@ from siamtool.data.shards import (
     write_shard,
 )
 from siamtool.errors import ConfigError, SiamtoolError
-from siamtool.fileio import write_json_atomic
+from siamtool.fileio import LockHeld, exclusive_lock, write_json_atomic
 from siamtool.geometry import REDUCED_FLAGS, CropWindow, crop, reduced_decode_factor
 
 PLAN_NAME = "prepare.json"
+LOCK_NAME = ".prepare.lock"
+"""Held while a prepare run owns the folder (says who); removed when the run ends."""
 """The fingerprint of the run that owns an output folder (resume and changed-config detection)."""
 
 BYTES_PER_CROP_PIXEL = 0.25
@@ -349,6 +352,8 @@ class PrepareSummary:
     timing: Timing
     val_sequences: list[str] = field(default_factory=list)
     """Sequences written to validation shards only (`data.val_sequences` / `val_sequence_fraction`)."""
+    boxless_frames: list[str] = field(default_factory=list)
+    """`groundtruth.txt:LINE: x,y,w,h` of visible frames with no usable box (never sampled)."""
 
     @property
     def bytes_per_pair(self) -> float:
@@ -417,12 +422,48 @@ def estimate_bytes(pairs: int, data: DataConfig) -> int:
     return int(pairs * (px * BYTES_PER_CROP_PIXEL + 512))
 
 
+def format_bytes(n: float) -> str:
+    """A byte count in the unit that keeps two significant digits visible: 812 kB, 34.5 MB, 1.2 GB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
 def check_disk_space(out: Path, pairs: int, data: DataConfig) -> None:
     need = estimate_bytes(pairs, data)
     free = shutil.disk_usage(out).free
     if free < need:
-        raise SiamtoolError(f"{out}: about {need / 1e9:.1f} GB needed for {pairs} pairs but only "
-                            f"{free / 1e9:.1f} GB free; free some space or choose another --out")
+        raise SiamtoolError(f"{out}: about {format_bytes(need)} needed for {pairs} pairs but only "
+                            f"{format_bytes(free)} free; free some space or choose another --out")
+
+
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also from HDF5, whose OSError keeps the errno only in its text on some builds."""
+    return isinstance(e, OSError) and (e.errno in _DISK_FULL or "No space left on device" in str(e)
+                                       or "Disk quota exceeded" in str(e) or "errno = 28," in str(e))
+
+
+def _disk_full_error(out: Path, chunks: list[list[PairSpec]], data: DataConfig) -> SiamtoolError:
+    """The one line for a full disk: where, what is kept, what is still needed, and how to go on."""
+    left = [i for i in range(len(chunks)) if not (out / shard_name(i)).is_file()]
+    done = [i for i in range(len(chunks)) if i not in left]
+    left_pairs = sum(len(chunks[i]) for i in left)
+    need = estimate_bytes(left_pairs, data)
+    if done:  # what the finished shards actually took per pair beats the estimate (q100 JPEGs exceed it)
+        per_pair = sum((out / shard_name(i)).stat().st_size for i in done) / max(1, sum(len(chunks[i]) for i in done))
+        need = max(need, int(per_pair * left_pairs))
+    try:
+        free = format_bytes(shutil.disk_usage(out).free)
+    except OSError:
+        free = "?"
+    return SiamtoolError(
+        f"{out}: disk full ({free} free); about {format_bytes(need)} more is needed for the {len(left)} "
+        f"shard(s) still to write; the {len(chunks) - len(left)} complete shard(s) are kept: free some space "
+        "(or choose another --out) and run the same command again to resume")
 
 
 def prepare_shards(
@@ -444,7 +485,16 @@ def prepare_shards(
         console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
     if index.missing:
         console.print(f"[yellow]{len(index.missing)} sequence(s) of split {split!r} not under {root}[/] "
-                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False)
+                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False, soft_wrap=True)
+    kept = len(index.sequences) + len(index.skipped)
+    if split != "all" and kept * 2 < index.on_disk:
+        console.print(f"[yellow]warning:[/] split {split!r} keeps {kept} of the {index.on_disk} sequences under "
+                      f"{root} (the others are not in it); pass --split all to use every sequence there",
+                      highlight=False, soft_wrap=True)
+    boxless = index.boxless_lines()
+    if boxless:
+        console.print(f"[yellow]warning:[/] {len(boxless)} visible frame(s) have no usable ground-truth box (NaN "
+                      f"or a size <= 0) and are never sampled, e.g. {boxless[0]}", highlight=False, soft_wrap=True)
     train_seqs, val_seqs = split_sequences(index.sequences, data, root)
     sampled = sample_pairs(train_seqs, data)
     val_sampled = sample_pairs(val_seqs, data) if val_seqs else None
@@ -462,10 +512,26 @@ def prepare_shards(
 
     if out.exists() and not out.is_dir():
         raise SiamtoolError(f"--out {out}: exists and is not a folder; choose a folder for the shards")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / LOCK_NAME, wait=False):
+            summary = _write(out, cfg, root, split, index, sampled, val_sampled, val_seqs, fingerprint, workers,
+                             overwrite, console, max_decode_factor, start)
+    except LockHeld as e:
+        raise SiamtoolError(f"--out {out}: another `siamtool prepare` is writing there ({e.holder or 'pid unknown'});"
+                            " wait for it to finish, or choose another --out") from None
+    summary.boxless_frames = boxless
+    return summary
+
+
+def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: Any, val_sampled: Any,
+           val_seqs: list[Any], fingerprint: dict[str, Any], workers: int, overwrite: bool, console: Console,
+           max_decode_factor: int, start: float) -> PrepareSummary:
+    """The part of `prepare_shards` that owns `out` (run under its lock): check, resume, write, index."""
+    data = cfg.data
     if overwrite:
         for p in _own_files(out):
             p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     plan_path = out / PLAN_NAME
     if plan_path.is_file():
         try:
@@ -506,9 +572,6 @@ def prepare_shards(
         check_disk_space(out, remaining, data)
         # Readers must never see an index for a folder that is missing shards.
         (out / INDEX_NAME).unlink(missing_ok=True)
-    write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": total_pairs})
-    if not (out / CONFIG_NAME).is_file():
-        cfg.save(out / CONFIG_NAME)
 
     attrs = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "siamtool_version": __version__,
              "source_root": str(root)}
@@ -521,6 +584,9 @@ def prepare_shards(
     done_pairs = sum(len(chunks[i]) for i in present)
     t_write = time.perf_counter()
     try:
+        write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": total_pairs})
+        if not (out / CONFIG_NAME).is_file():
+            cfg.save(out / CONFIG_NAME)
         with Progress(*columns, console=console, transient=False, disable=not todo) as bar:
             job = bar.add_task("pairs", total=total_pairs, completed=done_pairs)
             # closing(): on Ctrl-C the pool is terminated *before* its temp files are removed.
@@ -528,13 +594,15 @@ def prepare_shards(
                 for result in results:
                     timing.add(result.timing)
                     made += result.pairs
-    except BaseException:
+        now = time.perf_counter()
+        skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
+        return _finish(out, cfg, root, split, chunks, splits, index, skipped, made, now - start, now - t_write,
+                       timing, len(present), sorted(s.name for s in val_seqs))
+    except BaseException as e:
         _remove_temps(out)
+        if _is_disk_full(e):
+            raise _disk_full_error(out, chunks, data) from None
         raise
-    now = time.perf_counter()
-    skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
-    return _finish(out, cfg, root, split, chunks, splits, index, skipped, made, now - start, now - t_write,
-                   timing, len(present), sorted(s.name for s in val_seqs))
 
 
 def split_sequences(sequences: list[Any], data: DataConfig, root: Path) -> tuple[list[Any], list[Any]]:

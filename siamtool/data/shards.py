@@ -261,6 +261,37 @@ def _runs(rows: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+def verify_shards(index: ShardIndex) -> None:
+    """Open every shard of `index` in this process and check it holds the pairs the index lists.
+
+    Training reads shards in DataLoader worker processes, where a damaged file surfaces as a worker
+    traceback after the run folder exists; checking first turns a truncated, emptied or foreign file into
+    one line naming it. Cheap: metadata, the `kind` column and the first and last pair of each shard.
+    """
+    for path, listed in index.shards:
+        try:
+            with ShardReader(path) as reader:
+                f = reader._h5()
+                missing = [name for name in DATASETS if name not in f]
+                if missing:
+                    raise DatasetError(f"{path}: not a complete shard (no {', '.join(missing)})")
+                lengths = {name: int(f[name].shape[0]) for name in DATASETS}
+                if set(lengths.values()) != {listed}:
+                    raise DatasetError(f"{path}: holds {max(lengths.values())} pairs, {index.root / INDEX_NAME} "
+                                       f"lists {listed}")
+                if listed:
+                    reader.read_many([0, listed - 1])
+        except DatasetError as e:
+            if "siamtool prepare" in str(e):
+                raise
+            raise DatasetError(f"{e}; rerun the same `siamtool prepare` command (it rewrites damaged shards), "
+                               "or prepare into a new folder") from None
+        except Exception as e:  # noqa: BLE001 - HDF5 reports damage as OSError, KeyError, ValueError...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise DatasetError(f"{path}: damaged shard ({first}); rerun the same `siamtool prepare` command (it "
+                               "rewrites damaged shards), or prepare into a new folder") from None
+
+
 def _text(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 

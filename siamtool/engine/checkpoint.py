@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +64,51 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = checkpoint_path(path)
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
+    _check_archive(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle of foreign classes, not a torch file...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise SiamtoolError(f"{path}: not a readable siamtool checkpoint ({first})") from None
+        raise SiamtoolError(f"{path}: not a readable siamtool checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SiamtoolError(f"{path}: not a siamtool checkpoint (written by something else); pass a file from "
                             f"a `siamtool train` run folder, e.g. runs/NAME/best.pt")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise SiamtoolError(f"{path}: checkpoint format {ckpt['format_version']} is newer than this siamtool "
                             f"({FORMAT_VERSION}); upgrade siamtool")
+    _check_finite(path, ckpt.get("model"))
     return ckpt
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse a file that is not a torch zip archive, or whose bytes do not match their CRC-32.
+
+    torch.load does not verify the CRCs its own writer stores, so flipped bytes inside a tensor load
+    silently as wrong (often NaN) weights; zipfile checks every member (about 1 GB/s, a few ms for a
+    tracker checkpoint) and names the damaged one.
+    """
+    if not zipfile.is_zipfile(path):
+        raise SiamtoolError(f"{path}: not a readable siamtool checkpoint (not a PyTorch zip archive, or cut "
+                            "short); pass a .pt written by `siamtool train`, e.g. runs/NAME/best.pt")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        bad = bad.split("/", 1)[-1] if bad else None  # the archive folder is a temp name; data/N is the tensor
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        bad = f"archive structure ({e})"
+    if bad is not None:
+        raise SiamtoolError(f"{path}: checkpoint is corrupt (checksum mismatch in {bad}); copy it again or use "
+                            "another one, e.g. an earlier runs/NAME/checkpoints/step-*.pt")
+
+
+def _check_finite(path: Path, state: Any) -> None:
+    """Refuse weights holding NaN or inf (a diverged run saved them): every result would be garbage."""
+    if not isinstance(state, dict):
+        return
+    for name, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise SiamtoolError(f"{path}: weight {name!r} holds NaN or inf values (training diverged or the file "
+                                "is damaged); use another checkpoint, e.g. an earlier runs/NAME/checkpoints/step-*.pt")
 
 
 def checkpoint_config(ckpt: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "checkpoint"

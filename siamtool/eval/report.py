@@ -72,11 +72,11 @@ def _scores(c: Curves) -> dict[str, float | None]:
 
 
 def check_annotations(index: Index, split: str, skip_missing: bool, warn: Callable[[str], None]) -> None:
-    """The split must be complete unless skip_missing; malformed annotations count as missing."""
-    for seq in index.sequences:
-        nan_rows = np.isnan(seq.gt).any(axis=1)
-        if nan_rows.any():
-            raise DatasetError(f"{seq.path / 'groundtruth.txt'}:{int(np.argmax(nan_rows)) + 1}: NaN in the ground truth")
+    """The split must be complete unless skip_missing; malformed annotations count as missing.
+
+    A visible frame whose box is NaN or has no positive size is not malformed: it is scored as the
+    toolkits score LaSOT's own three such frames, and `evaluate_results` counts it in a warning.
+    """
     # A skipped line reads "<file in the sequence folder>[:line]: why".
     gone = index.missing + [Path(line.split(":", 1)[0]).parent.name for line in index.skipped]
     if not gone:
@@ -137,6 +137,23 @@ def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: s
     }
 
 
+def _attribute_coverage(sequences: list[Sequence]) -> dict[str, Any]:
+    """Which scored sequences carry LaSOT attributes, and which LaSOT-named ones were refused them.
+
+    A sequence gets LaSOT's attributes only when its name and frame count are LaSOT's (`load_sequence`):
+    a user's own `person-2` is other footage, and LaSOT person-2's 14 flags would misfile its score.
+    """
+    from siamtool.data.lasot import lasot_frame_counts
+
+    counts = lasot_frame_counts()
+    foreign = [s for s in sequences if not s.attributes and s.name in counts]
+    return {
+        "sequences": sum(1 for s in sequences if s.attributes),
+        "left_out": [s.name for s in sequences if not s.attributes],
+        "not_lasot_footage": {s.name: {"frames": s.n_frames, "lasot_frames": counts[s.name]} for s in foreign},
+    }
+
+
 def evaluate_results(
     results: Mapping[str, str | Path],
     index: Index,
@@ -168,6 +185,10 @@ def evaluate_results(
             warnings.warn(message, EvalWarning, stacklevel=3)
 
     check_annotations(index, split, skip_missing, warn)
+    boxless = index.boxless_lines()
+    if boxless:
+        warn(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0), e.g. "
+             f"{boxless[0]}: scored as failures for success and precision, as the LaSOT toolkits do")
     sequences = list(index.sequences)
     loaded = _load_all({k: Path(v) for k, v in results.items()}, sequences, convention, console)
 
@@ -194,6 +215,7 @@ def evaluate_results(
         "convention": convention,
         "split": split,
         "siamtool_version": __version__,
+        "attributes": _attribute_coverage(scored),
     }
     if report_path is None and out_dir is not None:
         report_path = Path(out_dir) / REPORT_FILE
@@ -298,3 +320,23 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     attrs = attribute_table(report)
     if attrs is not None:
         console.print(attrs)
+    note = attribute_note(report)
+    if note:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def attribute_note(report: dict[str, Any]) -> str | None:
+    """One line on the sequences the per-attribute table leaves out (None when it covers them all)."""
+    cov = report.get("attributes") or {}
+    covered, left, foreign = cov.get("sequences", 0), cov.get("left_out") or [], cov.get("not_lasot_footage") or {}
+    if not left or (not covered and not foreign):
+        return None  # every sequence is covered, or none claims to be LaSOT: nothing to explain
+    why = ""
+    if foreign:
+        name, n = next(iter(foreign.items()))
+        why = (f"; {len(foreign)} share a LaSOT name but not its frame count (e.g. {name}: {n['frames']} frames, "
+               f"LaSOT's has {n['lasot_frames']}), so LaSOT's attributes do not describe them")
+    if not covered:
+        return f"no per-attribute table: none of the {len(left)} sequences is LaSOT footage{why}"
+    return (f"the per-attribute table covers {covered} of {covered + len(left)} sequences; {len(left)} are not "
+            f"LaSOT footage and are left out ({_listed(left)}){why}")

@@ -46,6 +46,7 @@ from siamtool.device import available_cores
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import write_json_atomic, write_text_atomic
 from siamtool.geometry import from_lasot, to_lasot
+from siamtool.images import read_image
 
 FRAMES_DIR = "frames"
 RUN_FILE = "run.json"
@@ -98,7 +99,8 @@ class SequenceOutcome:
     """Frames after the first that were tracked (corrupt frames excluded)."""
     track_time: float = 0.0
     corrupt: list[int] = field(default_factory=list)
-    """1-based numbers of frames that could not be decoded (previous box kept, lost=1, score 0)."""
+    """1-based numbers of frames that could not be decoded, truncated JPEGs included (`images.read_image`):
+    previous box kept, lost=1, score 0."""
     lost: int = 0
     error: str | None = None
     """Why the sequence produced no result (e.g. an unreadable first frame)."""
@@ -112,7 +114,7 @@ def track_sequence(tracker: Any, seq: Sequence, tracker_dir: Path,
     if not (init[2] > 0 and init[3] > 0):
         out.error = f"{seq.path / 'groundtruth.txt'}:1: the first box has no size, cannot initialise"
         return out
-    first = cv2.imread(str(seq.frame_path(0)), cv2.IMREAD_COLOR)
+    first = read_image(seq.frame_path(0))
     if first is None:
         out.error = f"{seq.frame_path(0)}: first frame unreadable, cannot initialise"
         return out
@@ -123,7 +125,7 @@ def track_sequence(tracker: Any, seq: Sequence, tracker_dir: Path,
     rows[0] = (1, tracker.init_time_s * 1e3, 1.0, 0)
     box = init
     for i in range(1, seq.n_frames):
-        frame = cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR)
+        frame = read_image(seq.frame_path(i))
         if frame is None:
             out.corrupt.append(i + 1)
             rows[i] = (i + 1, 0.0, 0.0, 1)

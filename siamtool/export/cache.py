@@ -8,21 +8,24 @@ onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on C
 The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
 ``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
 edited checkpoint gets a new export. Parallel eval workers share one export (a file lock serialises
-the first export). An export that fails its check is not used: tracking falls back to PyTorch.
+the first export; the lock file is removed afterwards). An export that fails its check is not used:
+tracking falls back to PyTorch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
+from siamtool.fileio import exclusive_lock
 
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -59,23 +62,6 @@ def cache_key(checkpoint_file: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` across processes where the OS offers one (POSIX); else no lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: two first runs at once just both export; files are written atomically
-        yield
-        return
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callable[[str], None] | None = None):
     """An `OnnxBackend` over the checked ONNX export of `checkpoint` in the cache, exporting it on first use.
 
@@ -83,7 +69,7 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
     cache folder that does not load (interrupted, corrupt, another format) is exported again.
     `say(line)` reports the one-off export (default: a line on stderr).
     """
-    from siamtool.engine.checkpoint import checkpoint_path
+    from siamtool.engine.checkpoint import checkpoint_path, load_checkpoint
     from siamtool.export.onnx import export_checkpoint
     from siamtool.tracking.onnx_backend import OnnxBackend
 
@@ -91,14 +77,20 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     folder = cache_root() / "onnx" / cache_key(path)
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with exclusive_lock(folder.parent / f".{folder.name}.lock"):
         if folder.is_dir():
             with contextlib.suppress(SiamtoolError):
                 return OnnxBackend.from_dir(folder, device)[0]
+        # A corrupt or foreign checkpoint fails here, in one line, before the export is announced.
+        load_checkpoint(path)
         report = say or (lambda line: print(line, file=sys.stderr, flush=True))
         report(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, into "
                f"{folder} (--set track.backend=torch skips this)")
         result = export_checkpoint(path, folder, fp16=False)
+        if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
+            # NaN or inf from the model itself, not an export problem: PyTorch would track with it too.
+            raise SiamtoolError(f"{path}: the model outputs NaN or inf (corrupt weights?); use another "
+                                "checkpoint, e.g. an earlier runs/NAME/checkpoints/step-*.pt")
         if not result.passed:
             report(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
                    f"tracking with PyTorch instead")

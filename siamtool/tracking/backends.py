@@ -108,6 +108,10 @@ def merge_tracking_config(trained: Config, user: Config) -> Config:
     return merged
 
 
+DEFAULT_TRACKER_NAME = "siamtool-default"
+"""Results-folder name of the tracker shipped in the package."""
+
+
 def require_tracker(checkpoint: Path | None, onnx: Path | None) -> None:
     """Commands call this before slow work so a missing --checkpoint fails at once."""
     if checkpoint is None and onnx is None:
@@ -118,7 +122,14 @@ def require_tracker(checkpoint: Path | None, onnx: Path | None) -> None:
 
 
 def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
-    """A short name for results folders: `<run folder>-<checkpoint stem>`, or the export folder's name."""
+    """A short name for results folders: `<run folder>-<checkpoint stem>`, or the export folder's name.
+
+    The shipped tracker is `siamtool-default` (its file path would give `weights-lite0_default`).
+    """
+    from siamtool.weights import is_default
+
+    if is_default(checkpoint):
+        return DEFAULT_TRACKER_NAME
     if checkpoint is not None:
         p = Path(checkpoint).resolve()
         return p.name if p.is_dir() else f"{p.parent.name}-{p.stem}"

@@ -1,20 +1,27 @@
 """The one Tracker: eval, the interactive app and the ONNX runtime all track through this class.
 
 Per sequence: `initialize(frame, box)` crops the template (geometry.template_window, the training
-geometry) and caches its features. Per frame, `track(frame)`:
+geometry) and caches its features; with `track.online` it also fits the online target model
+(`siamtool.tracking.online`) on the first frame's search crop and three augmented copies of it. Per
+frame, `track(frame)`:
 
 1. crops the search window around the previous box (geometry.search_window, same context and sizes
    as training; `growth` x larger while the target is lost);
-2. runs one search forward of the backend, which returns the decoded score map and per-cell boxes;
-3. picks a cell by SiamRPN-style post-processing (`select_candidate`): the score is multiplied by a
-   penalty on scale and aspect change relative to the previous box, then blended with a Hann window
-   that favours small motion; the centre comes from the box head at that cell (sub-cell precision);
-4. updates the state: centre moves to the prediction, size moves towards the prediction by a learning
-   rate `size_lr x penalty x score` (a confident, plausible box changes the size more), the box is
-   clipped to the frame and kept >= `min_size`;
-5. if the raw score at the chosen cell is below `lost_threshold` and below `lost_ratio` x the score of
-   the first tracked frame (a per-target calibration: a model whose scores shift down on unfamiliar
-   footage would otherwise call a visible target lost from frame 2 on), the target is reported lost: the box
+2. runs one search forward of the backend, which returns the decoded score map, per-cell boxes and
+   the crop's backbone features; the online correlation filter's response to those features is fused
+   with the score map, ``(1 - online_weight) x heatmap + online_weight x filter response``;
+3. picks a cell by SiamRPN-style post-processing (`select_candidate`): the fused score is multiplied by
+   a penalty on scale and aspect change relative to the previous box, then blended with a Hann window
+   that favours small motion; the centre comes from the box head at that cell and the filter's
+   sub-cell peak next to it, mixed by the same weight;
+4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
+   (``track.scale: dsst``) or moves towards the box head's prediction by `size_lr x penalty x score`
+   (``head``); the box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a
+   confident frame becomes a sample of the online models (bounded memory, first frame kept);
+5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
+   score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
+   model whose scores shift down on unfamiliar footage would otherwise call a visible target lost from
+   frame 2 on), the target is reported lost: the box
    stays where it was and the next search window grows by `search_growth` per frame up to
    `max_growth` (local-to-global re-detection, DaSiamRPN); the cosine window is weakened by the same
    factor so a detection far from the last position can win. After the widest window the cycle starts
@@ -297,6 +304,8 @@ class Tracker:
             self.reference_score = cand.score
         threshold = min(t.lost_threshold, t.lost_ratio * self.reference_score) if t.lost_ratio > 0 else t.lost_threshold
         lost = cand.score < threshold
+        if not lost and t.reference_rate > 0:
+            self.reference_score += t.reference_rate * (cand.score - self.reference_score)
         if lost:
             # Keep the last confident box; widen the next search step by step, then start over.
             self.growth = 1.0 if growth >= t.max_growth else min(growth * t.search_growth, t.max_growth)

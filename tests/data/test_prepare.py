@@ -323,7 +323,7 @@ def test_disk_space_is_checked_before_starting(synthetic_lasot, tmp_path, monkey
         free = 10_000
 
     monkeypatch.setattr(prep.shutil, "disk_usage", lambda _: Usage())
-    with pytest.raises(SiamtoolError, match=r"GB needed for 96 pairs"):
+    with pytest.raises(SiamtoolError, match=r"about \d+\.\d MB needed for 96 pairs but only 10.0 kB free"):
         run(synthetic_lasot, tmp_path / "out", workers=1)
     assert not list((tmp_path / "out").glob("shard-*"))
 

@@ -139,10 +139,32 @@ def test_load_shard_index_errors(tmp_path):
         load_shard_index(tmp_path)
 
 
-def test_unreadable_shard_is_one_line(tmp_path):
-    (tmp_path / "s.h5").write_bytes(b"not hdf5")
-    with pytest.raises(DatasetError, match="cannot open shard"):
-        len(ShardReader(tmp_path / "s.h5"))
+@pytest.mark.parametrize("damage", ["truncated", "emptied", "not hdf5"])
+def test_damaged_shard_given_to_train_is_one_line_and_leaves_no_run_folder(damage, synthetic_shards, tmp_path):
+    """`siamtool train` with DataLoader worker processes, as a user runs it, on a damaged shard: one line
+    naming the shard and what to do, exit 2, no worker traceback, no run folder, no other file touched."""
+    import shutil
+
+    from tests.conftest import output_lines, run_cli, tiny_config
+
+    shards = tmp_path / "shards"
+    shutil.copytree(synthetic_shards, shards)
+    victim = shards / "shard-00003.h5"
+    kept = {p.name: p.read_bytes() for p in shards.iterdir() if p != victim}
+    if damage == "truncated":
+        os.truncate(victim, victim.stat().st_size // 2)
+    else:
+        victim.write_bytes(b"" if damage == "emptied" else b"not hdf5 at all")
+    cfg = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=2", "train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8",
+                "train.val_samples=8").save(cfg)
+    r = run_cli("--device", "cpu", "train", str(cfg), "--shards", str(shards), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2, r.output
+    lines = output_lines(r.output)
+    assert len(lines) == 1, r.output
+    assert lines[0].startswith("error:") and str(victim) in lines[0] and "siamtool prepare" in lines[0]
+    assert not (tmp_path / "run").exists()
+    assert {p.name: p.read_bytes() for p in shards.iterdir() if p != victim} == kept
 
 
 @pytest.mark.parametrize("margin", [1.0, 1.5, 1.33])

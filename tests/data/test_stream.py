@@ -364,13 +364,51 @@ def test_workers_start_explicitly_forked(synthetic_shards):
     assert build_loader(synthetic_shards, cfg_(), "cpu", "val", workers=2).dataloader.persistent_workers
 
 
-def test_gpu_decode_probe_runs_cleanly(caplog):
-    """The nvjpeg probe decodes a real JPEG; on a CPU device it answers False without an error path."""
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the nvjpeg probe is about a CUDA device")
+def test_gpu_decode_probe_agrees_with_decoding_real_crops_on_cuda(synthetic_shards):
+    """On CUDA the probe answers True exactly when nvjpeg turns real stored crops into the CPU decoder's pixels."""
+    from siamtool.data import stream
+
+    device = torch.device("cuda")
+    stream._GPU_DECODE.pop(str(device), None)
+    works = stream.gpu_decode_works(device)
+    path, _ = load_shard_index(synthetic_shards).shards[0]
+    with ShardReader(path) as r:
+        pairs = r.read_many(range(4))
+    size = int(cv2.imdecode(pairs[0].search_jpeg, cv2.IMREAD_COLOR).shape[0])
+    data = [torch.from_numpy(p.search_jpeg) for p in pairs]
+    cpu = stream.decode_jpegs(data, size, "cpu")
+    try:
+        gpu = stream.decode_jpegs(data, size, device)
+    except RuntimeError:
+        gpu = [None] * len(data)
+    decoded = all(g is not None and g.device.type == "cuda" for g in gpu)
+    assert works == decoded
+    if works:  # nvjpeg's IDCT may round differently from libjpeg-turbo by a few levels, never more
+        for g, c in zip(gpu, cpu):
+            assert (g.cpu().int() - c.int()).abs().max() <= 8
+
+
+def test_gpu_decode_probe_says_no_where_the_gpu_cannot_decode(monkeypatch, caplog):
+    """No CUDA device: False without a warning. A CUDA device whose decoder fails: False, warned once, cached."""
     from siamtool.data import stream
 
     stream._GPU_DECODE.pop("cpu", None)
     assert stream.gpu_decode_works(torch.device("cpu")) is False
     assert "not available" not in caplog.text
+
+    def broken(data, size, device="cpu"):
+        raise RuntimeError("nvjpeg is not part of this torchvision build")
+
+    monkeypatch.setattr(stream, "decode_jpegs", broken)
+    gpu = torch.device("cuda", 7)
+    stream._GPU_DECODE.pop(str(gpu), None)
+    try:
+        assert stream.gpu_decode_works(gpu) is False
+        assert stream.gpu_decode_works(gpu) is False
+        assert caplog.text.count("not available") == 1 and "nvjpeg is not part" in caplog.text
+    finally:
+        stream._GPU_DECODE.pop(str(gpu), None)
 
 
 # ------------------------------------------------------------------------------------ refusals

@@ -40,8 +40,12 @@ def test_atom_matches_the_published_numbers():
 
 def test_hand_computed_report_and_schema(tiny):
     out = tiny["tmp"] / "out"
-    report = evaluate_results({"good": tiny["good"]}, _index(tiny), out_dir=out, split="tiny")
-    assert set(report) == {"trackers", "convention", "split", "siamtool_version"}
+    index = _index(tiny)
+    for seq in index.sequences:  # as if this were LaSOT's footage (load_sequence checks the frame count)
+        seq.attributes = load_attributes()[seq.name]
+    report = evaluate_results({"good": tiny["good"]}, index, out_dir=out, split="tiny")
+    assert set(report) == {"trackers", "convention", "split", "siamtool_version", "attributes"}
+    assert report["attributes"] == {"sequences": 2, "left_out": [], "not_lasot_footage": {}}
     assert report["convention"] == "pytracking" and report["split"] == "tiny"
     t = report["trackers"]["good"]
     assert set(t) == {"success_auc", "precision_20", "norm_precision_20", "sequences", "success_curve",

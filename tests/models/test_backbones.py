@@ -223,6 +223,7 @@ def test_pretrained_dinov3_loads_in_float32_local_rank_zero_first(name, cls, mon
         raise OSError("offline")  # a load that fails still passes the barrier, so no rank hangs
 
     monkeypatch.setattr(real, "from_pretrained", staticmethod(fake_from_pretrained))
+    monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda: 2)
     monkeypatch.setattr(dist, "barrier", lambda: events.append("barrier"))
