@@ -8,7 +8,10 @@ sequences only (the ones the training config holds out with `data.val_sequences`
     python benchmarks/tune_tracking.py --lasot ../shared/data/train_real \\
         --sequences person-103 car-109 ... --grid track.online_weight=0,0.5,1 track.scale=dsst,head
 
-Prints one line per setting, best last; `--json FILE` writes all of them.
+Prints one line per setting, best last; `--json FILE` writes all of them. `--apply FILE` writes a copy of
+the checkpoint whose config carries the best setting (`track:`), which `track`/`eval`/`export` then use.
+`--curve RUN_DIR` instead scores every step checkpoint of a training run with one setting: validation
+AUC against pairs seen (the learning curve of MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--grid", nargs="*", default=[], help="KEY=V1,V2,... axes of the grid (track.* keys)")
     ap.add_argument("--threads", type=int, default=2, help="threads (default 2)")
     ap.add_argument("--json", type=Path, help="write every setting's scores here")
+    ap.add_argument("--apply", type=Path, help="write the checkpoint with the best setting in its config here")
+    ap.add_argument("--curve", type=Path, help="a training run folder: score each of its step checkpoints")
     return ap.parse_args(argv)
 
 
@@ -77,8 +82,8 @@ def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float, float]:
     return preds, frames_done / max(elapsed, 1e-9), lost / max(frames_done, 1)
 
 
-def backend_for(args: argparse.Namespace):
-    ckpt = args.checkpoint or default_checkpoint()
+def backend_for(args: argparse.Namespace, ckpt: Path | None = None):
+    ckpt = ckpt or args.checkpoint or default_checkpoint()
     if args.backend == "onnx":
         from siamtool.export.cache import cached_onnx_backend
 
@@ -87,36 +92,63 @@ def backend_for(args: argparse.Namespace):
     return TorchBackend.from_checkpoint(ckpt, "cpu")
 
 
+def score(backend, trained, combo, data) -> dict:
+    """Track every sequence with the checkpoint's config plus the `combo` of (key, value) overrides."""
+    cfg = config_from_dict(trained.to_dict(), "checkpoint")
+    for key, value in combo:
+        keys, parsed = parse_override(f"{key}={value}")
+        setattr(getattr(cfg, keys[0]), keys[1], parsed)
+    start = time.perf_counter()
+    preds, fps, lost = track_all(Tracker(backend, cfg), data)
+    curves = batch_curves(preds, [d[2] for d in data], [d[3] for d in data])
+    per_seq = curves.success.mean(axis=1) * 100
+    return {"setting": dict(combo), "auc": float(per_seq.mean()),
+            "per_sequence": {d[0]: round(float(a), 1) for d, a in zip(data, per_seq)},
+            "fps": fps, "lost": lost, "seconds": time.perf_counter() - start, "config": cfg}
+
+
+def apply_setting(checkpoint: Path, cfg, out: Path) -> None:
+    """A copy of `checkpoint` whose stored config has `cfg.track` (atomic write)."""
+    from siamtool.engine.checkpoint import load_checkpoint
+    from siamtool.fileio import atomic_path
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["config"]["track"] = cfg.to_dict()["track"]
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    backend, trained = backend_for(args)
     data = load_frames(args.lasot, args.sequences)
     axes = []
     for item in args.grid:
         key, values = item.split("=", 1)
         axes.append([(key, v) for v in values.split(",")])
+    if args.curve is not None:
+        combo = [axis[0] for axis in axes]
+        for ckpt in sorted((args.curve / "checkpoints").glob("step-*.pt")):
+            backend, trained = backend_for(args, ckpt)
+            step = int(ckpt.stem.split("-")[1])
+            row = score(backend, trained, combo, data)
+            print(f"step {step:6d}  pairs seen {step * trained.train.batch_size:8d}  AUC {row['auc']:5.1f}", flush=True)
+        return
+    backend, trained = backend_for(args)
     results = []
     for combo in itertools.product(*axes) if axes else [()]:
-        cfg = config_from_dict(trained.to_dict(), "checkpoint")
-        for key, value in combo:
-            keys, parsed = parse_override(f"{key}={value}")
-            setattr(getattr(cfg, keys[0]), keys[1], parsed)
-        start = time.perf_counter()
-        preds, fps, lost = track_all(Tracker(backend, cfg), data)
-        curves = batch_curves(preds, [d[2] for d in data], [d[3] for d in data])
-        per_seq = curves.success.mean(axis=1) * 100
-        row = {"setting": dict(combo), "auc": float(per_seq.mean()),
-               "per_sequence": {d[0]: round(float(a), 1) for d, a in zip(data, per_seq)},
-               "fps": fps, "lost": lost, "seconds": time.perf_counter() - start}
+        row = score(backend, trained, combo, data)
         results.append(row)
-        print(f"AUC {row['auc']:5.1f}  fps {fps:6.1f}  lost {lost:4.0%}  {row['setting']}  {row['per_sequence']}",
-              flush=True)
+        print(f"AUC {row['auc']:5.1f}  fps {row['fps']:6.1f}  lost {row['lost']:4.0%}  {row['setting']}  "
+              f"{row['per_sequence']}", flush=True)
     best = max(results, key=lambda r: r["auc"])
     print(f"best: AUC {best['auc']:.1f} with {best['setting']}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        args.json.write_text(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in results], indent=1))
+    if args.apply:
+        apply_setting(args.checkpoint or default_checkpoint(), best["config"], args.apply)
+        print(f"wrote {args.apply} with track settings {best['setting']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""train.feature_cache: the cached features are the backbone's features of the very crops the streaming
+loader renders (jitter included), the cache resumes and notices a changed setting, and training on it
+runs the same neck and heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from siamtool.data.feature_cache import (
+    BackboneRunner,
+    build_feature_cache,
+    cache_dir,
+    cached_loader_factory,
+    load_views,
+    view_file,
+    walk_views,
+)
+from siamtool.data.shards import load_shard_index
+from siamtool.data.stream import split_parts
+from siamtool.models import build_model
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def cfg():
+    return tiny_config("train.feature_cache=true", "train.cache_views=2", "train.batch_size=8",
+                       "train.samples_per_epoch=32", "train.val_samples=16", "train.val_fraction=0.25")
+
+
+def test_views_are_jittered_like_training_and_differ_per_view(synthetic_shards, cfg):
+    index = load_shard_index(synthetic_shards)
+    train, _ = split_parts(index.shards, cfg.train.val_fraction, index.splits)
+    a = next(walk_views(index, train[:1], cfg, view=0, jitter=True, batch_size=8))
+    b = next(walk_views(index, train[:1], cfg, view=1, jitter=True, batch_size=8))
+    again = next(walk_views(index, train[:1], cfg, view=0, jitter=True, batch_size=8))
+    assert a[0].shape == (8, 3, 32, 32) and a[1].shape == (8, 3, 64, 64)
+    assert torch.equal(a[1], again[1]) and np.array_equal(a[2], again[2])  # deterministic per view
+    assert not np.allclose(a[2], b[2])  # another view: another shift/scale of the search window
+    centres = a[2][:, :2] + a[2][:, 2:] / 2
+    assert np.abs(centres - 32).max() > 2  # the target is not always in the middle: no centre bias
+
+
+def test_cache_holds_the_backbone_features_resumes_and_rebuilds(synthetic_shards, cfg, tmp_path):
+    model = build_model(cfg)
+    first = build_feature_cache(synthetic_shards, cfg, model)
+    assert first.built == 3  # 2 training views + 1 validation view
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 0  # resumed: everything current
+    directory = cache_dir(synthetic_shards, cfg)
+    data = load_views([view_file(directory, "train", 0)])
+    index = load_shard_index(synthetic_shards)
+    train, _ = split_parts(index.shards, cfg.train.val_fraction, index.splits)
+    z, x, box, kind = next(walk_views(index, train, cfg, view=0, jitter=True))
+    with torch.no_grad():
+        ref = model.backbone(x[:4]).numpy()
+    np.testing.assert_allclose(data["search"][:4].astype(np.float32), ref, rtol=0.01, atol=0.02)
+    np.testing.assert_array_equal(data["search_box"][:4], box[:4])
+    # Another jitter setting: the views are stale and built again.
+    cfg.train.augment.shift = 1.0
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+
+
+def test_backbone_runner_matches_pytorch(cfg):
+    model = build_model(cfg)
+    x = torch.rand(3, 3, 64, 64) * 255
+    runner = BackboneRunner(model.backbone, torch.device("cpu"), threads=1)
+    try:
+        got = runner(x)
+    finally:
+        runner.close()
+    with torch.no_grad():
+        ref = model.backbone(x).numpy()
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), ref, rtol=0.01, atol=0.02)
+
+
+def test_the_model_gives_the_same_outputs_on_features_as_on_images(cfg):
+    model = build_model(cfg)
+    z, x = torch.rand(2, 3, 32, 32) * 255, torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        heat, box = model(z, x)
+        heat_f, box_f = model(model.backbone(z), model.backbone(x))
+    torch.testing.assert_close(heat, heat_f)
+    torch.testing.assert_close(box, box_f)
+
+
+def test_cached_loader_epochs_and_exact_resume(synthetic_shards, cfg):
+    build_feature_cache(synthetic_shards, cfg, build_model(cfg))
+    make = cached_loader_factory(synthetic_shards, cfg, torch.device("cpu"))
+    full = list(make("train", 0, 0, 1, 0))
+    assert len(full) == 4 and all(len(b) == 8 for b in full)
+    resumed = list(make("train", 0, 0, 1, 2))
+    assert torch.equal(resumed[0].search, full[2].search)  # start_batch skips exactly
+    other = list(make("train", 1, 0, 1, 0))
+    assert not torch.equal(other[0].search, full[0].search)  # a new epoch, a new order
+    ranks = [list(make("train", 0, r, 2, 0)) for r in (0, 1)]
+    assert sum(len(b) for r in ranks for b in r) == 32
+    val = list(make("val", 0, 0, 1, 0))
+    assert sum(len(b) for b in val) == 16
+
+
+def test_train_with_the_feature_cache(synthetic_shards, cfg, tmp_path):
+    from siamtool.engine.trainer import train
+
+    cfg.train.epochs = 1
+    result = train(cfg, synthetic_shards, tmp_path / "run", device="cpu")
+    assert result.step == 4 and result.best_path is not None
+    assert (cache_dir(synthetic_shards, cfg) / "val-view00.h5").is_file()
