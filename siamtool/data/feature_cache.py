@@ -255,16 +255,18 @@ def load_views(files: list[Path]) -> dict[str, np.ndarray]:
 class CachedLoader:
     """The batches of one rank over cached features, under the trainer's `LoaderFactory` contract.
 
-    Training: an endless stream of full batches from this rank's batch `start_batch` on, counted from the
-    start of training (epochs are pair counts, see trainer.py): item j of rank r's batch b is item
-    ``g = (b * world_size + r) * batch_size + j`` of the concatenated passes over all views, pass p a
-    permutation seeded by (train.seed, p), so every view comes once per pass and a resume is exact.
-    Validation walks the validation view in order, `train.val_samples` items.
+    Training: full batches from this rank's batch `start_batch` on, counted from the start of training
+    (epochs are pair counts, see trainer.py), to the end of the epoch that batch is in (the trainer asks
+    again for the next one, so `list()` of a call is one epoch or what is left of it): item j of rank r's
+    batch b is item ``g = (b * world_size + r) * batch_size + j`` of the concatenated passes over all
+    views, pass p a permutation seeded by (train.seed, p), so every view comes once per pass and a resume
+    is exact on any epoch boundary. Validation walks the validation view in order, `train.val_samples`
+    items.
     """
 
     def __init__(self, data: dict[str, np.ndarray], cfg: Config, split: str, epoch: int, rank: int,
                  world_size: int, start_batch: int, device: torch.device) -> None:
-        del epoch  # training is one stream across epochs; validation is the same every epoch
+        del epoch  # the position says which epoch; validation is the same every epoch
         self.n = len(data["kind"])
         self.data = data
         self.device = device
@@ -272,18 +274,21 @@ class CachedLoader:
         self.split = split
         self.seed = cfg.train.seed
         self.rank, self.world_size, self.start = rank, world_size, start_batch
+        rank_batch = self.batch_size * world_size
+        epoch_of_start = start_batch * rank_batch // cfg.train.samples_per_epoch
+        self.stop = max(start_batch + 1, math.ceil((epoch_of_start + 1) * cfg.train.samples_per_epoch / rank_batch))
         self.order = (np.arange(self.n)[rank::world_size][: math.ceil(cfg.train.val_samples / world_size)]
                       if split != "train" else np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         if self.split == "train":
-            raise TypeError("the training stream is endless")
+            return self.stop - self.start
         return math.ceil(len(self.order) / self.batch_size)
 
     def _train_batches(self) -> Iterator[np.ndarray]:
         perms: dict[int, np.ndarray] = {}
         b = self.start
-        while True:
+        while b < self.stop:
             g = (b * self.world_size + self.rank) * self.batch_size + np.arange(self.batch_size)
             passes, at = g // self.n, g % self.n
             for p in set(passes.tolist()) - set(perms):
