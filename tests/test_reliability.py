@@ -400,7 +400,7 @@ def test_demo_counts_one_photo_in_the_singular(tiny_checkpoint, monkeypatch, tmp
     if not real:
         pytest.skip("no bundled photos installed")
     name = sorted(real)[0]
-    monkeypatch.setattr(photos, "bundled_photos", lambda: {name: real[name]})
+    monkeypatch.setattr(photos, "bundled_photos", lambda packages=None: {name: real[name]})
     monkeypatch.setattr(siamtool.weights, "DEFAULT_CHECKPOINT", tiny_checkpoint)
     r = runner.invoke(app, ["--device", "cpu", "demo", "--out", str(tmp_path / "demo"), "--frames", "4", "--set",
                             "track.backend=torch"])

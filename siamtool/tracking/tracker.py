@@ -236,25 +236,22 @@ class Tracker:
         a mirrored, a blurred and a half-cell-shifted copy (appearance changes the first frame lacks)."""
         if not getattr(self.backend, "returns_features", False):
             return None  # a backend without search features: offline heads only
+        def features_of(crop_bgr: np.ndarray) -> np.ndarray:
+            out = self.backend.search(np.ascontiguousarray(crop_bgr[..., ::-1]), self.features)
+            return np.asarray(out[2], dtype=np.float32)
+
         window = self.next_window()
         crop = crop_like_prepare(frame, window)
-        out = self.backend.search(np.ascontiguousarray(crop[..., ::-1]), self.features)
-        feats = np.asarray(out[2], dtype=np.float32)
-        self._cells = feats.shape[-1]
+        feats = features_of(crop)
+        self._cells = n = feats.shape[-1]
         cell = self._target_cell(window, self.center)
         samples = [(feats, cell)]
         if self.cfg.track.online_augment:
-            n = self._cells
-            flipped = np.ascontiguousarray(crop[:, ::-1, ::-1])
-            samples.append((self.backend.search(flipped, self.features)[2], (cell[0], n - 1 - cell[1])))
-            blurred = cv2.GaussianBlur(crop, (0, 0), 2.0)
-            samples.append((self.backend.search(np.ascontiguousarray(blurred[..., ::-1]), self.features)[2], cell))
-            half = 0.5 * self.cfg.data.search_size / n
-            shifted = crop_like_prepare(frame, CropWindow(window.cx + half / window.scale,
-                                                          window.cy + half / window.scale, window.side,
-                                                          window.out_size))
-            samples.append((self.backend.search(np.ascontiguousarray(shifted[..., ::-1]), self.features)[2],
-                            (cell[0] - 0.5, cell[1] - 0.5)))
+            half = 0.5 / window.scale * self.cfg.data.search_size / n  # half a cell, in frame pixels
+            shifted = CropWindow(window.cx + half, window.cy + half, window.side, window.out_size)
+            samples += [(features_of(crop[:, ::-1]), (cell[0], n - 1 - cell[1])),  # mirrored
+                        (features_of(cv2.GaussianBlur(crop, (0, 0), 2.0)), cell),  # motion/defocus blur
+                        (features_of(crop_like_prepare(frame, shifted)), (cell[0] - 0.5, cell[1] - 0.5))]
         online = OnlineTarget(self.cfg.track)
         online.start(samples, self._size_cells(window), self._grey(frame), self.center, self.size)
         return online
