@@ -211,6 +211,32 @@ def bench(root: Path, label: str, pairs_per_sequence: int, repeats: int, work: P
     }
 
 
+def decode_floor(root: Path, frames: int = 30, repeats: int = 7) -> list[str]:
+    """ms of CPU per frame to decode `frames` frames of `root` at 1/1..1/8, OpenCV vs simplejpeg (best of
+    `repeats`). libjpeg-turbo Huffman-decodes every coefficient at every scale; at 1/8 only the DC term
+    goes through the IDCT, so that row is about the entropy-decoding floor no reduction can go below."""
+    from siamtool.geometry import REDUCED_FLAGS
+    from siamtool.images import decode_reduced
+
+    files = sorted(root.glob("*/*/img/*.jpg"))
+    data = [f.read_bytes() for f in files[:: max(1, len(files) // frames)][:frames]]
+    rows = ["| scale | OpenCV imdecode (BGR) ms | simplejpeg (BGRX) ms | OpenCV / simplejpeg |", "|---|---|---|---|"]
+    for k in (1, 2, 4, 8):
+        best = {}
+        for name, fn in (("opencv", lambda d, k=k: cv2.imdecode(np.frombuffer(d, np.uint8), REDUCED_FLAGS[k])),
+                         ("simplejpeg", lambda d, k=k: decode_reduced(d, k))):
+            times = []
+            for _ in range(repeats):
+                c0 = time.process_time()
+                for d in data:
+                    fn(d)
+                times.append((time.process_time() - c0) / len(data) * 1e3)
+            best[name] = min(times)
+        rows.append(f"| 1/{k} | {best['opencv']:.2f} | {best['simplejpeg']:.2f} | "
+                    f"{best['opencv'] / best['simplejpeg']:.2f}x |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lasot", type=Path, default=REPO.parent / "shared" / "data" / "real_lasot")
@@ -255,6 +281,9 @@ def main() -> None:
         raw = ", ".join(f"{k} {v / 1e3:.0f} kB" for k, v in r["raw"].items())
         print(f"{r['label']}: prepare 1w time: {st}; naive: {nst}; decode factors {r['factors']}; "
               f"without JPEG: {raw} per pair")
+    if not args.no_hires:
+        print(f"\nDecode cost per frame, {sets[-1][1]} (CPU ms, best of 7):\n")
+        print("\n".join(decode_floor(sets[-1][0])))
     print(f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"(2 CPUs; > ~1.5 means other jobs competed)")
 
