@@ -43,6 +43,7 @@ except ImportError:  # pragma: no cover - a dependency of siamtool, absent only 
 DECODERS = ("auto", "opencv")
 """`decode_reduced`'s choices: auto (simplejpeg when it can decode the file, else OpenCV), opencv (always)."""
 
+
 def _exif_orientation(data: bytes) -> int:
     """The Exif orientation tag of a JPEG's header: 1 (upright) without one, 0 when the header is not understood.
 

@@ -156,8 +156,9 @@ def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarra
     BORDER_REPLICATE take a slow per-pixel path (a window 3x the frame: 1.3-2.0 ms instead of 0.4).
     So only the part of the frame the windows cover is converted to BGRA (imencode writes the same
     JPEG bytes for BGRA as for BGR; a BGRX decode is used as it is), and it is padded with replicated
-    edges only where a window leaves the frame. The crops equal those of the whole frame: replicate padding is what BORDER_REPLICATE
-    samples, and inside the frame no window reads beyond the region (+1 px for bilinear taps).
+    edges only where a window leaves the frame. The crops equal those of the whole frame: replicate
+    padding is what BORDER_REPLICATE samples, and inside the frame no window reads beyond the region
+    (+1 px for bilinear taps).
     """
     h, w = img.shape[:2]
     x_lo = math.floor(min(win.x0 for win in windows)) - 1
