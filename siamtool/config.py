@@ -114,12 +114,19 @@ class TrainConfig:
     lr: float = 4e-4
     backbone_lr_mult: float = 0.1
     weight_decay: float = 1e-4
+    lr_batch: int | None = None
+    """Global batch (pairs per optimizer step over all ranks, x accumulate) at which `lr` applies; any other
+    global batch G trains at lr x sqrt(G / lr_batch) (the square-root rule for Adam-type optimizers).
+    null = one process's batch (batch_size x accumulate): `lr` is what a single process uses."""
     warmup_steps: int = 500
+    """Linear warm-up, in optimizer steps of `lr_batch` pairs: it lasts warmup_steps x lr_batch pairs on any
+    number of GPUs (the schedule is a function of pairs seen, not of steps)."""
     grad_clip: float = 1.0
     amp: str = "auto"
-    """Mixed precision: auto (bf16 on CUDA where supported, else fp16 on CUDA, off on CPU), bf16, fp16, off."""
-    compile: bool = False
-    """torch.compile the trainable part."""
+    """Mixed precision: auto (bf16 on GPUs with native bf16, else fp16 on CUDA, off on CPU), bf16, fp16, off."""
+    compile: bool | None = None
+    """torch.compile the model and the loss: null = on CUDA (an eager step launches ~2,200 ops, more host
+    time than a GPU step), off on CPU (minutes of C++ builds for little gain)."""
     accumulate: int = 1
     """Gradient accumulation steps."""
     workers: int = 4
@@ -256,7 +263,7 @@ _CHOICES = {
     ("track", "backend"): ("auto", "torch", "onnx", "opencv"),
     ("track", "scale"): ("dsst", "head"),
 }
-_POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs",
+_POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs", "lr_batch",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset",
              "pairs_per_sequence", "max_gap", "lr", "val_samples", "log_every", "tolerance",
              "online_reg", "online_sigma", "online_window", "online_memory", "online_interval", "scale_count",

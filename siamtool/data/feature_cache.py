@@ -253,35 +253,57 @@ def load_views(files: list[Path]) -> dict[str, np.ndarray]:
 
 
 class CachedLoader:
-    """One epoch of one rank over cached features: the `PairLoader` interface (len, iteration of `Batch`).
+    """The batches of one rank over cached features, under the trainer's `LoaderFactory` contract.
 
-    Training draws `train.samples_per_epoch` items per epoch from a permutation of all views, seeded by
-    (train.seed, epoch), dealt round-robin to the ranks; `start_batch` skips batches for an exact resume.
-    Validation walks the validation view in order, `train.val_samples` items.
+    Training: full batches from this rank's batch `start_batch` on, counted from the start of training
+    (epochs are pair counts, see trainer.py), to the end of the epoch that batch is in (the trainer asks
+    again for the next one, so `list()` of a call is one epoch or what is left of it): item j of rank r's
+    batch b is item ``g = (b * world_size + r) * batch_size + j`` of the concatenated passes over all
+    views, pass p a permutation seeded by (train.seed, p), so every view comes once per pass and a resume
+    is exact on any epoch boundary. Validation walks the validation view in order, `train.val_samples`
+    items.
     """
 
     def __init__(self, data: dict[str, np.ndarray], cfg: Config, split: str, epoch: int, rank: int,
                  world_size: int, start_batch: int, device: torch.device) -> None:
-        n = len(data["kind"])
+        del epoch  # the position says which epoch; validation is the same every epoch
+        self.n = len(data["kind"])
         self.data = data
         self.device = device
         self.batch_size = cfg.train.batch_size
-        if split == "train":
-            per_rank = math.ceil(cfg.train.samples_per_epoch / world_size)
-            rng = np.random.default_rng([cfg.train.seed, epoch, 0xCAC4E])
-            reps = math.ceil(per_rank * world_size / n)
-            order = np.concatenate([rng.permutation(n) for _ in range(reps)])[rank::world_size][:per_rank]
-            self.order = order[start_batch * self.batch_size:]
-        else:
-            self.order = np.arange(n)[rank::world_size][: math.ceil(cfg.train.val_samples / world_size)]
+        self.split = split
+        self.seed = cfg.train.seed
+        self.rank, self.world_size, self.start = rank, world_size, start_batch
+        rank_batch = self.batch_size * world_size
+        epoch_of_start = start_batch * rank_batch // cfg.train.samples_per_epoch
+        self.stop = max(start_batch + 1, math.ceil((epoch_of_start + 1) * cfg.train.samples_per_epoch / rank_batch))
+        self.order = (np.arange(self.n)[rank::world_size][: math.ceil(cfg.train.val_samples / world_size)]
+                      if split != "train" else np.zeros(0, np.int64))
 
     def __len__(self) -> int:
+        if self.split == "train":
+            return self.stop - self.start
         return math.ceil(len(self.order) / self.batch_size)
+
+    def _train_batches(self) -> Iterator[np.ndarray]:
+        perms: dict[int, np.ndarray] = {}
+        b = self.start
+        while b < self.stop:
+            g = (b * self.world_size + self.rank) * self.batch_size + np.arange(self.batch_size)
+            passes, at = g // self.n, g % self.n
+            for p in set(passes.tolist()) - set(perms):
+                perms[p] = np.random.default_rng([self.seed, p, 0xCAC4E]).permutation(self.n)
+            yield np.array([perms[p][i] for p, i in zip(passes.tolist(), at.tolist())])
+            for p in [p for p in perms if p < passes.min()]:
+                del perms[p]
+            b += 1
 
     def __iter__(self) -> Iterator[Batch]:
         pin = self.device.type == "cuda"
-        for i in range(0, len(self.order), self.batch_size):
-            idx = np.sort(self.order[i:i + self.batch_size])
+        batches = (self._train_batches() if self.split == "train"
+                   else (self.order[i:i + self.batch_size] for i in range(0, len(self.order), self.batch_size)))
+        for order in batches:
+            idx = np.sort(order)
             t = {k: torch.from_numpy(self.data[k][idx]) for k in ("template", "search", "search_box", "kind")}
             if pin:
                 t = {k: v.pin_memory() for k, v in t.items()}

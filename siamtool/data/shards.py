@@ -53,6 +53,9 @@ KIND_NAMES: dict[int, str] = {
 _VLEN_U8 = h5py.vlen_dtype(np.uint8)
 _STR = h5py.string_dtype("utf-8")
 DATASETS = ("template", "search", "template_box", "search_box", "kind", "sequence", "search_sequence", "frames")
+TRAIN_COLUMNS = ("template", "search", "template_box", "search_box", "kind")
+"""What training reads: the two string columns and the frame numbers are for people and tools (about 15 %
+of a block's read time, benchmarks/data_pipeline.py), never for the loss."""
 
 
 def search_crop_size(data: DataConfig) -> int:
@@ -187,9 +190,8 @@ class ShardReader:
         idx = [i % n for i in idx]
         if not idx:
             return []
-        f = self._h5()
         order = sorted(set(idx))
-        cols = {name: f[name][order] for name in DATASETS}
+        cols = self.read_columns(order, DATASETS)
         where = {i: k for k, i in enumerate(order)}
         out = []
         for i in idx:
@@ -206,6 +208,36 @@ class ShardReader:
             ))
         return out
 
+    def read_rows(self, lo: int, hi: int, columns: Sequence[str] = TRAIN_COLUMNS) -> dict[str, np.ndarray]:
+        """Columns of the contiguous rows ``lo:hi``, one slice read per column (the training stream's read)."""
+        n = len(self)
+        if not 0 <= lo <= hi <= n:
+            raise IndexError(f"rows {lo}:{hi} out of range for {self.path} ({n} pairs)")
+        f = self._h5()
+        return {name: f[name][lo:hi] for name in columns}
+
+    def read_columns(self, rows: Sequence[int], columns: Sequence[str] = TRAIN_COLUMNS) -> dict[str, np.ndarray]:
+        """Columns of the sorted, distinct, in-range `rows` (row k of each array is ``rows[k]``).
+
+        h5py's list indexing costs 1.2-2.9x a slice of the same rows (benchmarks/data_pipeline.py), so
+        rows are read as slices: one covering slice when the rows are dense in it (the extra rows cost
+        less than more calls), else one slice per run of consecutive rows, else (many scattered rows) one
+        list read.
+        """
+        if not rows:
+            f = self._h5()
+            return {name: f[name][0:0] for name in columns}
+        lo, hi = rows[0], rows[-1] + 1
+        if hi - lo <= 2 * len(rows) + 8:
+            block = self.read_rows(lo, hi, columns)
+            pick = np.asarray(rows, dtype=np.int64) - lo
+            return {name: v[pick] for name, v in block.items()}
+        runs = _runs(rows)
+        f = self._h5()
+        if len(runs) <= 8:
+            return {name: np.concatenate([f[name][a:b] for a, b in runs]) for name in columns}
+        return {name: f[name][list(rows)] for name in columns}
+
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
@@ -216,6 +248,17 @@ class ShardReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _runs(rows: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted distinct rows -> [(lo, hi), ...] runs of consecutive rows."""
+    out: list[tuple[int, int]] = []
+    for r in rows:
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0], r + 1)
+        else:
+            out.append((r, r + 1))
+    return out
 
 
 def verify_shards(index: ShardIndex) -> None:

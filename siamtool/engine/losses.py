@@ -43,17 +43,23 @@ def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
     return torch.cat([b[..., :2] - b[..., 2:] / 2, b[..., :2] + b[..., 2:] / 2], dim=-1)
 
 
+def _area(wh: torch.Tensor) -> torch.Tensor:
+    """w * h of (..., 2) sizes. Not `prod(-1)`: its backward looks for zeros with a data-dependent branch,
+    which on a GPU is a host synchronisation in every training step (three per step here)."""
+    return wh[..., 0] * wh[..., 1]
+
+
 def generalized_iou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
     """(GIoU, IoU) of matching cx,cy,w,h boxes (..., 4)."""
     a, b = cxcywh_to_xyxy(a), cxcywh_to_xyxy(b)
     lt = torch.maximum(a[..., :2], b[..., :2])
     rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    inter = _area((rb - lt).clamp(min=0))
+    area_a = _area((a[..., 2:] - a[..., :2]).clamp(min=0))
+    area_b = _area((b[..., 2:] - b[..., :2]).clamp(min=0))
     union = area_a + area_b - inter
     iou = inter / (union + eps)
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    hull = _area((torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0))
     return iou - (hull - union) / (hull + eps), iou
 
 

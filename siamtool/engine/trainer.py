@@ -1,21 +1,32 @@
-"""The training loop: one code path from a laptop CPU to `torchrun` on GPUs.
+"""The training loop: one code path from a laptop CPU to `torchrun` on GPUs (docs/training.md).
 
-* AdamW (no decay on norms/biases), linear warmup + cosine decay per optimizer step, gradient clipping,
-  gradient accumulation, AMP (bf16 where supported, fp16 with a GradScaler otherwise), optional
-  `torch.compile`; single process by default, DDP when launched by `torchrun` (NCCL on CUDA, gloo on CPU).
+* AdamW (fused; no decay on norms/biases), linear warm-up + cosine decay as a function of the pairs seen,
+  gradient clipping, gradient accumulation, AMP (bf16 on GPUs with native bf16, fp16 with a GradScaler
+  otherwise), `torch.compile` of the model and the loss on CUDA; single process by default, DDP when
+  launched by `torchrun` (NCCL on CUDA, gloo on CPU).
+* The step never waits for the device: loss terms and gradient norms stay on the device and are read
+  back every `train.log_every` steps; a non-finite gradient skips its update on the device (the fused
+  optimizer's found_inf); the next batch is decoded and cropped by the loader's background thread. Every
+  training batch has `train.batch_size` pairs, so compiled graphs are built once.
+* Position = pairs seen (`samples`, over all ranks). The step, the epoch, the position in the epoch, the
+  learning rate and its warm-up all derive from it, so a run resumed on another number of processes keeps
+  its schedule. The learning-rate rule for a global batch G (pairs per optimizer step, all ranks):
+  ``lr(G) = train.lr * sqrt(G / train.lr_batch)``, warm-up over ``train.warmup_steps * train.lr_batch``
+  pairs, cosine to 1 % of the peak at ``train.epochs * train.samples_per_epoch`` pairs.
 * Run folder: ``config.yaml`` (resolved), ``log.jsonl`` (one record per log step and per validation),
   ``tb/`` (TensorBoard scalars, when tensorboard is installed), ``checkpoints/step-*.pt`` (every
   `train.checkpoint_every` steps and at each epoch end, last `train.keep_last` kept) and ``best.pt``
   (highest validation IoU: what `track`, `eval` and `export` take).
-* Exact resume: a checkpoint holds the trainable weights, config, optimizer, scheduler, scaler, step,
-  position in the epoch, RNG states and the log length. The data stream replays an epoch from any batch
-  (`build_loader(start_batch=...)`) and dropout is seeded from (seed, step, micro-batch, rank), so a
-  killed-and-resumed run retraces the uninterrupted one. Ctrl-C saves a checkpoint before exiting.
+* Exact resume: a checkpoint holds the trainable weights, config, optimizer, scaler, step, pairs seen,
+  RNG states and the log length. The data stream restarts at any batch (`build_loader(start_batch=...)`)
+  and dropout is seeded from (seed, step, micro-batch, rank), so a killed-and-resumed run retraces the
+  uninterrupted one. Ctrl-C saves a checkpoint before exiting.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -23,7 +34,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from siamtool.config import Config
+from siamtool.config import Config, TrainConfig
 from siamtool.device import resolve_device
 from siamtool.engine.checkpoint import (
     latest_checkpoint,
@@ -44,14 +55,23 @@ from siamtool.engine.checkpoint import (
 from siamtool.engine.labels import make_targets
 from siamtool.engine.losses import tracking_loss
 from siamtool.engine.validation import validate
-from siamtool.errors import ConfigError
+from siamtool.errors import ConfigError, DatasetError
 from siamtool.fileio import write_text_atomic
 from siamtool.models.backbones import get_spec
 from siamtool.models.siamese import SiamTracker, build_model
 
 LoaderFactory = Callable[..., Iterable[Any]]
-"""(split, epoch, rank, world_size, start_batch) -> iterable of `siamtool.data.stream.Batch`."""
-StepHook = Callable[[int, dict[str, float]], None]
+"""``make(split, epoch, rank, world_size, start_batch)`` -> iterable of `siamtool.data.stream.Batch`.
+
+"val": the validation batches of this rank (the same every epoch). "train": this rank's training batches
+from its batch `start_batch` on, counted from the start of training across epochs (the trainer passes
+``samples_seen // (batch_size * world_size)``), every batch `train.batch_size` pairs. A training iterable
+may be endless (the shard stream is: one iterable serves every epoch) or end anywhere: the trainer then
+asks again from where it stopped. A factory with a ``close()`` method is closed when training ends."""
+StepHook = Callable[[int, dict[str, torch.Tensor]], None]
+"""``on_step(step, losses)`` after every optimizer step; `losses` are that step's 0-d device tensors
+(reading one synchronises with the device)."""
+LOSS_TERMS = ("loss", "loss_heat", "loss_l1", "loss_giou")
 
 
 @dataclass
@@ -76,35 +96,97 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def batches_per_epoch(cfg: Config, world_size: int) -> int:
-    """Batches one rank gets per epoch (the stream's rule, see `siamtool.data.stream`)."""
-    return math.ceil(math.ceil(cfg.train.samples_per_epoch / world_size) / cfg.train.batch_size)
+def global_batch(cfg: Config, world_size: int) -> int:
+    """Pairs per optimizer step over all ranks: batch_size (per rank) x world_size x accumulate."""
+    return cfg.train.batch_size * world_size * cfg.train.accumulate
+
+
+def lr_reference_batch(cfg: Config) -> int:
+    """The global batch at which `train.lr` applies (`train.lr_batch`, default one process's batch)."""
+    return cfg.train.lr_batch or cfg.train.batch_size * cfg.train.accumulate
+
+
+def lr_scale(cfg: Config, world_size: int) -> float:
+    """The learning-rate rule: peak lr = train.lr x sqrt(global batch / lr_batch).
+
+    Square-root scaling keeps the update noise of Adam-type optimizers constant (Malladi et al., "On the
+    SDEs and Scaling Rules for Adaptive Gradient Algorithms", 2022); linear scaling, the rule for SGD,
+    overshoots with AdamW at 8 GPUs x 256 pairs (32x the reference batch of 64 would be 32x the lr).
+    """
+    return math.sqrt(global_batch(cfg, world_size) / lr_reference_batch(cfg))
+
+
+def warmup_samples(cfg: Config) -> int:
+    """Warm-up length in pairs: train.warmup_steps steps of lr_batch pairs, whatever the world size."""
+    return cfg.train.warmup_steps * lr_reference_batch(cfg)
+
+
+def total_samples(cfg: Config) -> int:
+    return cfg.train.epochs * cfg.train.samples_per_epoch
 
 
 def steps_per_epoch(cfg: Config, world_size: int) -> int:
-    return math.ceil(batches_per_epoch(cfg, world_size) / cfg.train.accumulate)
+    """Optimizer steps of the first epoch: ceil(samples_per_epoch / global batch). Epochs are counted in
+    pairs and the stream never restarts, so a later epoch may take one step fewer."""
+    return math.ceil(cfg.train.samples_per_epoch / global_batch(cfg, world_size))
 
 
-def lr_factor(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
-    """Linear warmup to 1 over `warmup` steps, then cosine decay to `floor` at `total`."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+def batches_per_epoch(cfg: Config, world_size: int) -> int:
+    """Batches one rank gets in the first epoch (every batch has train.batch_size pairs)."""
+    return steps_per_epoch(cfg, world_size) * cfg.train.accumulate
+
+
+def lr_schedule(samples: int, batch: int, warmup: int, total: int, floor: float = 0.01) -> float:
+    """Learning-rate factor of the step that starts after `samples` pairs and trains on `batch` more.
+
+    Linear warm-up to 1 over `warmup` pairs (the step ending at pair `samples + batch` gets
+    ``(samples + batch) / warmup``), then cosine decay to `floor` at `total` pairs.
+    """
+    if warmup > 0 and samples < warmup:
+        return min(1.0, (samples + batch) / warmup)
+    progress = min(1.0, (samples - warmup) / max(1, total - warmup))
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def lr_factor(step: int, warmup: int, total: int, floor: float = 0.01) -> float:
+    """`lr_schedule` counted in steps: linear warmup to 1 over `warmup` steps, cosine to `floor` at `total`."""
+    return lr_schedule(step, 1, warmup, total, floor)
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """Refuse an impossible train.amp without touching the GPU (before the distributed set-up)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs CUDA; on CPU use bf16 or off")
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively (sm_80+). `torch.cuda.is_bf16_supported()` also counts
+    emulation by default, which makes V100s and T4s run emulated (slow) bf16 instead of fp16."""
+    with torch.cuda.device(device):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.3 has no including_emulation (and counts no emulation)
+            return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """train.amp -> autocast dtype (None = full precision)."""
+    """train.amp -> autocast dtype (None = full precision). On CUDA, call it after `init_distributed` has
+    set this rank's device: the probe opens a context on the device it asks about."""
+    check_amp(amp, device)
     if amp == "off":
         return None
     if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = cuda_bf16_native(device)
         if amp == "bf16" and not bf16:
-            raise ConfigError(f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or auto")
+            raise ConfigError(f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no native bf16; use "
+                              "fp16 or auto")
         return torch.bfloat16 if amp == "bf16" or (amp == "auto" and bf16) else torch.float16
-    if amp == "fp16":
-        raise ConfigError("train.amp=fp16 needs CUDA; on CPU use bf16 or off")
     return torch.bfloat16 if amp == "bf16" else None
+
+
+def resolve_compile(cfg: Config, device: torch.device) -> bool:
+    """train.compile, with null meaning: on CUDA, off elsewhere."""
+    return cfg.train.compile if cfg.train.compile is not None else device.type == "cuda"
 
 
 def _rng_state() -> dict[str, Any]:
@@ -157,8 +239,21 @@ class DistInfo:
         return self.rank == 0
 
 
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+"""DDP without a buffer broadcast before each forward (torch 2.14 renamed the option; the new one still
+syncs once at start-up, which constants survive)."""
+_INIT_TAKES_DEVICE_ID = "device_id" in inspect.signature(dist.init_process_group).parameters
+"""torch >= 2.3."""
+
+
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
-    """DDP when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU; else single process."""
+    """DDP when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU; else single process.
+
+    On CUDA the rank's device is set before anything touches CUDA and handed to `init_process_group`
+    (`device_id`), which binds NCCL to it at once instead of letting every rank guess GPU 0 first.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), device
@@ -169,7 +264,10 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        kwargs: dict[str, Any] = {}
+        if device.type == "cuda" and _INIT_TAKES_DEVICE_ID:
+            kwargs["device_id"] = device
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", **kwargs)
         owns = True
     return DistInfo(rank, world, local, owns), device
 
@@ -226,14 +324,59 @@ def _config_difference(a: dict[str, Any], b: dict[str, Any], sections: tuple[str
     return None
 
 
+class ShardLoaders:
+    """The default `LoaderFactory`: the shard stream of `siamtool.data.stream`.
+
+    Validation loaders are made once per (rank, world size) and reused, so their workers persist across
+    epochs; a training stream is endless, so the trainer makes it once. `close()` stops every worker.
+    """
+
+    def __init__(self, shards_dir: str | Path, cfg: Config, device: torch.device) -> None:
+        self.shards_dir = shards_dir
+        self.cfg = cfg
+        self.device = device
+        self.val: dict[tuple[int, int], Any] = {}
+        self.train: list[Any] = []
+
+    def __call__(self, split: str, epoch: int, rank: int, world_size: int, start_batch: int = 0) -> Iterable[Any]:
+        from siamtool.data.stream import build_loader
+
+        if split == "val":
+            key = (rank, world_size)
+            if key not in self.val:
+                self.val[key] = build_loader(self.shards_dir, self.cfg, self.device, split="val", epoch=epoch,
+                                             rank=rank, world_size=world_size)
+            return self.val[key]
+        loader = build_loader(self.shards_dir, self.cfg, self.device, split=split, epoch=epoch, rank=rank,
+                              world_size=world_size, start_batch=start_batch)
+        self.train.append(loader)
+        return loader
+
+    def close(self) -> None:
+        for loader in [*self.val.values(), *self.train]:
+            loader.close()
+        self.val.clear()
+        self.train.clear()
+
+
 def default_loader_factory(shards_dir: str | Path, cfg: Config, device: torch.device) -> LoaderFactory:
-    from siamtool.data.stream import build_loader
+    return ShardLoaders(shards_dir, cfg, device)
 
-    def make(split: str, epoch: int, rank: int, world_size: int, start_batch: int = 0) -> Iterable[Any]:
-        return build_loader(shards_dir, cfg, device, split=split, epoch=epoch, rank=rank, world_size=world_size,
-                            start_batch=start_batch)
 
-    return make
+def _loss_terms(heat: torch.Tensor, box: torch.Tensor, search_box: torch.Tensor, positive: torch.Tensor,
+                stride: int, search_size: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, detached [total, heat, l1, giou]) of a batch: labels and loss in one compilable function."""
+    targets = make_targets(search_box, positive, heat.shape[-2:], stride)
+    loss = tracking_loss(heat.float(), box.float(), targets, stride, search_size, cfg)
+    return loss.total, torch.stack([loss.total.detach(), loss.heat, loss.l1, loss.giou])
+
+
+def make_optimizer(groups: list[dict[str, Any]], lr: float) -> tuple[torch.optim.Optimizer, bool]:
+    """AdamW, fused where this torch has it (then a non-finite step is skipped on the device): (opt, fused)."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True), True
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr), False
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -257,19 +400,36 @@ class Trainer:
         self.on_step = on_step
         self.console = console
         self.amp = resolve_amp(self.t.amp, device)
-        self.bpe = batches_per_epoch(cfg, dist_info.world_size)
-        self.spe = steps_per_epoch(cfg, dist_info.world_size)
-        self.total_steps = self.spe * self.t.epochs
-        # Position: optimizer steps done, epoch, batches of that epoch consumed at the last step.
+        self.compile = resolve_compile(cfg, device)
+        self.rank_batch = self.t.batch_size * dist_info.world_size
+        """Pairs of one micro-batch over all ranks."""
+        self.global_batch = global_batch(cfg, dist_info.world_size)
+        self.total_samples = total_samples(cfg)
+        self.warmup_samples = warmup_samples(cfg)
+        self.lr_scale = lr_scale(cfg, dist_info.world_size)
+        # Position: optimizer steps done and pairs seen over all ranks (the schedule's clock), the epoch.
         self.step = 0
+        self.samples = 0
         self.epoch = 0
-        self.batch_in_epoch = 0
         self.best_val_iou = -1.0
         self.last_saved_step = -1
         self.history: list[dict[str, Any]] = []
         self.skipped = 0
         self.bar = None
         self.tb = None
+        self._train_iter: Iterator[Any] | None = None
+        self._position = 0
+        """The next training micro-batch of this rank, counted from the start of training."""
+
+    @property
+    def total_steps(self) -> int:
+        """Steps done + the steps left to `total_samples` at the current global batch."""
+        return self.step + max(0, math.ceil((self.total_samples - self.samples) / self.global_batch))
+
+    @property
+    def batch_in_epoch(self) -> int:
+        """This rank's batches into the current epoch (what older checkpoints recorded)."""
+        return max(0, self.samples - self.epoch * self.t.samples_per_epoch) // self.rank_batch
 
     # ----------------------------------------------------------------------------------- set-up
 
@@ -281,14 +441,20 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.dist.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.fwd: torch.nn.Module = torch.compile(self.net) if self.t.compile else self.net
+            # The buffers (input normalisation, RoPE tables) are constants: no broadcast before each
+            # forward. Gradients live in the all-reduce buckets: no copy in or out of them.
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, gradient_as_bucket_view=True, **_NO_BUFFER_SYNC)
+        self.fwd: Callable[..., Any] = torch.compile(self.net) if self.compile else self.net
+        self.loss_fn: Callable[..., Any] = torch.compile(_loss_terms) if self.compile else _loss_terms
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(self.t.lr, self.t.weight_decay, self.t.backbone_lr_mult), lr=self.t.lr)
-        warm, total = self.t.warmup_steps, self.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warm, total))
+        groups = self.model.param_groups(self.t.lr * self.lr_scale, self.t.weight_decay, self.t.backbone_lr_mult)
+        self.base_lrs = [g["lr"] for g in groups]
+        self.optimizer, self.fused = make_optimizer(groups, self.t.lr * self.lr_scale)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self._window = torch.zeros(len(LOSS_TERMS), device=self.device)
+        self._skipped = torch.zeros((), device=self.device)
+        self._norm = torch.zeros((), device=self.device)
 
     def _prepare_out_dir(self) -> dict[str, Any] | None:
         """Create the run folder; return the checkpoint to resume from (or None)."""
@@ -314,28 +480,41 @@ class Trainer:
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_trainable_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr  # this world size's rule, not the saved one (set per step from the schedule anyway)
+            if self.fused:  # a checkpoint of a non-fused optimizer (older siamtool)
+                g["fused"], g["foreach"] = True, None
+        if self.fused:
+            for p, state in self.optimizer.state.items():
+                if "step" in state:
+                    state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.epoch = int(ckpt["epoch"])
-        self.batch_in_epoch = int(ckpt["batch_in_epoch"])
+        saved_world = int(ckpt.get("world_size", 1))
+        if "samples" in ckpt:
+            self.samples = int(ckpt["samples"])
+        else:  # older checkpoints counted batches of the epoch
+            self.samples = (self.epoch * self.t.samples_per_epoch
+                            + int(ckpt["batch_in_epoch"]) * self.t.batch_size * saved_world)
         self.best_val_iou = float(ckpt.get("best_val_iou", -1.0))
         self.last_saved_step = self.step
-        if ckpt.get("world_size", 1) != self.dist.world_size:
-            warnings.warn(f"resuming a run of {ckpt.get('world_size')} process(es) with {self.dist.world_size}: "
-                          "training continues, but the data order differs from an uninterrupted run", stacklevel=2)
-        # If train.epochs changed, the schedule (built for the new length) continues from this step.
+        if saved_world != self.dist.world_size:
+            warnings.warn(f"resuming a run of {saved_world} process(es) with {self.dist.world_size}: the schedule "
+                          f"continues from pair {self.samples:,} (lr x{self.lr_scale:.3g} for the new global batch "
+                          f"of {self.global_batch}), but the data order differs from an uninterrupted run",
+                          stacklevel=2)
+        # If train.epochs changed, the schedule (built for the new length) continues from these pairs.
         _set_rng_state(ckpt["rng"])
 
     # ------------------------------------------------------------------------------------ state
 
     def _state(self) -> dict[str, Any]:
         return {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "total_steps": self.total_steps, "world_size": self.dist.world_size,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "best_val_iou": self.best_val_iou, "rng": _rng_state(),
-            "log_lines": self.log.lines,
+            "step": self.step, "samples": self.samples, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "total_steps": self.total_steps, "world_size": self.dist.world_size, "global_batch": self.global_batch,
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "best_val_iou": self.best_val_iou, "rng": _rng_state(), "log_lines": self.log.lines,
         }
 
     def save(self, force: bool = False) -> Path | None:
@@ -350,35 +529,81 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ steps
 
-    def _forward_loss(self, batch: Any):
-        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
-        with ctx:
-            heat, box = self.fwd(batch.template, batch.search)
-        targets = make_targets(batch.search_box, batch.positive, heat.shape[-2:], self.model.stride)
-        return tracking_loss(heat.float(), box.float(), targets, self.model.stride, self.model.search_size, self.t)
+    def _next_batch(self) -> Any:
+        """The next training batch of this rank (asks the factory again when an iterable ends)."""
+        for attempt in range(2):
+            if self._train_iter is None:
+                self._train_iter = iter(self.loaders("train", self.epoch, self.dist.rank, self.dist.world_size,
+                                                     self._position))
+            try:
+                batch = next(self._train_iter)
+            except StopIteration:
+                self._close_train_iter()
+                if attempt:
+                    break
+                continue
+            self._position += 1
+            return batch
+        raise DatasetError(f"the training loader yielded no batch at batch {self._position} of rank {self.dist.rank}")
 
-    def _optimizer_step(self) -> float:
+    def _close_train_iter(self) -> None:
+        it, self._train_iter = self._train_iter, None
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+    def micro_step(self, batch: Any, micro: int) -> torch.Tensor:
+        """Forward and backward of one micro-batch; returns its loss terms (device tensor, no readback)."""
+        acc = self.t.accumulate
+        torch.manual_seed(_step_seed(self.t.seed, self.step, micro, self.dist.rank))
+        last = micro + 1 >= acc
+        sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.net.no_sync()
+        with sync:
+            ctx = (torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None
+                   else contextlib.nullcontext())
+            with ctx:
+                heat, box = self.fwd(batch.template, batch.search)
+            total, terms = self.loss_fn(heat, box, batch.search_box, batch.positive, self.model.stride,
+                                        self.model.search_size, self.t)
+            weight = getattr(batch, "weight", 1.0)
+            if weight != 1.0:  # a placeholder for a batch with no decodable pair (see Batch.weight)
+                total, terms = total * weight, terms * weight
+            self.scaler.scale(total / acc).backward()
+        return terms
+
+    def optimizer_step(self) -> None:
+        """Clip, step and advance the position; nothing here reads a value back from the device."""
+        factor = lr_schedule(self.samples, self.global_batch, self.warmup_samples, self.total_samples)
+        for g, lr in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = lr * factor
         self.scaler.unscale_(self.optimizer)
         clip = self.t.grad_clip if self.t.grad_clip > 0 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip))
-        if self.scaler.is_enabled() or math.isfinite(norm):
-            self.scaler.step(self.optimizer)  # the fp16 scaler skips non-finite steps by itself
-        else:
-            self.skipped += 1
-            warnings.warn(f"step {self.step + 1}: non-finite gradient, update skipped", stacklevel=2)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        update = True
+        if not self.scaler.is_enabled():  # (the fp16 scaler skips non-finite steps by itself, on the device)
+            if self.fused:  # the fused kernel skips the update where found_inf is 1: no readback
+                found_inf = (~torch.isfinite(norm)).to(torch.float32)
+                self.optimizer.grad_scale, self.optimizer.found_inf = None, found_inf
+                self._skipped += found_inf
+            elif not math.isfinite(float(norm)):  # no fused AdamW in this torch: a readback per step
+                update = False
+                self.skipped += 1
+                self._skipped += 1
+                warnings.warn(f"step {self.step + 1}: non-finite gradient, update skipped", stacklevel=2)
+        if update:
+            self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         self.step += 1
-        return norm
+        self.samples += self.global_batch
+        self._norm = norm.detach()
 
-    def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
-        if self.dist.world_size == 1:
-            return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return {k: v / self.dist.world_size for k, v in zip(keys, t.tolist())}
+    def _reduce_mean(self, values: torch.Tensor) -> torch.Tensor:
+        if self.dist.world_size > 1:
+            values = values.clone()
+            dist.all_reduce(values)
+            values /= self.dist.world_size
+        return values
 
     def _record(self, record: dict[str, Any]) -> None:
         if not self.dist.main:
@@ -387,13 +612,13 @@ class Trainer:
         self.log.write(record)
         if self.tb is not None:
             for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                if isinstance(v, (int, float)) and k not in ("step", "epoch", "samples"):
                     self.tb.add_scalar(f"{record['kind']}/{k}", v, record["step"])
 
     def _validate(self) -> dict[str, float]:
         loader = self.loaders("val", self.epoch, self.dist.rank, self.dist.world_size, 0)
         metrics = validate(self.net, loader, self.cfg, self.device, self.amp)
-        record = {"kind": "val", "step": self.step, "epoch": self.epoch, **metrics}
+        record = {"kind": "val", "step": self.step, "epoch": self.epoch, "samples": self.samples, **metrics}
         self._record(record)
         return metrics
 
@@ -408,6 +633,7 @@ class Trainer:
             self._restore(ckpt)
             self.log.truncate(int(ckpt.get("log_lines", self.log.lines)))
             resumed_from = self.step
+        self._position = self.samples // self.rank_batch
         if self.dist.main:
             self.cfg.save(self.out / "config.yaml")
         self.tb = _tensorboard(self.out, self.t.tensorboard and self.dist.main,
@@ -429,11 +655,16 @@ class Trainer:
             self.save()
             raise
         finally:
+            self._close_train_iter()
+            close = getattr(self.loaders, "close", None)
+            if close is not None:
+                close()
             if self.tb is not None:
                 self.tb.close()
         if self.dist.world_size > 1:
             dist.barrier()  # every rank returns after rank 0 has written the last checkpoint
         result.step, result.epochs_done, result.best_val_iou = self.step, self.epoch, self.best_val_iou
+        result.total_steps = self.total_steps
         result.model = self.model
         result.best_path = self.out / "best.pt" if (self.out / "best.pt").is_file() else None
         result.last_checkpoint = latest_checkpoint(self.ckpt_dir)
@@ -441,51 +672,30 @@ class Trainer:
         return result
 
     def _epoch(self) -> dict[str, float]:
-        t, acc = self.t, self.t.accumulate
-        loader = self.loaders("train", self.epoch, self.dist.rank, self.dist.world_size, self.batch_in_epoch)
-        consumed = self.batch_in_epoch
-        window: dict[str, float] = {}
+        """Train to this epoch's last pair (`samples_per_epoch` pairs per epoch, counted over all ranks),
+        then validate and checkpoint."""
+        t = self.t
+        end = min(self.total_samples, (self.epoch + 1) * t.samples_per_epoch)
         n_window, pairs_window, t_window = 0, 0, time.perf_counter()
-        micro, group = 0, 0
-        for batch in loader:
-            if micro == 0:
-                group = min(acc, self.bpe - consumed) if consumed < self.bpe else acc
-            torch.manual_seed(_step_seed(t.seed, self.step, micro, self.dist.rank))
-            boundary = micro + 1 >= group
-            sync = contextlib.nullcontext() if boundary or self.dist.world_size == 1 else self.net.no_sync()
-            with sync:
-                loss = self._forward_loss(batch)
-                self.scaler.scale(loss.total / group).backward()
-            for k, v in loss.as_floats().items():
-                window[k] = window.get(k, 0.0) + v / group
-            pairs_window += len(batch) * self.dist.world_size
-            consumed += 1
-            micro += 1
-            if not boundary:
-                continue
-            norm = self._optimizer_step()
-            micro = 0
-            self.batch_in_epoch = consumed
+        self._window.zero_()
+        while self.samples < end:
+            terms = None
+            for micro in range(t.accumulate):
+                batch = self._next_batch()
+                step_terms = self.micro_step(batch, micro) / t.accumulate
+                terms = step_terms if terms is None else terms + step_terms
+                pairs_window += len(batch) * self.dist.world_size
+            self.optimizer_step()
+            self._window += terms
             n_window += 1
-            if self.on_step is not None:
-                self.on_step(self.step, {k: v / n_window for k, v in window.items()})
-            if self.step % t.log_every == 0 or consumed >= self.bpe:
-                elapsed = max(time.perf_counter() - t_window, 1e-9)
-                stats = self._reduce_mean({k: v / n_window for k, v in window.items()})
-                lr = self.optimizer.param_groups[0]["lr"]
-                heads_lr = next((g["lr"] for g in self.optimizer.param_groups if g["name"] == "heads"), lr)
-                record = {"kind": "train", "step": self.step, "epoch": self.epoch, **stats, "lr": heads_lr,
-                          "grad_norm": norm, "pairs_per_s": pairs_window / elapsed}
-                self._record(record)
-                self._update_bar(record)
-                window, n_window, pairs_window, t_window = {}, 0, 0, time.perf_counter()
+            if self.step % t.log_every == 0 or self.samples >= end:
+                self._log_window(n_window, pairs_window, time.perf_counter() - t_window)
+                n_window, pairs_window, t_window = 0, 0, time.perf_counter()
             if self.step % t.checkpoint_every == 0:
                 self.save()
-        if micro:  # a loader that ended inside an accumulation group: apply what was accumulated
-            self._optimizer_step()
-            self.batch_in_epoch = consumed
-        self.epoch += 1
-        self.batch_in_epoch = 0
+            if self.on_step is not None:
+                self.on_step(self.step, dict(zip(LOSS_TERMS, terms.unbind())))
+        self.epoch = min(t.epochs, max(self.epoch + 1, self.samples // t.samples_per_epoch))
         metrics = self._validate()
         improved = metrics["val_iou"] > self.best_val_iou
         if improved:
@@ -498,6 +708,26 @@ class Trainer:
                   f"IoU {metrics['val_iou']:.3f}, centre error {metrics['val_center_err']:.1f} px"
                   + (" (best)" if improved else ""))
         return metrics
+
+    def _log_window(self, n_window: int, pairs: int, elapsed: float) -> None:
+        """The one readback of the loop: mean loss terms (over ranks), gradient norm, skipped steps."""
+        if n_window == 0:
+            return
+        stats = self._reduce_mean(self._window / n_window)
+        values = torch.cat([stats, self._norm.float().reshape(1), self._skipped.reshape(1)]).tolist()
+        self._window.zero_()
+        skipped = int(values[-1])
+        if skipped > self.skipped:
+            warnings.warn(f"step {self.step}: {skipped - self.skipped} step(s) with a non-finite gradient were "
+                          f"skipped since the last log ({skipped} so far)", stacklevel=3)
+            self.skipped = skipped
+        heads_lr = next((g["lr"] for g in self.optimizer.param_groups if g["name"] == "heads"),
+                        self.optimizer.param_groups[0]["lr"])
+        record = {"kind": "train", "step": self.step, "epoch": self.epoch, "samples": self.samples,
+                  **dict(zip(LOSS_TERMS, values[:len(LOSS_TERMS)])), "lr": heads_lr,
+                  "grad_norm": values[len(LOSS_TERMS)], "pairs_per_s": pairs / max(elapsed, 1e-9)}
+        self._record(record)
+        self._update_bar(record)
 
     # ---------------------------------------------------------------------------------- display
 
@@ -522,7 +752,7 @@ class Trainer:
             return
         stats = (f"epoch {record['epoch'] + 1} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                  f"{record['pairs_per_s']:.1f} pairs/s")
-        self.bar.update(self.bar.task_ids[0], completed=self.step, stats=stats)
+        self.bar.update(self.bar.task_ids[0], completed=self.step, total=self.total_steps, stats=stats)
 
 
 def _feature_cache_factory(cfg: Config, shards_dir: str | Path, device: torch.device, info: DistInfo,
@@ -562,9 +792,10 @@ def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: s
     the shard stream (tests); `on_step(step, losses)` is called after every optimizer step.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    # Refuse bad input before anything touches the run folder.
+    # Refuse bad input before anything touches the run folder (and before CUDA is touched: the AMP probe
+    # runs in the Trainer, once this rank's device is set).
     get_spec(cfg.model.backbone)
-    resolve_amp(cfg.train.amp, dev)
+    check_amp(cfg.train.amp, dev)
     if loader_factory is None:
         from siamtool.data.shards import load_shard_index
 

@@ -14,11 +14,12 @@ not drift on small tracking batches. Unfreezing the last K blocks still works in
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,6 +46,11 @@ class FeatureBody(nn.Module):
     def blocks(self) -> list[nn.Module]:
         """The backbone's blocks in forward order; `unfreeze_last` K unfreezes the last K of them."""
         raise NotImplementedError
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        """Parameters the forward never uses: always frozen, even with `freeze_backbone: false`, because
+        DDP fails on a trainable parameter that gets no gradient (and training them is meaningless)."""
+        return []
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ def set_trainable_blocks(backbone: Backbone, cfg: ModelConfig) -> None:
         for block in blocks[len(blocks) - cfg.unfreeze_last:]:
             for p in block.parameters():
                 p.requires_grad_(True)
+    for p in backbone.body.unused_parameters():
+        p.requires_grad_(False)
 
 
 def _seeded(fn: Callable[[], nn.Module]) -> nn.Module:
@@ -140,6 +148,27 @@ def _seeded(fn: Callable[[], nn.Module]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         return fn()
+
+
+@contextlib.contextmanager
+def local_rank_zero_first() -> Iterator[None]:
+    """Under torchrun, let local rank 0 of each node load (and download) first while the others wait at a
+    barrier, then load from the warm cache: eight ranks fetching gated weights at once hit the hub's rate
+    limits and race on the cache files. Every rank passes exactly one barrier, also when rank 0 fails (the
+    others then fail on their own load, with the same message)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        yield
+        return
+    first = int(os.environ.get("LOCAL_RANK", str(dist.get_rank()))) == 0
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if first:
+            dist.barrier()
 
 
 def _weights_error(name: str, weights: str, exc: BaseException, hint: str) -> SiamtoolError:
@@ -171,6 +200,12 @@ class DinoViTBody(FeatureBody):
         layers = list(self.model.model.layer)
         # The final LayerNorm belongs with the last block: unfreezing it alone would be meaningless.
         return [*layers[:-1], nn.ModuleList([layers[-1], self.model.norm])]
+
+    def unused_parameters(self) -> list[nn.Parameter]:
+        # The mask token replaces masked patches in DINO pre-training (bool_masked_pos); tracking never
+        # masks, so with `freeze_backbone: false` DDP stopped at iteration 2 on its missing gradient.
+        token = getattr(self.model.embeddings, "mask_token", None)
+        return [token] if isinstance(token, nn.Parameter) else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -271,14 +306,17 @@ def check_weights_available(cfg: ModelConfig) -> None:
 
 
 def _hub_load(loader: Callable[..., nn.Module], name: str, cfg: ModelConfig, weights: str) -> nn.Module:
-    """`loader.from_pretrained` without the hub client's long retries when the hub cannot be reached."""
-    offline = cfg.local_files_only or Path(weights).is_dir() or not hub_reachable()
-    try:
-        return loader.from_pretrained(weights, local_files_only=offline)
-    except Exception as e:  # noqa: BLE001 - hub, file-system and format errors all mean "not loadable"
-        hint = _HF_HINT + ("; this machine cannot reach the hub, " + _OFFLINE_HINT if offline and
-                           not cfg.local_files_only and not Path(weights).is_dir() else "")
-        raise _weights_error(name, weights, e, hint) from None
+    """`loader.from_pretrained` without the hub client's long retries when the hub cannot be reached; in
+    float32 (transformers otherwise follows the dtype in the hub config, e.g. bf16 weights that would then
+    run in bf16 outside autocast), local rank 0 first (`local_rank_zero_first`)."""
+    with local_rank_zero_first():
+        offline = cfg.local_files_only or Path(weights).is_dir() or not hub_reachable()
+        try:
+            return loader.from_pretrained(weights, local_files_only=offline, dtype=torch.float32)
+        except Exception as e:  # noqa: BLE001 - hub, file-system and format errors all mean "not loadable"
+            hint = _HF_HINT + ("; this machine cannot reach the hub, " + _OFFLINE_HINT if offline and
+                               not cfg.local_files_only and not Path(weights).is_dir() else "")
+            raise _weights_error(name, weights, e, hint) from None
 
 
 def _vit_builder(name: str) -> Callable[[ModelConfig], FeatureBody]:

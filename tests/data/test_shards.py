@@ -61,6 +61,21 @@ def test_round_trip_and_layout(tmp_path):
         assert f["kind"].dtype == np.uint8
 
 
+def test_slice_reads_match_read_many(tmp_path):
+    pairs = random_pairs(300)
+    write_shard(tmp_path / "s.h5", pairs, {"config": ""})
+    with ShardReader(tmp_path / "s.h5") as r:
+        for rows in ([5], [0, 1, 2, 3], [3, 9, 10, 11, 40], list(range(0, 300, 7)), [0, 150, 299]):
+            cols = r.read_columns(rows)
+            for k, i in enumerate(rows):
+                np.testing.assert_array_equal(cols["search"][k], pairs[i].search_jpeg)
+                np.testing.assert_array_equal(cols["template_box"][k], pairs[i].template_box)
+                assert cols["kind"][k] == pairs[i].kind
+        block = r.read_rows(10, 20)
+        assert set(block) == {"template", "search", "template_box", "search_box", "kind"}
+        assert len(block["kind"]) == 10
+
+
 def test_empty_shard(tmp_path):
     write_shard(tmp_path / "s.h5", [], {"config": ""})
     with ShardReader(tmp_path / "s.h5") as r:

@@ -195,3 +195,44 @@ def test_frozen_batchnorm_folds_exactly_into_the_convs(name):
     last_bns = [m for m in partly.blocks()[-1].modules() if isinstance(m, nn.BatchNorm2d)]
     assert last_bns and all(m.weight.requires_grad for m in last_bns)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in partly.modules()) == len(last_bns)
+
+
+def test_dinov3_mask_token_stays_frozen_when_the_backbone_trains():
+    """The mask token is unused outside masked pre-training: trainable, it stopped DDP at iteration 2."""
+    bb = build_backbone(ModelConfig(backbone="dinov3_vits16", tiny=True, pretrained=False, freeze_backbone=False))
+    trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
+    assert "body.model.embeddings.mask_token" not in trainable
+    assert "body.model.embeddings.cls_token" in trainable and len(trainable) > 10
+
+
+@pytest.mark.parametrize("name,cls", [("dinov3_vits16", "DINOv3ViTModel"),
+                                      ("dinov3_convnext_tiny", "DINOv3ConvNextModel")])
+def test_pretrained_dinov3_loads_in_float32_local_rank_zero_first(name, cls, monkeypatch):
+    """transformers follows the hub config's dtype unless told otherwise; under torchrun local rank 0
+    downloads while the other ranks wait at a barrier, then they load from the cache."""
+    import torch.distributed as dist
+    import transformers
+
+    from siamtool.models import backbones
+
+    events: list[str] = []
+    real = getattr(transformers, cls)
+
+    def fake_from_pretrained(weights, **kwargs):
+        events.append(f"load dtype={kwargs.get('dtype')}")
+        raise OSError("offline")  # a load that fails still passes the barrier, so no rank hangs
+
+    monkeypatch.setattr(real, "from_pretrained", staticmethod(fake_from_pretrained))
+    monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "barrier", lambda: events.append("barrier"))
+    for local_rank in ("0", "1"):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        monkeypatch.setattr(dist, "get_rank", lambda r=int(local_rank): r)
+        events.clear()
+        with pytest.raises(SiamtoolError, match="cannot load"):
+            backbones.build_backbone(ModelConfig(backbone=name))
+        expected = ["load dtype=torch.float32", "barrier"] if local_rank == "0" else \
+            ["barrier", "load dtype=torch.float32"]
+        assert events == expected
