@@ -107,12 +107,18 @@ def score(backend, trained, combo, data) -> dict:
             "fps": fps, "lost": lost, "seconds": time.perf_counter() - start, "config": cfg}
 
 
+RELEASE_KEYS = ("format", "format_version", "siamtool_version", "backbone", "backbone_fingerprint", "config",
+                "model", "step", "epoch", "val")
+"""What a shipped checkpoint keeps of a training checkpoint: the weights and their provenance, not the
+optimizer and RNG state that only resuming needs."""
+
+
 def apply_setting(checkpoint: Path, cfg, out: Path) -> None:
-    """A copy of `checkpoint` whose stored config has `cfg.track` (atomic write)."""
+    """A copy of `checkpoint` whose stored config has `cfg.track`, without resume state (atomic write)."""
     from siamtool.engine.checkpoint import load_checkpoint
     from siamtool.fileio import atomic_path
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = {k: v for k, v in load_checkpoint(checkpoint).items() if k in RELEASE_KEYS}
     ckpt["config"]["track"] = cfg.to_dict()["track"]
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)

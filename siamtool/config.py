@@ -198,8 +198,9 @@ class TrackConfig:
     online_augment: bool = True
     """Fit the first frame's filter on augmented search crops too (flip, blur, half-cell shift), as DiMP does."""
     scale: str = "dsst"
-    """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`) or head (the
-    offline box head, smoothed by `size_lr`)."""
+    """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`: scale only, the
+    aspect ratio is kept), head (the offline box head, smoothed by `size_lr`), or both (DSST rescales,
+    then the head refines size and aspect)."""
     scale_step: float = 1.02
     """Ratio between neighbouring scales of the DSST filter."""
     scale_count: int = 17
@@ -261,7 +262,7 @@ _CHOICES = {
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
     ("eval", "convention"): ("pytracking", "official"),
     ("track", "backend"): ("auto", "torch", "onnx", "opencv"),
-    ("track", "scale"): ("dsst", "head"),
+    ("track", "scale"): ("dsst", "head", "both"),
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs", "lr_batch",
              "samples_per_epoch", "heads", "dim", "accumulate", "keep_last", "checkpoint_every", "opset",

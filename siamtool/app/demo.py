@@ -80,8 +80,12 @@ def generate_clip(path: Path, frames: int = CLIP_FRAMES, size: tuple[int, int] =
     if frames < 2:
         raise SiamtoolError(f"--frames {frames}: a clip needs at least 2 frames")
     photos = bundled_photos(ALWAYS_INSTALLED)  # not the extras': the same clip on every install
+    # The target and its look-alikes are cut from the photo of Grace Hopper, the background is the
+    # gift-box picture: a target cut from its own background would be camouflaged, not tracked.
+    objects = [img for name, img in photos.items() if "grace_hopper" in name]
+    scenes = [img for name, img in photos.items() if "grace_hopper" not in name]
     images, boxes, occluded, out_of_view = render_sequence(np.random.default_rng(seed), frames, size,
-                                                           list(photos.values()) or None)
+                                                           objects or None, scenes or None)
     writer = VideoOutput(Path(path), fps, size)
     try:
         for image in images:

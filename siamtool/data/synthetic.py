@@ -75,12 +75,19 @@ def render_sequence(
     n_frames: int,
     size: tuple[int, int],
     textures: Sequence[np.ndarray] | None = None,
+    backgrounds: Sequence[np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Frames (BGR), 0-based continuous GT boxes, full_occlusion flags, out_of_view flags."""
+    """Frames (BGR), 0-based continuous GT boxes, full_occlusion flags, out_of_view flags.
+
+    The target, distractors and occluder are cut from `textures`; the background is one of `backgrounds`
+    (default: `textures` too). Separate pools keep a target from being cut out of its own background,
+    which with a single photo makes a camouflaged target no tracker can see.
+    """
     width, height = size
     t = np.linspace(0, 1, n_frames)
-    if textures:
-        photo = textures[rng.integers(len(textures))]
+    backgrounds = backgrounds or textures
+    if backgrounds:
+        photo = backgrounds[rng.integers(len(backgrounds))]
         zoom = rng.uniform(1.1, 1.6)
         bg_src = cv2.resize(photo, (int(width * zoom), int(height * zoom)), interpolation=cv2.INTER_AREA)
     else:

@@ -296,7 +296,7 @@ class OnlineTarget:
         self.translation = TranslationFilter(t.online_reg, t.online_sigma, upsample=4, memory=t.online_memory,
                                              first_weight=t.online_first_weight, window=t.online_window)
         self.scale = (ScaleFilter(t.scale_count, t.scale_step, memory=t.online_memory,
-                                  first_weight=t.online_first_weight) if t.scale == "dsst" else None)
+                                  first_weight=t.online_first_weight) if t.scale in ("dsst", "both") else None)
         self.frames_since_update = 0
 
     def start(self, samples: list[tuple[np.ndarray, tuple[float, float]]], size_cells: tuple[float, float],

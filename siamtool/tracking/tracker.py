@@ -15,8 +15,8 @@ frame, `track(frame)`:
    that favours small motion; the centre comes from the box head at that cell and the filter's
    sub-cell peak next to it, mixed by the same weight;
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
-   (``track.scale: dsst``) or moves towards the box head's prediction by `size_lr x penalty x score`
-   (``head``); the box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a
+   (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
+   (``head``), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a
    confident frame becomes a sample of the online models (bounded memory, first frame kept);
 5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
    score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
@@ -323,13 +323,14 @@ class Tracker:
         model learns from the frame when it is confident and the window had its normal size."""
         t = self.cfg.track
         grey = None
-        if self.online is not None and self.online.scale is not None:
+        size = self.size
+        dsst = self.online is not None and self.online.scale is not None
+        if dsst:
             grey = self._grey(frame)
-            factor = self.online.scale.estimate(grey, pred[:2], self.size)
-            size = self.size * factor
-        else:
+            size = size * self.online.scale.estimate(grey, pred[:2], size)  # type: ignore[union-attr]
+        if t.scale != "dsst" or not dsst:  # head, both, or no scale filter: towards the box head's size
             lr = cand.penalty * cand.score * t.size_lr
-            size = self.size * (1.0 - lr) + pred[2:] * lr
+            size = size * (1.0 - lr) + pred[2:] * lr
         self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
         if self.online is not None and growth == 1.0:
             confident = cand.score >= t.online_update_ratio * (self.reference_score or 0.0)
