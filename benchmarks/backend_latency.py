@@ -1,9 +1,9 @@
-"""Per-frame tracking latency on this CPU: PyTorch backend vs onnxruntime backend, per backbone.
+"""Per-frame tracking latency on this CPU: PyTorch vs onnxruntime vs OpenCV DNN backends, per backbone.
 
 For every registered backbone, the FULL-SIZE architecture with RANDOM weights (`model.pretrained=false`:
 latency does not depend on the weights, and the gated DINOv3 weights are not needed) is exported with
-`siamtool.export.onnx.export_model` (which also checks parity), then two `Tracker`s, one per backend,
-track the same real sequence (`../shared/data/real_lasot`, else a synthetic one). The two trackers
+`siamtool.export.onnx.export_model` (which also checks parity), then one `Tracker` per backend (OpenCV
+DNN only where OpenCV can load the graphs: not the DINOv3 ViTs) tracks the same real sequence (`../shared/data/real_lasot`, else a synthetic one). The two trackers
 alternate frame by frame, so both see the same machine load (this CPU is shared), and each frame's
 `TrackResult.time_s` (search crop + forward + decode + post-processing) is recorded. Reported: median
 and best (minimum) ms per frame for each backend, their ratios torch / onnxruntime (> 1: onnxruntime is
@@ -18,6 +18,7 @@ was, the best frame approximates an idle machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -53,10 +54,12 @@ def frames_and_box(n: int) -> tuple[list[np.ndarray], np.ndarray, str]:
 
 def measure(backbone: str, frames: list[np.ndarray], box: np.ndarray, threads: int, warmup: int) -> dict:
     from siamtool.config import load_config
+    from siamtool.errors import SiamtoolError
     from siamtool.export.onnx import export_model
     from siamtool.models import build_model
     from siamtool.tracking.backends import TorchBackend
     from siamtool.tracking.onnx_backend import OnnxBackend
+    from siamtool.tracking.opencv_backend import OpenCVBackend
     from siamtool.tracking.tracker import Tracker
 
     cfg = load_config(None, [f"model.backbone={backbone}", "model.pretrained=false"])
@@ -68,13 +71,15 @@ def measure(backbone: str, frames: list[np.ndarray], box: np.ndarray, threads: i
         export_s = time.perf_counter() - t0
         trackers = {"torch": Tracker(TorchBackend(model, "cpu"), cfg),
                     "onnxruntime": Tracker(OnnxBackend(tmp, ["CPUExecutionProvider"], threads=threads), cfg)}
+        with contextlib.suppress(SiamtoolError):  # OpenCV's importer refuses the DINOv3 ViT graphs: no column
+            trackers["opencv"] = Tracker(OpenCVBackend(tmp, threads=threads), cfg)
         times: dict[str, list[float]] = {k: [] for k in trackers}
         init: dict[str, float] = {}
         for name, tracker in trackers.items():
             tracker.initialize(frames[0], box)
             init[name] = tracker.init_time_s
         for i, frame in enumerate(frames[1:]):
-            order = list(trackers.items()) if i % 2 == 0 else list(trackers.items())[::-1]
+            order = list(trackers.items())[i % len(trackers):] + list(trackers.items())[:i % len(trackers)]
             for name, tracker in order:
                 r = tracker.track(frame)
                 if i >= warmup:
@@ -86,6 +91,8 @@ def measure(backbone: str, frames: list[np.ndarray], box: np.ndarray, threads: i
             "torch_best_ms": round(best["torch"], 1), "onnx_best_ms": round(best["onnxruntime"], 1),
             "ratio_best": round(best["torch"] / best["onnxruntime"], 2),
             "torch_init_ms": round(init["torch"] * 1000, 1), "onnx_init_ms": round(init["onnxruntime"] * 1000, 1),
+            "opencv_ms": round(med["opencv"], 1) if "opencv" in med else None,
+            "opencv_best_ms": round(best["opencv"], 1) if "opencv" in best else None,
             "export_s": round(export_s, 1), "parity_max_diff": result.pairs[0].max_diff,
             "frames": len(times["torch"]), "load_avg_1min": round(os.getloadavg()[0], 1)}
 
@@ -106,15 +113,18 @@ def main() -> None:
     print(f"# {source}, {args.frames} frames after {args.warmup} warm-up, {args.threads} threads, "
           f"torch {torch.__version__}, full-size architectures with RANDOM weights", flush=True)
     print("| backbone | params (M) | torch ms/frame median (best) | onnxruntime ms/frame median (best) | "
-          "torch / onnxruntime median (best) | export s | load avg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
+          "torch / onnxruntime median (best) | OpenCV DNN ms/frame median (best) | onnxruntime / OpenCV median | "
+          "export s | load avg |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     rows = []
     for name in args.backbones or list_backbones():
         row = measure(name, frames, box, args.threads, args.warmup)
         rows.append(row)
         print(f"| {name} | {row['params_m']} | {row['torch_ms']} ({row['torch_best_ms']}) | {row['onnx_ms']} "
-              f"({row['onnx_best_ms']}) | {row['ratio']:.2f}x ({row['ratio_best']:.2f}x) | {row['export_s']} | "
-              f"{row['load_avg_1min']} |", flush=True)
+              f"({row['onnx_best_ms']}) | {row['ratio']:.2f}x ({row['ratio_best']:.2f}x) | "
+              + (f"{row['opencv_ms']} ({row['opencv_best_ms']}) | {row['onnx_ms'] / row['opencv_ms']:.2f}x | "
+                 if row["opencv_ms"] else "- | - | ")
+              + f"{row['export_s']} | {row['load_avg_1min']} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

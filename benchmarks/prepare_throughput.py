@@ -11,7 +11,11 @@ Measured in one run on the same sampled pairs, written to the same kind of shard
 * per-pair (1 worker): prepare's crop path called one pair at a time in the naive loop, so no frame
   is decoded once for two pairs (the tiny real_lasot shards reuse frames far more than LaSOT would).
   per-pair / naive is the ratio to trust for full LaSOT.
-* prepare without reduced decode (1 worker, `max_decode_factor=1`): the gain of IMREAD_REDUCED_*.
+* prepare without reduced decode (1 worker, `max_decode_factor=1`): the gain of the reduced decode.
+* per-pair and prepare 1w with `decoder="opencv"`: the old decode path (cv2.imdecode with
+  IMREAD_REDUCED_*, then a BGR->BGRA conversion of the cropped region), against the new one
+  (libjpeg-turbo through simplejpeg, straight to BGRX, `siamtool.images.decode_reduced`). Both write
+  the same bytes (tests/data/test_prepare.py), so the ratio is the decode path's gain alone.
 
 Two datasets: `../shared/data/real_lasot` as it is (240p-480p frames, smaller than LaSOT's), and the
 same sequences upscaled to 720 px high (LaSOT's typical 1280x720), JPEG q95, made once in --workdir.
@@ -88,11 +92,11 @@ def naive_run(specs: list[PairSpec], data: DataConfig, out: Path) -> tuple[float
     return time.perf_counter() - start, stages
 
 
-def unshared_run(specs: list[PairSpec], data: DataConfig, out: Path) -> tuple[float, Timing]:
+def unshared_run(specs: list[PairSpec], data: DataConfig, out: Path, decoder: str = "auto") -> tuple[float, Timing]:
     """prepare's crop path (`make_pairs`) called one pair at a time, in naive_run's loop: no frame is
     decoded for two pairs, so the ratio to naive isolates the decode + crop method from the sharing."""
     timing = Timing()
-    params = CropParams(data)
+    params = CropParams(data, decoder=decoder)
     start = time.perf_counter()
     per = data.pairs_per_shard
     for k in range(0, len(specs), per):
@@ -156,8 +160,9 @@ def bench(root: Path, label: str, pairs_per_sequence: int, repeats: int, work: P
     cfg.data.pairs_per_sequence = pairs_per_sequence
     specs = sample_pairs(index_lasot(root, "all").sequences, cfg.data).pairs
     n = len(specs)
-    wall: dict[str, list[float]] = {"naive": [], "per-pair": [], "w1": [], "w1_full": [], "w2": []}
-    cpu: dict[str, list[float]] = {k: [] for k in ("naive", "per-pair", "w1", "w1_full")}
+    wall: dict[str, list[float]] = {"naive": [], "per-pair": [], "per-pair_old": [], "w1": [], "w1_old": [],
+                                    "w1_full": [], "w2": []}
+    cpu: dict[str, list[float]] = {k: [] for k in ("naive", "per-pair", "per-pair_old", "w1", "w1_old", "w1_full")}
     decode_share, unshared_share, factors, decodes, stages, naive_stages, bpp = [], [], {}, 0, {}, {}, 0.0
 
     def fresh(key: str) -> Path:
@@ -171,15 +176,18 @@ def bench(root: Path, label: str, pairs_per_sequence: int, repeats: int, work: P
         sec, naive_stages = naive_run(specs, cfg.data, fresh("naive"))
         cpu["naive"].append(n / (time.process_time() - c0))
         wall["naive"].append(n / sec)
-        c0 = time.process_time()
-        sec, unshared = unshared_run(specs, cfg.data, fresh("per-pair"))
-        cpu["per-pair"].append(n / (time.process_time() - c0))
-        wall["per-pair"].append(n / sec)
-        unshared_share.append(unshared.decode / sec)
-        for key, workers, factor in (("w1", 1, 8), ("w1_full", 1, 1), ("w2", 2, 8)):
+        for key, decoder in (("per-pair_old", "opencv"), ("per-pair", "auto")):
+            c0 = time.process_time()
+            sec, unshared = unshared_run(specs, cfg.data, fresh(key), decoder)
+            cpu[key].append(n / (time.process_time() - c0))
+            wall[key].append(n / sec)
+            if key == "per-pair":
+                unshared_share.append(unshared.decode / sec)
+        for key, workers, factor, decoder in (("w1_old", 1, 8, "opencv"), ("w1", 1, 8, "auto"),
+                                              ("w1_full", 1, 1, "auto"), ("w2", 2, 8, "auto")):
             c0 = time.process_time()
             s = prepare_shards(root, work / f"{label}-{key}", cfg, "all", workers=workers, overwrite=True,
-                               max_decode_factor=factor)
+                               max_decode_factor=factor, decoder=decoder)
             if workers == 1:
                 cpu[key].append(n / (time.process_time() - c0))
             wall[key].append(s.pairs_per_second)
@@ -201,6 +209,32 @@ def bench(root: Path, label: str, pairs_per_sequence: int, repeats: int, work: P
         "factors": factors, "decodes_per_pair": decodes / n, "bytes_per_pair": bpp,
         "raw": raw_bytes_per_pair(work / f"{label}-w1", cfg.data),
     }
+
+
+def decode_floor(root: Path, frames: int = 30, repeats: int = 7) -> list[str]:
+    """ms of CPU per frame to decode `frames` frames of `root` at 1/1..1/8, OpenCV vs simplejpeg (best of
+    `repeats`). libjpeg-turbo Huffman-decodes every coefficient at every scale; at 1/8 only the DC term
+    goes through the IDCT, so that row is about the entropy-decoding floor no reduction can go below."""
+    from siamtool.geometry import REDUCED_FLAGS
+    from siamtool.images import decode_reduced
+
+    files = sorted(root.glob("*/*/img/*.jpg"))
+    data = [f.read_bytes() for f in files[:: max(1, len(files) // frames)][:frames]]
+    rows = ["| scale | OpenCV imdecode (BGR) ms | simplejpeg (BGRX) ms | OpenCV / simplejpeg |", "|---|---|---|---|"]
+    for k in (1, 2, 4, 8):
+        best = {}
+        for name, fn in (("opencv", lambda d, k=k: cv2.imdecode(np.frombuffer(d, np.uint8), REDUCED_FLAGS[k])),
+                         ("simplejpeg", lambda d, k=k: decode_reduced(d, k))):
+            times = []
+            for _ in range(repeats):
+                c0 = time.process_time()
+                for d in data:
+                    fn(d)
+                times.append((time.process_time() - c0) / len(data) * 1e3)
+            best[name] = min(times)
+        rows.append(f"| 1/{k} | {best['opencv']:.2f} | {best['simplejpeg']:.2f} | "
+                    f"{best['opencv'] / best['simplejpeg']:.2f}x |")
+    return rows
 
 
 def main() -> None:
@@ -227,6 +261,16 @@ def main() -> None:
               f"{c['per-pair'] / c['naive']:.2f}x | {c['w1'] / c['naive']:.2f}x | {w['w2'] / w['naive']:.2f}x | "
               f"{c['w1'] / c['w1_full']:.2f}x | {100 * r['decode_share']:.0f}% ({100 * r['unshared_decode_share']:.0f}%) | "
               f"{r['decodes_per_pair']:.2f} | {r['bytes_per_pair'] / 1e3:.1f} |")
+    print("\nThe old decode path (cv2.imdecode IMREAD_REDUCED_* + BGR->BGRA) against the new one (simplejpeg, BGRX), "
+          "same run, same bytes written:\n")
+    print("| data | per-pair old / naive | per-pair new / naive | per-pair new / old | 1w old / naive | 1w new / naive "
+          "| 1w new / old |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        c = r["cpu"]
+        print(f"| {r['label']} | {c['per-pair_old'] / c['naive']:.2f}x | {c['per-pair'] / c['naive']:.2f}x | "
+              f"{c['per-pair'] / c['per-pair_old']:.2f}x | {c['w1_old'] / c['naive']:.2f}x | "
+              f"{c['w1'] / c['naive']:.2f}x | {c['w1'] / c['w1_old']:.2f}x |")
     print("\n1-worker columns are pairs per CPU-second of this process (robust to other jobs on the shared CPUs);"
           " wall pairs/s medians: " + "; ".join(
               f"{r['label']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["wall"].items()) for r in results))
@@ -237,6 +281,9 @@ def main() -> None:
         raw = ", ".join(f"{k} {v / 1e3:.0f} kB" for k, v in r["raw"].items())
         print(f"{r['label']}: prepare 1w time: {st}; naive: {nst}; decode factors {r['factors']}; "
               f"without JPEG: {raw} per pair")
+    if not args.no_hires:
+        print(f"\nDecode cost per frame, {sets[-1][1]} (CPU ms, best of 7):\n")
+        print("\n".join(decode_floor(sets[-1][0])))
     print(f"\nload average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"(2 CPUs; > ~1.5 means other jobs competed)")
 

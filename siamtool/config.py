@@ -209,7 +209,8 @@ class TrackConfig:
     """fp16 inference on CUDA."""
     backend: str = "auto"
     """Runtime for --checkpoint: auto (onnxruntime on CPU through a cached, checked ONNX export: several
-    times faster there, see README `export`; PyTorch on CUDA), torch, or onnx (onnxruntime everywhere)."""
+    times faster there, see README `export`; PyTorch on CUDA), torch, onnx (onnxruntime everywhere), or
+    opencv (OpenCV's DNN module on the CPU, for --onnx too: docs/runtimes.md)."""
 
 
 @dataclass
@@ -260,7 +261,7 @@ class Config:
 _CHOICES = {
     ("train", "amp"): ("auto", "bf16", "fp16", "off"),
     ("eval", "convention"): ("pytracking", "official"),
-    ("track", "backend"): ("auto", "torch", "onnx"),
+    ("track", "backend"): ("auto", "torch", "onnx", "opencv"),
     ("track", "scale"): ("dsst", "head", "both"),
 }
 _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "epochs", "lr_batch",

@@ -9,10 +9,13 @@ counts the ones it returns None for.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from siamtool.geometry import REDUCED_FLAGS
 
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
@@ -25,6 +28,83 @@ def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | 
         return None
     try:
         img = cv2.imdecode(buf, flags)
+    except cv2.error:
+        return None
+    return img if img is not None and img.size else None
+
+
+# ------------------------------------------------------------------------------- reduced JPEG decode
+
+try:  # libjpeg-turbo built into a wheel (see decode_reduced); OpenCV does the same work where it is missing
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency of siamtool, absent only in odd installs
+    simplejpeg = None
+
+DECODERS = ("auto", "opencv")
+"""`decode_reduced`'s choices: auto (simplejpeg when it can decode the file, else OpenCV), opencv (always)."""
+
+
+def _exif_orientation(data: bytes) -> int:
+    """The Exif orientation tag of a JPEG's header: 1 (upright) without one, 0 when the header is not understood.
+
+    OpenCV turns an image by this tag and simplejpeg does not, so only upright files go to simplejpeg.
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return 0
+        marker, length = data[i + 1], data[i + 2] << 8 | data[i + 3]
+        if marker == 0xDA:  # start of scan: no more header segments
+            return 1
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0":
+            return _tiff_orientation(data[i + 10:i + 2 + length])
+        i += 2 + length
+    return 0
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 0x0112 of the first IFD of an Exif TIFF block (1 if absent, 0 if the block is malformed)."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    if ifd + 2 > len(tiff):
+        return 0
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for e in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        tag, kind, _, value = struct.unpack(order + "HHIH", tiff[e:e + 10])
+        if tag == 0x0112:
+            return value if kind == 3 else 0
+    return 1
+
+
+def decode_reduced(data: bytes, factor: int = 1, decoder: str = "auto") -> np.ndarray | None:
+    """Decode an image file's bytes at 1/`factor` scale (1, 2, 4, 8); None when it is not a readable image.
+
+    Returns BGRX (4 channels, the 4th 255) from simplejpeg, or BGR (3 channels) from OpenCV: both
+    run libjpeg-turbo's DCT-domain scaled decode and give the same B, G, R values (tested), so callers
+    take either. simplejpeg is used for JPEGs because it is faster (no BGR copy inside OpenCV; measured
+    1.5 vs 1.8 ms for a 960x720 frame at 1/1, 1.14 vs 1.23 ms at 1/2) and writes the 4-channel pixels
+    that warpAffine's SIMD path wants, so `prepare` needs no colour conversion. It runs in strict mode:
+    files turned by an Exif orientation tag, recoverable errors (truncation, extraneous bytes) or anything else
+    it refuses are decoded by OpenCV as before, so the pixels, and which frames are unreadable, do not
+    depend on the decoder (`read_image` explains why OpenCV's imdecode is the reference).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if not data:
+        return None
+    if decoder == "auto" and simplejpeg is not None and data[:2] == b"\xff\xd8" and _exif_orientation(data) == 1:
+        try:
+            h, w = simplejpeg.decode_jpeg_header(data)[:2]
+            sh, sw = -(-h // factor), -(-w // factor)
+            img = simplejpeg.decode_jpeg(data, "BGRX", min_height=sh, min_width=sw)
+            if img.shape[:2] == (sh, sw):
+                return img
+        except ValueError:
+            pass
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), REDUCED_FLAGS[factor])
     except cv2.error:
         return None
     return img if img is not None and img.size else None

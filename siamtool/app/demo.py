@@ -126,7 +126,7 @@ class DemoSummary:
     checkpoint: Path | None
     onnx: Path | None
     runtime: str
-    """"onnxruntime" or "PyTorch": what `track.backend` selects for this device."""
+    """"onnxruntime", "OpenCV DNN" or "PyTorch": what `track.backend` selects for this device."""
     track: TrackSummary
     scores: dict[str, float] | None
     """success_auc, precision_20, norm_precision_20 (percent) when the ground truth is known."""
@@ -140,6 +140,8 @@ class DemoSummary:
 def _runtime(cfg: Config, device: Any, onnx: Path | None) -> str:
     from siamtool.export.cache import use_onnx
 
+    if cfg.track.backend == "opencv":
+        return "OpenCV DNN"
     if onnx is not None or use_onnx(cfg.track.backend, getattr(device, "type", str(device))):
         return "onnxruntime"
     return "PyTorch"

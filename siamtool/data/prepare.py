@@ -11,8 +11,18 @@ Order of work:
   5. write `index.json` (the reader's entry point) only when every shard exists.
 
 A worker decodes each frame once per shard, at the coarsest JPEG reduction (1/2, 1/4, 1/8) that
-every crop it feeds still allows, then cuts each crop with one warpAffine (`geometry.crop`). Frames
-that cannot be read are skipped with the pairs that need them, counted and listed.
+every crop it feeds still allows (libjpeg-turbo's DCT-domain scaling, `images.decode_reduced`), then
+cuts each crop with one warpAffine (`geometry.crop`). Frames that cannot be read are skipped with the
+pairs that need them, counted and listed.
+
+Why the whole frame is decoded, not only the region the crops need: libjpeg-turbo can skip the IDCT
+outside a region (`tj3SetCroppingRegion`), but no maintained Python binding with a wheel exposes it
+(simplejpeg and OpenCV scale only; PyTurboJPEG needs a system libturbojpeg >= 3.0, which Debian 12
+does not have, and does not wrap the call either). It would save less than it seems: the Huffman
+decode of every row above the region's bottom cannot be skipped, and at the reductions used it is
+most of the decode (a 960x720 frame: 1.14 ms at 1/2, 0.87 ms at 1/8 where the IDCT is almost nil).
+A ctypes prototype of the cropped decode measured 1.01 ms against 1.36 ms per frame on the 720p
+benchmark pairs (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -57,7 +67,8 @@ from siamtool.data.shards import (
 )
 from siamtool.errors import ConfigError, SiamtoolError
 from siamtool.fileio import LockHeld, exclusive_lock, write_json_atomic
-from siamtool.geometry import REDUCED_FLAGS, CropWindow, crop, reduced_decode_factor
+from siamtool.geometry import CropWindow, crop, reduced_decode_factor
+from siamtool.images import decode_reduced
 
 PLAN_NAME = "prepare.json"
 LOCK_NAME = ".prepare.lock"
@@ -89,6 +100,8 @@ class CropParams:
     data: DataConfig
     max_decode_factor: int = 8
     """Largest JPEG reduction used (1 disables reduced decoding; the benchmark measures the gain)."""
+    decoder: str = "auto"
+    """`images.decode_reduced`'s decoder: auto (simplejpeg, else OpenCV) or opencv (the benchmark's old path)."""
 
 
 @dataclass
@@ -116,24 +129,23 @@ def pair_windows(spec: PairSpec, data: DataConfig) -> tuple[CropWindow, CropWind
             stored_search_window(np.asarray(spec.search_box), data))
 
 
-def read_frame(path: Path, factor: int, timing: Timing) -> np.ndarray | None:
-    """Decode a frame at 1/factor size (3-channel BGR); None when missing, empty or not an image."""
+def read_frame(path: Path, factor: int, timing: Timing, decoder: str = "auto") -> np.ndarray | None:
+    """Decode a frame at 1/factor size, BGRX or BGR (`images.decode_reduced`); None when missing,
+    empty or not an image. Read with one `read()`: np.fromfile took 3x longer for a 90 kB frame."""
     t0 = time.perf_counter()
     try:
-        buf = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError:
         return None
     t1 = time.perf_counter()
-    try:
-        img = cv2.imdecode(buf, REDUCED_FLAGS[factor]) if buf.size else None
-    except cv2.error:
-        img = None
+    img = decode_reduced(data, factor, decoder)
     t2 = time.perf_counter()
     timing.read += t1 - t0
     timing.decode += t2 - t1
     timing.frames += 1
     timing.decode_factors[factor] += 1
-    return img if img is not None and img.size else None
+    return img
 
 
 def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarray, list[CropWindow]]:
@@ -143,9 +155,10 @@ def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarra
     but not for 3 (0.30 vs 0.81 ms), and output pixels that sample outside the image with
     BORDER_REPLICATE take a slow per-pixel path (a window 3x the frame: 1.3-2.0 ms instead of 0.4).
     So only the part of the frame the windows cover is converted to BGRA (imencode writes the same
-    JPEG bytes for BGRA as for BGR), and it is padded with replicated edges only where a window leaves
-    the frame. The crops equal those of the whole frame: replicate padding is what BORDER_REPLICATE
-    samples, and inside the frame no window reads beyond the region (+1 px for bilinear taps).
+    JPEG bytes for BGRA as for BGR; a BGRX decode is used as it is), and it is padded with replicated
+    edges only where a window leaves the frame. The crops equal those of the whole frame: replicate
+    padding is what BORDER_REPLICATE samples, and inside the frame no window reads beyond the region
+    (+1 px for bilinear taps).
     """
     h, w = img.shape[:2]
     x_lo = math.floor(min(win.x0 for win in windows)) - 1
@@ -156,7 +169,8 @@ def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarra
     rx0, ry0 = min(max(x_lo, 0), w - 1), min(max(y_lo, 0), h - 1)
     rx1, ry1 = max(min(x_hi, w), rx0 + 1), max(min(y_hi, h), ry0 + 1)
     roi = img[ry0:ry1, rx0:rx1]
-    roi = cv2.cvtColor(roi, cv2.COLOR_BGR2BGRA if roi.ndim == 3 and roi.shape[2] == 3 else cv2.COLOR_GRAY2BGRA)
+    if roi.ndim == 2 or roi.shape[2] != 4:
+        roi = cv2.cvtColor(roi, cv2.COLOR_BGR2BGRA if roi.ndim == 3 else cv2.COLOR_GRAY2BGRA)
     left, top = max(0, rx0 - x_lo), max(0, ry0 - y_lo)
     right, bottom = max(0, x_hi - rx1), max(0, y_hi - ry1)
     if left or top or right or bottom:
@@ -188,7 +202,7 @@ def make_pairs(
     for path in sorted(uses):
         users = uses[path]
         factor = min(reduced_decode_factor(windows[i][r].scale, params.max_decode_factor) for i, r in users)
-        img = read_frame(path, factor, timing)
+        img = read_frame(path, factor, timing, params.decoder)
         if img is None:
             bad.append(str(path))
         else:
@@ -469,7 +483,7 @@ def _disk_full_error(out: Path, chunks: list[list[PairSpec]], data: DataConfig) 
 def prepare_shards(
     lasot: str | Path, out: str | Path, cfg: Config, split: str = "train", workers: int = 1,
     overwrite: bool = False, strict: bool = False, console: Console | None = None,
-    max_decode_factor: int = 8,
+    max_decode_factor: int = 8, decoder: str = "auto",
 ) -> PrepareSummary:
     """Write the shards of `split` under `out` (see the module docstring); resumes what exists.
 
@@ -516,7 +530,7 @@ def prepare_shards(
     try:
         with exclusive_lock(out / LOCK_NAME, wait=False):
             summary = _write(out, cfg, root, split, index, sampled, val_sampled, val_seqs, fingerprint, workers,
-                             overwrite, console, max_decode_factor, start)
+                             overwrite, console, CropParams(data, max_decode_factor, decoder), start)
     except LockHeld as e:
         raise SiamtoolError(f"--out {out}: another `siamtool prepare` is writing there ({e.holder or 'pid unknown'});"
                             " wait for it to finish, or choose another --out") from None
@@ -526,7 +540,7 @@ def prepare_shards(
 
 def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: Any, val_sampled: Any,
            val_seqs: list[Any], fingerprint: dict[str, Any], workers: int, overwrite: bool, console: Console,
-           max_decode_factor: int, start: float) -> PrepareSummary:
+           params: CropParams, start: float) -> PrepareSummary:
     """The part of `prepare_shards` that owns `out` (run under its lock): check, resume, write, index."""
     data = cfg.data
     if overwrite:
@@ -575,7 +589,6 @@ def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: 
 
     attrs = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "siamtool_version": __version__,
              "source_root": str(root)}
-    params = CropParams(data, max_decode_factor)
     tasks = [ShardTask(i, out / shard_name(i), chunks[i], params, attrs) for i in todo]
     timing = Timing()
     made = 0

@@ -3,7 +3,8 @@
 On this project's CPUs onnxruntime tracks several times faster than eager PyTorch for every backbone
 (`benchmarks/backend_latency.py`, table in the README), so `track` and `eval` given a checkpoint on CPU
 export it once, check the graphs against PyTorch like `siamtool export` does, and track with the
-onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on CUDA), `torch`, `onnx`.
+onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on CUDA), `torch`, `onnx`, or
+`opencv` (the same cached export, run by OpenCV's DNN module).
 
 The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
 ``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
@@ -14,7 +15,6 @@ tracking falls back to PyTorch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -27,7 +27,7 @@ from siamtool import __version__
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import exclusive_lock
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "opencv")
 
 
 def cache_root() -> Path:
@@ -47,12 +47,23 @@ def onnxruntime_available() -> bool:
 
 
 def use_onnx(backend: str, device_type: str) -> bool:
-    """Whether a checkpoint should run through onnxruntime for this `track.backend` and device."""
+    """Whether a checkpoint should run through its ONNX export for this `track.backend` and device."""
     if backend not in BACKENDS:
         raise SiamtoolError(f"track.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnx":
+    if backend in ("onnx", "opencv"):
         return True
     return backend == "auto" and device_type == "cpu" and onnxruntime_available()
+
+
+def _complete(folder: Path) -> bool:
+    """Whether `folder` holds a complete export of this format (its metadata checks out)."""
+    from siamtool.export.onnx import export_spec
+
+    try:
+        export_spec(folder)
+    except SiamtoolError:
+        return False
+    return True
 
 
 def cache_key(checkpoint_file: Path) -> str:
@@ -62,8 +73,10 @@ def cache_key(checkpoint_file: Path) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
-def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callable[[str], None] | None = None):
-    """An `OnnxBackend` over the checked ONNX export of `checkpoint` in the cache, exporting it on first use.
+def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callable[[str], None] | None = None,
+                        runtime: str = "onnx"):
+    """An `OnnxBackend` (`runtime="opencv"`: an `OpenCVBackend`) over the checked ONNX export of
+    `checkpoint` in the cache, exporting it on first use.
 
     Returns None when the export fails its check against PyTorch (the caller then uses PyTorch). A
     cache folder that does not load (interrupted, corrupt, another format) is exported again.
@@ -72,15 +85,20 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
     from siamtool.engine.checkpoint import checkpoint_path, load_checkpoint
     from siamtool.export.onnx import export_checkpoint
     from siamtool.tracking.onnx_backend import OnnxBackend
+    from siamtool.tracking.opencv_backend import OpenCVBackend
 
+    backend_cls = OpenCVBackend if runtime == "opencv" else OnnxBackend
     path = checkpoint_path(checkpoint)
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     folder = cache_root() / "onnx" / cache_key(path)
     with exclusive_lock(folder.parent / f".{folder.name}.lock"):
         if folder.is_dir():
-            with contextlib.suppress(SiamtoolError):
-                return OnnxBackend.from_dir(folder, device)[0]
+            try:
+                return backend_cls.from_dir(folder, device)[0]
+            except SiamtoolError:
+                if runtime == "opencv" and _complete(folder):
+                    raise  # OpenCV refuses a good export (an op it lacks): exporting again would not help
         # A corrupt or foreign checkpoint fails here, in one line, before the export is announced.
         load_checkpoint(path)
         report = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -95,4 +113,4 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
             report(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
                    f"tracking with PyTorch instead")
             return None
-        return OnnxBackend.from_dir(folder, device)[0]
+        return backend_cls.from_dir(folder, device)[0]

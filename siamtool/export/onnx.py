@@ -220,6 +220,63 @@ def check_pair_metadata(template_meta: dict[str, str], search_meta: dict[str, st
                 f"{template_meta.get(key, '?')[:12]} vs {search_meta.get(key, '?')[:12]}); export both again")
 
 
+@dataclass(frozen=True)
+class ExportSpec:
+    """What every runtime reads from an export folder: its graphs and what their metadata promise.
+
+    One reader for all backends (onnxruntime, OpenCV DNN) so that they refuse the same folders with the
+    same lines and hand the Tracker the same crop geometry.
+    """
+
+    path: Path
+    template_path: Path
+    search_path: Path
+    metadata: dict[str, str]
+    """The template graph's metadata_props (`METADATA_KEYS`)."""
+    cfg: Config
+    """The full config stored in the export: `cfg.data` is the crop geometry the Tracker must use."""
+    template_size: int
+    search_size: int
+    stride: int
+    precision: str
+    export_id: str
+
+
+def export_graph_files(path: str | Path) -> tuple[Path, Path]:
+    """(template.onnx, search.onnx) of an export folder; one line naming what is missing otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SiamtoolError(f"{path}: ONNX export folder not found (write one with "
+                            f"`siamtool export CHECKPOINT --out DIR`)")
+    files = (path / TEMPLATE_FILE, path / SEARCH_FILE)
+    for file in files:
+        if not file.is_file():
+            raise SiamtoolError(f"{file}: missing; {path} is not a complete `siamtool export` folder")
+    return files
+
+
+def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
+                search_meta: dict[str, str] | None = None) -> ExportSpec:
+    """Check that a folder holds one siamtool export of this format and read its config and sizes.
+
+    `template_meta`/`search_meta` are the graphs' metadata_props when the runtime already has them
+    (onnxruntime reads them while loading); otherwise they are read from the files with `onnx`.
+    """
+    from siamtool.config import config_from_dict
+
+    template_path, search_path = export_graph_files(path)
+    path = Path(path)
+    t_meta = read_metadata(template_path) if template_meta is None else dict(template_meta)
+    s_meta = read_metadata(search_path) if search_meta is None else dict(search_meta)
+    check_pair_metadata(t_meta, s_meta, str(path))
+    cfg = config_from_dict(json.loads(t_meta["config"]), source=f"{template_path} (config)")
+    spec = ExportSpec(path, template_path, search_path, t_meta, cfg, int(t_meta["template_size"]),
+                      int(t_meta["search_size"]), int(t_meta["stride"]), t_meta["precision"], t_meta["export_id"])
+    if (cfg.data.template_size, cfg.data.search_size) != (spec.template_size, spec.search_size):
+        raise SiamtoolError(f"{path}: graph metadata contradicts its own config (crop sizes); export again")
+    return spec
+
+
 # ----------------------------------------------------------------------------------- parity crops
 
 

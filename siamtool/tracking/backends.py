@@ -142,17 +142,21 @@ def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.devic
 
     A checkpoint may be a file or a run folder (`engine.checkpoint.load_checkpoint` picks the file).
     `user_cfg.track.backend` picks its runtime: by default onnxruntime on CPU, through an export cached
-    per checkpoint (`siamtool.export.cache`), PyTorch on CUDA.
+    per checkpoint (`siamtool.export.cache`), PyTorch on CUDA; `opencv` runs the export (cached, or the
+    --onnx folder) in OpenCV's DNN module.
     """
     from siamtool.export.cache import cached_onnx_backend, use_onnx
     from siamtool.tracking.onnx_backend import OnnxBackend
+    from siamtool.tracking.opencv_backend import OpenCVBackend
+
+    runtime = user_cfg.track.backend
 
     require_tracker(checkpoint, onnx)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
             raise SiamtoolError(f"--checkpoint {checkpoint}: file not found")
-        cached = cached_onnx_backend(checkpoint, device) if use_onnx(user_cfg.track.backend, device.type) else None
+        cached = cached_onnx_backend(checkpoint, device, runtime=runtime) if use_onnx(runtime, device.type) else None
         if cached is not None:
             backend, trained = cached, cached.cfg
         else:
@@ -161,5 +165,5 @@ def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.devic
     onnx = Path(onnx)  # type: ignore[arg-type]
     if not onnx.is_dir():
         raise SiamtoolError(f"--onnx {onnx}: folder not found (expected the output folder of `siamtool export`)")
-    backend, trained = OnnxBackend.from_dir(onnx, device)
+    backend, trained = (OpenCVBackend if runtime == "opencv" else OnnxBackend).from_dir(onnx, device)
     return backend, merge_tracking_config(trained, user_cfg), tracker_name(None, onnx)

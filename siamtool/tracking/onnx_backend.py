@@ -9,14 +9,13 @@ with one line before anything is tracked.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from siamtool.config import Config, config_from_dict
+from siamtool.config import Config
 from siamtool.errors import SiamtoolError
 
 CUDA = "CUDAExecutionProvider"
@@ -60,40 +59,28 @@ class OnnxBackend:
     returns_features = True
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
-        from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, check_pair_metadata, onnx_session
+        from siamtool.export.onnx import export_graph_files, export_spec, onnx_session
 
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise SiamtoolError(f"{self.path}: ONNX export folder not found (write one with "
-                                f"`siamtool export CHECKPOINT --out DIR`)")
-        files = {name: self.path / name for name in (TEMPLATE_FILE, SEARCH_FILE)}
-        for file in files.values():
-            if not file.is_file():
-                raise SiamtoolError(f"{file}: missing; {self.path} is not a complete `siamtool export` folder")
+        files = export_graph_files(self.path)
         self.providers_requested = list(providers) if providers else default_providers()
-        sessions = {}
-        for name, file in files.items():
+        sessions = []
+        for file in files:
             try:
-                sessions[name] = onnx_session(file, self.providers_requested, threads)
+                sessions.append(onnx_session(file, self.providers_requested, threads))
             except SiamtoolError:
                 raise
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
                 raise SiamtoolError(f"{file}: onnxruntime cannot load it ({first})") from None
-        self._template = sessions[TEMPLATE_FILE]
-        self._search = sessions[SEARCH_FILE]
-        t_meta = dict(self._template.get_modelmeta().custom_metadata_map)
-        s_meta = dict(self._search.get_modelmeta().custom_metadata_map)
-        check_pair_metadata(t_meta, s_meta, str(self.path))
-        self.metadata = t_meta
-        self.cfg: Config = config_from_dict(json.loads(t_meta["config"]), source=f"{files[TEMPLATE_FILE]} (config)")
-        self.template_size = int(t_meta["template_size"])
-        self.search_size = int(t_meta["search_size"])
-        self.stride = int(t_meta["stride"])
-        self.precision = t_meta["precision"]
-        self.export_id = t_meta["export_id"]
-        if (self.cfg.data.template_size, self.cfg.data.search_size) != (self.template_size, self.search_size):
-            raise SiamtoolError(f"{self.path}: graph metadata contradicts its own config (crop sizes); export again")
+        self._template, self._search = sessions
+        spec = export_spec(self.path, self._template.get_modelmeta().custom_metadata_map,
+                           self._search.get_modelmeta().custom_metadata_map)
+        self.metadata = spec.metadata
+        self.cfg: Config = spec.cfg
+        self.template_size, self.search_size, self.stride = spec.template_size, spec.search_size, spec.stride
+        self.precision = spec.precision
+        self.export_id = spec.export_id
         self.providers: list[str] = list(self._search.get_providers())
 
     @property
