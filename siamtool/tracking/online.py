@@ -157,10 +157,6 @@ class TranslationFilter:
         """Response peak on the first sample: responses are divided by it, so the first frame scores 1
         and the fused score mixes two maps of the same range."""
 
-    @property
-    def ready(self) -> bool:
-        return self._num is not None
-
     def calibrate(self, feats: np.ndarray) -> None:
         """Set `peak` from the response to the first frame's own features."""
         self.peak = 1.0
