@@ -306,7 +306,7 @@ class OnlineTarget:
             self.scale.add_sample(grey, center, size)
 
     def maybe_update(self, confident: bool, feats: np.ndarray, cell: tuple[float, float],
-                     size_cells: tuple[float, float], grey: np.ndarray, center: np.ndarray,
+                     size_cells: tuple[float, float], grey: np.ndarray | None, center: np.ndarray,
                      size: np.ndarray) -> bool:
         """Every `online_interval` frames, learn from this frame if it was `confident`; True if it did."""
         self.frames_since_update += 1
@@ -314,6 +314,6 @@ class OnlineTarget:
             return False
         self.frames_since_update = 0
         self.translation.add_sample(feats, cell, size_cells)
-        if self.scale is not None:
+        if self.scale is not None and grey is not None:
             self.scale.add_sample(grey, center, size)
         return True

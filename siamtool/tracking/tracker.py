@@ -16,8 +16,9 @@ frame, `track(frame)`:
    sub-cell peak next to it, mixed by the same weight;
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
    (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
-   (``head``), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a
-   confident frame becomes a sample of the online models (bounded memory, first frame kept);
+   (``head``), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the
+   box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a confident
+   frame becomes a sample of the online models (bounded memory, first frame kept);
 5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
    score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
    model whose scores shift down on unfamiliar footage would otherwise call a visible target lost from
@@ -331,6 +332,7 @@ class Tracker:
         self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
         if self.online is not None and growth == 1.0:
             confident = cand.score >= t.online_update_ratio * (self.reference_score or 0.0)
+            if grey is None and self.online.scale is not None:
+                grey = self._grey(frame)
             self.online.maybe_update(confident, out[2], self._target_cell(window, self.center),
-                                     self._size_cells(window), grey if grey is not None else self._grey(frame),
-                                     self.center, self.size)
+                                     self._size_cells(window), grey, self.center, self.size)
