@@ -8,7 +8,6 @@ frames instead of falling further and further behind the scene.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import re
 import threading
@@ -20,24 +19,9 @@ import cv2
 import numpy as np
 
 from siamtool.errors import SiamtoolError
-from siamtool.images import read_image
+from siamtool.images import quiet_opencv, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-@contextlib.contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own log lines while probing a device or file: our one-line error says it better."""
-    log = getattr(getattr(cv2, "utils", None), "logging", None)
-    if log is None:
-        yield
-        return
-    old = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        log.setLogLevel(old)
 
 
 def natural_key(path: str | Path) -> list[Any]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -44,9 +43,11 @@ from siamtool.data.augment import plan_pairs, render_pairs
 from siamtool.data.shards import INDEX_NAME, KIND_POSITIVE, ShardIndex, ShardReader, load_shard_index
 from siamtool.data.stream import VAL_SALT, Batch, Part, decode_jpegs, split_parts
 from siamtool.errors import DatasetError
-from siamtool.fileio import temp_beside
+from siamtool.fileio import atomic_path
 
 CACHE_DIR = "features"
+COLUMNS = ("template", "search", "search_box", "kind")
+"""What a view file holds per pair: backbone maps of both crops, the jittered search box, the pair kind."""
 FORMAT = 1
 
 
@@ -163,17 +164,11 @@ def walk_views(index: ShardIndex, parts: list[Part], cfg: Config, view: int, jit
 
 
 def _write_view(path: Path, arrays: dict[str, np.ndarray], fingerprint: dict[str, Any], view: int) -> None:
-    tmp = temp_beside(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value)
-            f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
-            f.attrs["view"] = view
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+        f.attrs["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
+        f.attrs["view"] = view
 
 
 def _is_current(path: Path, fingerprint: dict[str, Any]) -> bool:
@@ -210,7 +205,7 @@ def build_feature_cache(shards_dir: str | Path, cfg: Config, model: Any, device:
     runner = BackboneRunner(model.backbone, device) if todo else None
     try:
         for split, view, _ in todo:
-            cols: dict[str, list[np.ndarray]] = {k: [] for k in ("template", "search", "search_box", "kind")}
+            cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
             parts = train_parts if split == "train" else val_parts
             for z, x, box, kind in walk_views(index, parts, cfg, view, jitter=split == "train"):
                 cols["template"].append(runner(z))  # type: ignore[misc]
@@ -245,7 +240,7 @@ def load_views(files: list[Path]) -> dict[str, np.ndarray]:
             if not f.is_file():
                 raise DatasetError(f"{f}: feature cache file missing; run `siamtool train` again to rebuild it")
             with h5py.File(f, "r") as h:
-                for k in ("template", "search", "search_box", "kind"):
+                for k in COLUMNS:
                     parts.setdefault(k, []).append(h[k][()])
         _LOADED.clear()  # one cache at a time: a second run in one process must not double the memory
         _LOADED[key] = {k: np.concatenate(v) for k, v in parts.items()}
@@ -304,7 +299,7 @@ class CachedLoader:
                    else (self.order[i:i + self.batch_size] for i in range(0, len(self.order), self.batch_size)))
         for order in batches:
             idx = np.sort(order)
-            t = {k: torch.from_numpy(self.data[k][idx]) for k in ("template", "search", "search_box", "kind")}
+            t = {k: torch.from_numpy(self.data[k][idx]) for k in COLUMNS}
             if pin:
                 t = {k: v.pin_memory() for k, v in t.items()}
             t = {k: v.to(self.device, non_blocking=True) for k, v in t.items()}

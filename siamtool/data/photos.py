@@ -58,7 +58,7 @@ def make_photo_lasot(root: str | Path, sequences: int = 80, n_frames: int = 120,
 
     Only the optional packages' photos (scikit-image, scikit-learn): matplotlib's pictures are the demo's
     (`siamtool demo`), and a model trained on them would make the demo a test on training material."""
-    photos = {k: v for k, v in bundled_photos().items() if not k.startswith(ALWAYS_INSTALLED)}
+    photos = bundled_photos(tuple(p for p in _PHOTOS if p not in ALWAYS_INSTALLED))
     if not photos:
         raise SiamtoolError("no bundled photos found: pip install scikit-image scikit-learn")
     make_synthetic_lasot(root, classes=("photo",), seqs_per_class=sequences, n_frames=n_frames, size=size,

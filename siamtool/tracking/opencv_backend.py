@@ -14,9 +14,7 @@ embeddings): such a folder is refused with one line that says to use onnxruntime
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +23,14 @@ import numpy as np
 
 from siamtool.config import Config
 from siamtool.errors import SiamtoolError
+from siamtool.images import quiet_opencv
 from siamtool.tracking.onnx_backend import _crop_to_input
-
-
-@contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
-    """OpenCV's ONNX importer logs to stderr (parser fallbacks, unsupported nodes); library code prints
-    nothing, and a failure becomes one SiamtoolError line instead."""
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging is None:
-        yield
-        return
-    old = logging.getLogLevel()
-    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    try:
-        yield
-    finally:
-        logging.setLogLevel(old)
 
 
 def _load(file: Path) -> Any:
     """`cv2.dnn.readNetFromONNX`, with OpenCV's multi-line error reduced to the line naming the node."""
     try:
-        with _quiet_opencv():
+        with quiet_opencv():
             return cv2.dnn.readNetFromONNX(str(file))
     except cv2.error as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
