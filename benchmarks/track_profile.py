@@ -1,0 +1,228 @@
+"""Where one tracked frame's time goes: crop, search graph, online filter, post-processing.
+
+    python benchmarks/track_profile.py                                  # shipped tracker, 3 real sequences
+    python benchmarks/track_profile.py --sequences person-1 --threads 1
+
+The shipped tracker (onnxruntime on the cached export, as `siamtool track` runs it on CPU) tracks real
+LaSOT-format sequences one-pass from the frame-1 ground truth, frames decoded once into memory. Each
+stage of `Tracker.track` is timed by wrapping the function the Tracker calls for it:
+
+* crop: `geometry.crop_like_prepare` of the search window (+ BGR->RGB in the Tracker);
+* search graph: the backend's `search` (onnxruntime run, input conversion included);
+* online respond: the correlation filter's response (`TranslationFilter.respond`);
+* select: `select_candidate` (penalties, Hann window, argmax);
+* scale (DSST): `ScaleFilter.estimate` + the grey frame it needs;
+* online update: `OnlineTarget.maybe_update` (every `online_interval` frames it learns);
+* rest: the remainder of `TrackResult.time_s` (state update, sub-cell peak, box conversions).
+
+The "before" column is the same tracker with the pre-issue-14 per-frame path (the full-frame area
+resize before the crop, the old post-processing: `LEGACY` below), interleaved frame by frame with the
+current path (alternating which goes first), on the same frames, in the same process: medians per
+stage and the ratio before / now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
+from siamtool.geometry import from_lasot  # noqa: E402
+from siamtool.tracking import tracker as tracker_module  # noqa: E402
+from siamtool.tracking.tracker import Tracker  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+STAGES = ("crop", "search graph", "online respond", "select", "scale (DSST)", "online update", "rest")
+
+
+def load(root: Path, names: list[str], limit: int) -> list[tuple[str, list[np.ndarray], np.ndarray]]:
+    found = find_sequences(root)
+    out = []
+    for name in names:
+        if name not in found:
+            raise SystemExit(f"error: sequence {name!r} not under {root}")
+        seq = load_sequence(found[name])
+        n = min(seq.n_frames, limit) if limit else seq.n_frames
+        out.append((name, [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(n)], seq.gt))
+    return out
+
+
+class TimedBackend:
+    """The backend with its `search` timed as the "search graph" stage."""
+
+    def __init__(self, inner, clock: StageClock) -> None:
+        self.inner, self.returns_features = inner, inner.returns_features
+        self.template = inner.template
+        self.search = clock.wrap("search graph", inner.search)
+
+
+class StageClock:
+    """Accumulates the time of wrapped calls per stage for the frame being tracked."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, float] = {}
+
+    def wrap(self, stage: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.now[stage] = self.now.get(stage, 0.0) + time.perf_counter() - t
+        return timed
+
+
+@contextlib.contextmanager
+def patched(module, **names: Callable) -> Iterator[None]:
+    old = {k: getattr(module, k) for k in names}
+    for k, v in names.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def instrument(tr: Tracker, clock: StageClock) -> None:
+    """Wrap the online models of an initialised tracker (they are created by `initialize`)."""
+    if tr.online is None:
+        return
+    tr.online.translation.respond = clock.wrap("online respond", tr.online.translation.respond)
+    tr.online.maybe_update = clock.wrap("online update", tr.online.maybe_update)
+    if tr.online.scale is not None:
+        tr.online.scale.estimate = clock.wrap("scale (DSST)", tr.online.scale.estimate)
+
+
+def variant_functions(variant: str, clock: StageClock) -> dict[str, Callable]:
+    """The tracker module's per-frame functions for a variant, wrapped by the clock."""
+    fns = LEGACY if variant == "before" else {k: getattr(tracker_module, k) for k in LEGACY}
+    return {"crop_like_prepare": clock.wrap("crop", fns["crop_like_prepare"]),
+            "select_candidate": clock.wrap("select", fns["select_candidate"])}
+
+
+def legacy_crop_like_prepare(frame: np.ndarray, window) -> np.ndarray:
+    """Before issue 14: the whole frame is area-resized by k, then the window is warped out of it."""
+    from siamtool.geometry import crop, reduced_decode_factor
+
+    k = reduced_decode_factor(window.scale)
+    if k == 1:
+        return crop(frame, window)
+    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
+    return crop(small, window.scaled(1.0 / k))
+
+
+def legacy_select_candidate(score, boxes, expected_wh, window, window_influence, scale_penalty, context):
+    """Before issue 14: float64 penalties over the whole map, computed by the general helpers."""
+    from siamtool.geometry import context_side
+
+    def change(r):
+        return np.maximum(r, 1.0 / r)
+
+    w = np.maximum(boxes[..., 2].astype(np.float64), 1e-6)
+    h = np.maximum(boxes[..., 3].astype(np.float64), 1e-6)
+    ew, eh = max(expected_wh[0], 1e-6), max(expected_wh[1], 1e-6)
+    s_change = change(context_side(w, h, context) / context_side(ew, eh, context))
+    r_change = change((ew / eh) / (w / h))
+    penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
+    pscore = penalty * score * (1.0 - window_influence) + window * window_influence
+    i, j = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
+    return tracker_module.Candidate((int(i), int(j)), float(score[i, j]), float(penalty[i, j]),
+                                    boxes[i, j].astype(np.float64))
+
+
+LEGACY = {"crop_like_prepare": legacy_crop_like_prepare, "select_candidate": legacy_select_candidate}
+
+
+def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, dict[str, list[float]]]:
+    """Per variant and stage, the per-frame times (s) over all tracked frames after `warmup` per sequence."""
+    times: dict[str, dict[str, list[float]]] = {v: {s: [] for s in (*STAGES, "total")} for v in variants}
+    boxes: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+    for _, frames, gt in data:
+        clocks = {v: StageClock() for v in variants}
+        trackers = {v: Tracker(TimedBackend(backend, clocks[v]), cfg) for v in variants}
+        for v in variants:
+            with patched(tracker_module, **variant_functions(v, clocks[v])):
+                trackers[v].initialize(frames[0], from_lasot(gt[0]))
+            instrument(trackers[v], clocks[v])
+        for i, frame in enumerate(frames[1:]):
+            order = variants if i % 2 == 0 else variants[::-1]
+            for v in order:
+                clocks[v].now = {}
+                with patched(tracker_module, **variant_functions(v, clocks[v])):
+                    r = trackers[v].track(frame)
+                boxes[v].append(r.box)
+                if i < warmup:
+                    continue
+                spent = sum(clocks[v].now.values())
+                for s in STAGES[:-1]:
+                    times[v][s].append(clocks[v].now.get(s, 0.0))
+                times[v]["rest"].append(r.time_s - spent)
+                times[v]["total"].append(r.time_s)
+    if len(variants) == 2:
+        diff = np.abs(np.asarray(boxes[variants[0]]) - np.asarray(boxes[variants[1]])).max()
+        print(f"largest box difference between {variants[0]} and {variants[1]}: {diff:.3g} px")
+    return times
+
+
+def table(times: dict[str, dict[str, list[float]]]) -> str:
+    variants = list(times)
+    ms = {v: {s: statistics.mean(t) * 1e3 for s, t in times[v].items()} for v in variants}
+    med = {v: statistics.median(times[v]["total"]) * 1e3 for v in variants}
+    head = "| stage | " + " | ".join(f"{v}: mean ms | share" for v in variants)
+    sep = "| --- |" + " ---: | ---: |" * len(variants)
+    if len(variants) == 2:
+        head += " | before / now"
+        sep += " ---: |"
+    rows = [head + " |", sep]
+    for s in (*STAGES, "total"):
+        row = f"| {s} | " + " | ".join(f"{ms[v][s]:.2f} | {ms[v][s] / ms[v]['total']:.0%}" for v in variants)
+        if len(variants) == 2:
+            a, b = ms[variants[0]][s], ms[variants[1]][s]
+            row += f" | {a / b:.2f}x" if b > 1e-3 else " | -"
+        rows.append(row + " |")
+    rows.append("| median frame | " + " | ".join(f"{med[v]:.2f} | " for v in variants)
+                + (f" | {med[variants[0]] / med[variants[1]]:.2f}x" if len(variants) == 2 else "") + " |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lasot", type=Path, default=SHARED / "real_lasot", help="LaSOT-layout root")
+    ap.add_argument("--sequences", nargs="+", default=["person-1", "motorcycle-2", "face-3"])
+    ap.add_argument("--frames", type=int, default=0, help="frames per sequence (default: all)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", type=Path, help="default: the shipped tracker")
+    ap.add_argument("--now-only", action="store_true", help="profile the current path only (no 'before')")
+    args = ap.parse_args(argv)
+    from siamtool.export.cache import cached_onnx_backend
+    from siamtool.weights import default_checkpoint
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    backend = cached_onnx_backend(args.checkpoint or default_checkpoint(), "cpu")
+    data = load(args.lasot, args.sequences, args.frames)
+    n = sum(len(f) - 1 for _, f, _ in data)
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load "
+          f"average {os.getloadavg()[0]:.1f}; {n} frames of {', '.join(args.sequences)}; {backend!r}")
+    times = run(data, backend, backend.cfg, ["now"] if args.now_only else ["before", "now"])
+    print(table(times))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
