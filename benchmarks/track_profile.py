@@ -16,7 +16,7 @@ stage of `Tracker.track` is timed by wrapping the function the Tracker calls for
 * rest: the remainder of `TrackResult.time_s` (state update, sub-cell peak, box conversions).
 
 The "before" column is the same tracker with the pre-issue-14 per-frame path (the full-frame area
-resize before the crop, the old post-processing: `LEGACY` below), interleaved frame by frame with the
+resize before the crop, the ``[..., ::-1]`` copy for BGR->RGB: `LEGACY` below), interleaved frame by frame with the
 current path (alternating which goes first), on the same frames, in the same process: medians per
 stage and the ratio before / now.
 """
@@ -41,15 +41,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
-from siamtool.geometry import from_lasot  # noqa: E402
+from siamtool.eval.metrics import batch_curves  # noqa: E402
+from siamtool.geometry import from_lasot, to_lasot  # noqa: E402
 from siamtool.tracking import tracker as tracker_module  # noqa: E402
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
+SELECT = tracker_module.select_candidate
 STAGES = ("crop", "search graph", "online respond", "select", "scale (DSST)", "online update", "rest")
 
 
-def load(root: Path, names: list[str], limit: int) -> list[tuple[str, list[np.ndarray], np.ndarray]]:
+def load(root: Path, names: list[str], limit: int) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+    """(name, decoded frames, ground truth, absent flags) of each sequence, the first `limit` frames."""
     found = find_sequences(root)
     out = []
     for name in names:
@@ -57,7 +60,8 @@ def load(root: Path, names: list[str], limit: int) -> list[tuple[str, list[np.nd
             raise SystemExit(f"error: sequence {name!r} not under {root}")
         seq = load_sequence(found[name])
         n = min(seq.n_frames, limit) if limit else seq.n_frames
-        out.append((name, [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(n)], seq.gt))
+        out.append((name, [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(n)], seq.gt[:n],
+                    seq.absent[:n]))
     return out
 
 
@@ -111,8 +115,8 @@ def instrument(tr: Tracker, clock: StageClock) -> None:
 def variant_functions(variant: str, clock: StageClock) -> dict[str, Callable]:
     """The tracker module's per-frame functions for a variant, wrapped by the clock."""
     fns = LEGACY if variant == "before" else {k: getattr(tracker_module, k) for k in LEGACY}
-    return {"crop_like_prepare": clock.wrap("crop", fns["crop_like_prepare"]),
-            "select_candidate": clock.wrap("select", fns["select_candidate"])}
+    return {"crop_like_prepare": clock.wrap("crop", fns["crop_like_prepare"]), "cv2": fns["cv2"],
+            "select_candidate": clock.wrap("select", SELECT)}
 
 
 def legacy_crop_like_prepare(frame: np.ndarray, window) -> np.ndarray:
@@ -126,39 +130,35 @@ def legacy_crop_like_prepare(frame: np.ndarray, window) -> np.ndarray:
     return crop(small, window.scaled(1.0 / k))
 
 
-def legacy_select_candidate(score, boxes, expected_wh, window, window_influence, scale_penalty, context):
-    """Before issue 14: float64 penalties over the whole map, computed by the general helpers."""
-    from siamtool.geometry import context_side
+class LegacyCv2:
+    """cv2 as the Tracker sees it, except that BGR->RGB is the pre-issue-14 ``[..., ::-1]`` copy."""
 
-    def change(r):
-        return np.maximum(r, 1.0 / r)
+    def __getattr__(self, name: str):
+        return getattr(cv2, name)
 
-    w = np.maximum(boxes[..., 2].astype(np.float64), 1e-6)
-    h = np.maximum(boxes[..., 3].astype(np.float64), 1e-6)
-    ew, eh = max(expected_wh[0], 1e-6), max(expected_wh[1], 1e-6)
-    s_change = change(context_side(w, h, context) / context_side(ew, eh, context))
-    r_change = change((ew / eh) / (w / h))
-    penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
-    pscore = penalty * score * (1.0 - window_influence) + window * window_influence
-    i, j = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-    return tracker_module.Candidate((int(i), int(j)), float(score[i, j]), float(penalty[i, j]),
-                                    boxes[i, j].astype(np.float64))
+    @staticmethod
+    def cvtColor(image: np.ndarray, code: int) -> np.ndarray:  # noqa: N802 - cv2's name
+        if code == cv2.COLOR_BGR2RGB:
+            return np.ascontiguousarray(image[..., ::-1])
+        return cv2.cvtColor(image, code)
 
 
-LEGACY = {"crop_like_prepare": legacy_crop_like_prepare, "select_candidate": legacy_select_candidate}
+LEGACY = {"crop_like_prepare": legacy_crop_like_prepare, "cv2": LegacyCv2()}
 
 
 def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, dict[str, list[float]]]:
     """Per variant and stage, the per-frame times (s) over all tracked frames after `warmup` per sequence."""
     times: dict[str, dict[str, list[float]]] = {v: {s: [] for s in (*STAGES, "total")} for v in variants}
     boxes: dict[str, list[np.ndarray]] = {v: [] for v in variants}
-    for _, frames, gt in data:
+    preds: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+    for _, frames, gt, _ in data:
         clocks = {v: StageClock() for v in variants}
         trackers = {v: Tracker(TimedBackend(backend, clocks[v]), cfg) for v in variants}
         for v in variants:
             with patched(tracker_module, **variant_functions(v, clocks[v])):
                 trackers[v].initialize(frames[0], from_lasot(gt[0]))
             instrument(trackers[v], clocks[v])
+        seq_boxes: dict[str, list[np.ndarray]] = {v: [to_lasot(from_lasot(gt[0]))] for v in variants}
         for i, frame in enumerate(frames[1:]):
             order = variants if i % 2 == 0 else variants[::-1]
             for v in order:
@@ -166,6 +166,7 @@ def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, d
                 with patched(tracker_module, **variant_functions(v, clocks[v])):
                     r = trackers[v].track(frame)
                 boxes[v].append(r.box)
+                seq_boxes[v].append(to_lasot(r.box))
                 if i < warmup:
                     continue
                 spent = sum(clocks[v].now.values())
@@ -173,6 +174,13 @@ def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, d
                     times[v][s].append(clocks[v].now.get(s, 0.0))
                 times[v]["rest"].append(r.time_s - spent)
                 times[v]["total"].append(r.time_s)
+        for v in variants:
+            preds[v].append(np.asarray(seq_boxes[v]))
+    for v in variants:
+        curves = batch_curves(preds[v], [d[2] for d in data], [d[3] for d in data])
+        per_seq = curves.success.mean(axis=1) * 100
+        print(f"{v}: success AUC {per_seq.mean():.2f} (" + ", ".join(
+            f"{d[0]} {a:.1f}" for d, a in zip(data, per_seq)) + ")")
     if len(variants) == 2:
         diff = np.abs(np.asarray(boxes[variants[0]]) - np.asarray(boxes[variants[1]])).max()
         print(f"largest box difference between {variants[0]} and {variants[1]}: {diff:.3g} px")
@@ -200,6 +208,44 @@ def table(times: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(rows)
 
 
+def crop_speed(data, cfg, sizes: list[tuple[int, int] | None], repeats: int = 3) -> list[str]:
+    """Search crops of the ground-truth boxes' windows (growth 1 and 2.25), before vs now, alternating.
+
+    `sizes`: None = the frames as they are; (w, h) = every frame resized to w x h first (720p footage),
+    box scaled along. Returns table rows: per-crop median microseconds and the ratio."""
+    from siamtool.geometry import crop_like_prepare, reduced_decode_factor, search_window
+
+    d = cfg.data
+    rows = ["| frames | windows | k > 1 | before: median us | now: median us | before / now | max grey diff |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size in sizes:
+        t = {"before": [], "now": []}
+        reduced, n, diff = 0, 0, 0
+        for _, frames, gt, _ in data:
+            for i, frame in enumerate(frames):
+                box = from_lasot(gt[i])
+                if size is not None:
+                    sx, sy = size[0] / frame.shape[1], size[1] / frame.shape[0]
+                    frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+                    box = box * np.array([sx, sy, sx, sy])
+                for growth in (1.0, 2.25):
+                    window = search_window(box, d.context, d.template_size, d.search_size, growth)
+                    reduced += int(reduced_decode_factor(window.scale) > 1)
+                    n += 1
+                    crops = {}
+                    for r in range(repeats):
+                        for v in (("before", "now") if r % 2 == 0 else ("now", "before")):
+                            fn = legacy_crop_like_prepare if v == "before" else crop_like_prepare
+                            start = time.perf_counter()
+                            crops[v] = fn(frame, window)
+                            t[v].append(time.perf_counter() - start)
+                    diff = max(diff, int(np.abs(crops["now"].astype(int) - crops["before"]).max()))
+        b, w = statistics.median(t["before"]) * 1e6, statistics.median(t["now"]) * 1e6
+        label = "as stored" if size is None else f"resized to {size[0]}x{size[1]}"
+        rows.append(f"| {label} | {n} | {reduced} | {b:.0f} | {w:.0f} | {b / w:.2f}x | {diff} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lasot", type=Path, default=SHARED / "real_lasot", help="LaSOT-layout root")
@@ -208,6 +254,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", type=Path, help="default: the shipped tracker")
     ap.add_argument("--now-only", action="store_true", help="profile the current path only (no 'before')")
+    ap.add_argument("--crops", action="store_true", help="also time the search crop alone, before vs now, on "
+                    "the frames as stored and resized to 1280x720 and 1920x1080")
     args = ap.parse_args(argv)
     from siamtool.export.cache import cached_onnx_backend
     from siamtool.weights import default_checkpoint
@@ -216,9 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(args.threads)
     backend = cached_onnx_backend(args.checkpoint or default_checkpoint(), "cpu")
     data = load(args.lasot, args.sequences, args.frames)
-    n = sum(len(f) - 1 for _, f, _ in data)
+    n = sum(len(d[1]) - 1 for d in data)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load "
           f"average {os.getloadavg()[0]:.1f}; {n} frames of {', '.join(args.sequences)}; {backend!r}")
+    if args.crops:
+        print("\n".join(crop_speed(data, backend.cfg, [None, (1280, 720), (1920, 1080)])))
     times = run(data, backend, backend.cfg, ["now"] if args.now_only else ["before", "now"])
     print(table(times))
     print(f"load average after: {os.getloadavg()[0]:.1f}")

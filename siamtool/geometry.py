@@ -254,12 +254,38 @@ def crop_like_prepare(frame: np.ndarray, window: CropWindow) -> np.ndarray:
     warps; a tracker that warped the full frame directly would see aliased crops of large targets
     that training never showed. Frames here are already decoded (video, camera, eval), so the same
     reduction is an exact k x k block average (INTER_AREA at an integer factor), then the same warp.
+
+    Only the k-aligned region of the frame that the warp reads is averaged (`reduced_region`), so a
+    window much smaller than the frame costs what its own pixels cost; the crop equals the one from the
+    whole reduced frame (the same block averages, the same border replication). Frames whose sides are
+    not multiples of k (where the whole-frame resize averages fractional blocks) take the whole-frame way.
     """
     k = reduced_decode_factor(window.scale)
     if k == 1:
         return crop(frame, window)
-    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
-    return crop(small, window.scaled(1.0 / k))
+    small_window = window.scaled(1.0 / k)
+    height, width = frame.shape[:2]
+    if width % k or height % k:
+        small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
+        return crop(small, small_window)
+    x0, y0, x1, y1 = reduced_region(small_window, width // k, height // k)
+    region = frame[y0 * k:y1 * k, x0 * k:x1 * k]
+    small = cv2.resize(region, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+    return crop(small, CropWindow(small_window.cx - x0, small_window.cy - y0, small_window.side, window.out_size))
+
+
+def reduced_region(window: CropWindow, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
+    """Pixel bounds x0, y0, x1, y1 (end exclusive) of a `width` x `height` image that a bilinear `crop`
+    of `window` reads, `margin` pixels wider, clipped to the image and never empty (a window wholly
+    outside the image reads the nearest edge pixels, which border replication repeats)."""
+    half = window.side / 2
+    bounds = []
+    for centre, size in ((window.cx, width), (window.cy, height)):
+        lo = min(max(int(np.floor(centre - half)) - margin, 0), size - 1)
+        hi = max(min(int(np.ceil(centre + half)) + margin, size), lo + 1)
+        bounds.append((lo, hi))
+    (x0, x1), (y0, y1) = bounds
+    return x0, y0, x1, y1
 
 
 # --------------------------------------------------------------------------------- torch (batched)

@@ -106,3 +106,43 @@ def test_iou():
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 0, 0]], float)
     b = np.array([[5, 0, 10, 10], [20, 20, 5, 5], [0, 0, 0, 0]], float)
     np.testing.assert_allclose(g.iou_xywh(a, b), [50 / 150, 0, 0])
+
+
+def _crop_from_whole_reduced_frame(frame, window):
+    """crop_like_prepare as it was: area-resize the whole frame by k, then warp the window out of it."""
+    k = g.reduced_decode_factor(window.scale)
+    if k == 1:
+        return g.crop(frame, window)
+    small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
+    return g.crop(small, window.scaled(1.0 / k))
+
+
+@pytest.mark.parametrize("size", [(240, 360), (480, 640), (250, 330)])
+def test_crop_like_prepare_reads_only_its_region_and_matches_the_whole_frame_way(size):
+    """Random textured frames, random windows at every reduction factor, many partly or wholly outside
+    the frame: the region-only crop equals the crop from the whole reduced frame (<= 1 grey level)."""
+    rng = np.random.default_rng(size[0])
+    h, w = size
+    frame = cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h),
+                       interpolation=cv2.INTER_NEAREST)
+    frame = (frame.astype(np.int16) + rng.integers(-40, 40, frame.shape)).clip(0, 255).astype(np.uint8)
+    factors, outside = set(), 0
+    for _ in range(120):
+        side = float(rng.uniform(40, 3 * max(h, w)))
+        cx, cy = rng.uniform(-0.6 * w, 1.6 * w), rng.uniform(-0.6 * h, 1.6 * h)
+        window = g.CropWindow(cx, cy, side, int(rng.choice([64, 128, 256])))
+        factors.add(g.reduced_decode_factor(window.scale))
+        outside += int(cx - side / 2 < 0 or cy - side / 2 < 0 or cx + side / 2 > w or cy + side / 2 > h)
+        new = g.crop_like_prepare(frame, window).astype(np.int16)
+        old = _crop_from_whole_reduced_frame(frame, window).astype(np.int16)
+        assert new.shape == old.shape == (window.out_size, window.out_size, 3)
+        assert np.abs(new - old).mean() <= 1.0, (window, np.abs(new - old).mean())
+        assert np.abs(new - old).max() <= 1, window
+    assert factors == {1, 2, 4, 8} and outside > 60
+
+
+def test_reduced_region_covers_the_window_and_stays_in_the_image():
+    assert g.reduced_region(g.CropWindow(50, 40, 20, 64), 100, 80) == (38, 28, 62, 52)
+    assert g.reduced_region(g.CropWindow(-500, 40, 20, 64), 100, 80)[::2] == (0, 1)  # wholly left: column 0
+    assert g.reduced_region(g.CropWindow(500, 900, 20, 64), 100, 80) == (99, 79, 100, 80)  # wholly right/below
+    assert g.reduced_region(g.CropWindow(50, 40, 1000, 64), 100, 80) == (0, 0, 100, 80)

