@@ -146,21 +146,23 @@ class LegacyCv2:
 LEGACY = {"crop_like_prepare": legacy_crop_like_prepare, "cv2": LegacyCv2()}
 
 
-def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, dict[str, list[float]]]:
-    """Per variant and stage, the per-frame times (s) over all tracked frames after `warmup` per sequence."""
+def run(data, backends: dict[str, object], cfg, warmup: int = 3) -> dict[str, dict[str, list[float]]]:
+    """Per variant (name -> backend; "before" also takes the `LEGACY` functions) and stage, the per-frame
+    times (s) over all tracked frames after `warmup` per sequence; prints the success AUC per variant."""
+    variants = list(backends)
     times: dict[str, dict[str, list[float]]] = {v: {s: [] for s in (*STAGES, "total")} for v in variants}
     boxes: dict[str, list[np.ndarray]] = {v: [] for v in variants}
     preds: dict[str, list[np.ndarray]] = {v: [] for v in variants}
     for _, frames, gt, _ in data:
         clocks = {v: StageClock() for v in variants}
-        trackers = {v: Tracker(TimedBackend(backend, clocks[v]), cfg) for v in variants}
+        trackers = {v: Tracker(TimedBackend(backends[v], clocks[v]), cfg) for v in variants}
         for v in variants:
             with patched(tracker_module, **variant_functions(v, clocks[v])):
                 trackers[v].initialize(frames[0], from_lasot(gt[0]))
             instrument(trackers[v], clocks[v])
         seq_boxes: dict[str, list[np.ndarray]] = {v: [to_lasot(from_lasot(gt[0]))] for v in variants}
         for i, frame in enumerate(frames[1:]):
-            order = variants if i % 2 == 0 else variants[::-1]
+            order = variants[i % len(variants):] + variants[:i % len(variants)]  # rotate who goes first
             for v in order:
                 clocks[v].now = {}
                 with patched(tracker_module, **variant_functions(v, clocks[v])):
@@ -181,30 +183,33 @@ def run(data, backend, cfg, variants: list[str], warmup: int = 3) -> dict[str, d
         per_seq = curves.success.mean(axis=1) * 100
         print(f"{v}: success AUC {per_seq.mean():.2f} (" + ", ".join(
             f"{d[0]} {a:.1f}" for d, a in zip(data, per_seq)) + ")")
-    if len(variants) == 2:
-        diff = np.abs(np.asarray(boxes[variants[0]]) - np.asarray(boxes[variants[1]])).max()
-        print(f"largest box difference between {variants[0]} and {variants[1]}: {diff:.3g} px")
+    for v in variants[1:]:
+        diff = np.abs(np.asarray(boxes[variants[0]]) - np.asarray(boxes[v])).max()
+        print(f"largest box difference between {variants[0]} and {v}: {diff:.3g} px")
     return times
 
 
 def table(times: dict[str, dict[str, list[float]]]) -> str:
+    """Mean ms and share per stage for each variant; for the others, the first variant's time / theirs."""
     variants = list(times)
+    base = variants[0]
     ms = {v: {s: statistics.mean(t) * 1e3 for s, t in times[v].items()} for v in variants}
     med = {v: statistics.median(times[v]["total"]) * 1e3 for v in variants}
     head = "| stage | " + " | ".join(f"{v}: mean ms | share" for v in variants)
-    sep = "| --- |" + " ---: | ---: |" * len(variants)
-    if len(variants) == 2:
-        head += " | before / now"
-        sep += " ---: |"
-    rows = [head + " |", sep]
+    head += "".join(f" | {base} / {v}" for v in variants[1:])
+    rows = [head + " |", "| --- |" + " ---: | ---: |" * len(variants) + " ---: |" * (len(variants) - 1)]
+
+    def ratio(a: float, b: float) -> str:
+        return f" | {a / b:.2f}x" if b > 1e-3 else " | -"
+
     for s in (*STAGES, "total"):
         row = f"| {s} | " + " | ".join(f"{ms[v][s]:.2f} | {ms[v][s] / ms[v]['total']:.0%}" for v in variants)
-        if len(variants) == 2:
-            a, b = ms[variants[0]][s], ms[variants[1]][s]
-            row += f" | {a / b:.2f}x" if b > 1e-3 else " | -"
-        rows.append(row + " |")
+        rows.append(row + "".join(ratio(ms[base][s], ms[v][s]) for v in variants[1:]) + " |")
     rows.append("| median frame | " + " | ".join(f"{med[v]:.2f} | " for v in variants)
-                + (f" | {med[variants[0]] / med[variants[1]]:.2f}x" if len(variants) == 2 else "") + " |")
+                + "".join(ratio(med[base], med[v]) for v in variants[1:]) + " |")
+    fps = {v: len(times[v]["total"]) / sum(times[v]["total"]) for v in variants}
+    rows.append("| FPS | " + " | ".join(f"{fps[v]:.1f} | " for v in variants)
+                + "".join(ratio(fps[v], fps[base]) for v in variants[1:]) + " |")
     return "\n".join(rows)
 
 
@@ -254,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--checkpoint", type=Path, help="default: the shipped tracker")
     ap.add_argument("--now-only", action="store_true", help="profile the current path only (no 'before')")
+    ap.add_argument("--int8", type=Path, help="also track with this int8 export folder (`siamtool export --int8` "
+                    "writes OUT/int8), on the current path")
+    ap.add_argument("--val", action="store_true", help="the checkpoint's validation sequences "
+                    "(data.val_sequences) under --lasot instead of --sequences, e.g. --lasot ../shared/data/train_real")
     ap.add_argument("--crops", action="store_true", help="also time the search crop alone, before vs now, on "
                     "the frames as stored and resized to 1280x720 and 1920x1080")
     args = ap.parse_args(argv)
@@ -263,13 +272,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     backend = cached_onnx_backend(args.checkpoint or default_checkpoint(), "cpu")
-    data = load(args.lasot, args.sequences, args.frames)
+    from siamtool.tracking.onnx_backend import OnnxBackend
+
+    names = list(backend.cfg.data.val_sequences) if args.val else args.sequences
+    data = load(args.lasot, names, args.frames)
     n = sum(len(d[1]) - 1 for d in data)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load "
-          f"average {os.getloadavg()[0]:.1f}; {n} frames of {', '.join(args.sequences)}; {backend!r}")
+          f"average {os.getloadavg()[0]:.1f}; {n} frames of {', '.join(names)}; {backend!r}")
     if args.crops:
         print("\n".join(crop_speed(data, backend.cfg, [None, (1280, 720), (1920, 1080)])))
-    times = run(data, backend, backend.cfg, ["now"] if args.now_only else ["before", "now"])
+    backends = {"now": backend} if args.now_only else {"before": backend, "now": backend}
+    if args.int8 is not None:
+        backends["int8"] = OnnxBackend.from_dir(args.int8, "cpu")[0]
+    times = run(data, backends, backend.cfg)
     print(table(times))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
