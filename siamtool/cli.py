@@ -488,7 +488,8 @@ def track(
     "siamtool export runs/vits16 --fp16 --set model.weights=/models/dinov3-vits16   (backbone weights on this "
     "machine)",
     "siamtool export --out export/default --int8 --calibration ../shared/data/train_real   (then: siamtool track "
-    "--onnx export/default/int8 ...)"))
+    "--onnx export/default/int8 ...)",
+    "siamtool export runs/vits16 --out export/vits16 --int8   (dynamic int8 for a ViT backbone)"))
 @handle_errors
 def export(
     checkpoint: Annotated[Path | None, typer.Argument(metavar="CHECKPOINT", help="Trained tracker: a .pt written "
@@ -504,15 +505,15 @@ def export(
                                                     "allowed: scores absolute, boxes relative to the box size, "
                                                     "features relative to their scale. Default: export.tolerance "
                                                     "(1e-4).")] = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT/int8/: the search graph statically "
-                                       "quantized to int8 by onnxruntime (per-channel weights; layers finer "
-                                       "than stride 8 stay float32), calibrated on --calibration, for the CPU. "
-                                       "Faster, less accurate: track with it by --onnx OUT/int8 (docs/export.md). "
-                                       "Default: off.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write OUT/int8/: the search graph quantized to int8 "
+                                       "by onnxruntime, for the CPU: static with --calibration (convolutional "
+                                       "backbones; layers finer than stride 8 stay float32), dynamic without "
+                                       "(the matrix products of ViT backbones). Faster, less accurate; track with "
+                                       "it by --onnx OUT/int8 (docs/export.md). Default: off.")] = False,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="With --int8: a LaSOT-layout folder "
-                                                     "whose sequences give the calibration crops (the model's "
-                                                     "validation sequences are skipped). Default: none (required "
-                                                     "with --int8).")] = None,
+                                                     "whose sequences give the calibration crops of static "
+                                                     "quantization (the model's validation sequences are "
+                                                     "skipped). Default: none (dynamic quantization).")] = None,
     set_: Annotated[list[str] | None, _set_option("model.weights=/models/dinov3-vits16",
                                                   " of the checkpoint's config")] = None,
 ) -> None:
@@ -522,8 +523,6 @@ def export(
     backbone weights on this machine.
     """
     _check_out_folder("--out", out)
-    if int8 and calibration is None:
-        raise SiamtoolError("--int8 needs --calibration DIR: a LaSOT-layout folder of sequences to calibrate on")
     if calibration is not None and not int8:
         raise SiamtoolError("--calibration is only used with --int8")
     if calibration is not None and not calibration.is_dir():
@@ -550,9 +549,10 @@ def export(
         with err.status("quantizing") as spinner:
             q = quantize_export(out, calibration, status=spinner.update)  # type: ignore[arg-type]
         d = q.diffs
-        line = (f"int8 search graph ({q.quantized_nodes} layers int8, calibrated on {q.calibration_crops} crops of "
-                f"{len(q.sequences)} sequences); vs fp32 on held-back crops: score {d['score']:.2g}, boxes "
-                f"{d['boxes']:.2g} of the crop, score peak moved on {d['peak_moved']:.0%}")
+        how = (f"calibrated on {q.calibration_crops} crops of {len(q.sequences)} sequences" if q.mode == "static"
+               else "dynamic: activations quantized at run time")
+        line = (f"int8 search graph ({q.quantized_nodes} layers int8, {how}); vs fp32: score {d['score']:.2g}, "
+                f"boxes {d['boxes']:.2g} of the crop, score peak moved on {d['peak_moved']:.0%} of the crops")
         if not q.passed:
             err.print(f"[bold red]error:[/] {line}: score difference above {q.tolerance:g}, int8 graphs not "
                       "written", highlight=False, soft_wrap=True)

@@ -1,11 +1,16 @@
-"""int8 search graph: onnxruntime static quantization of an export, calibrated on real search crops.
+"""int8 search graph: onnxruntime quantization of an export, for the CPU.
 
-`siamtool export --int8 --calibration ROOT` writes ``OUT/int8/``: the fp32 template graph (it runs once
-per target, so int8 would gain nothing there) and the search graph quantized by
-``onnxruntime.quantization.quantize_static`` (QDQ format, int8 weights per output channel, uint8
-activations, MinMax ranges). Only the convolutions and matrix products are quantized: the decoder at the
-end of the graph (sigmoid, box arithmetic) and the normalisation at its start stay float32, so the
-outputs keep their units. ``--onnx OUT/int8`` tracks with it, in onnxruntime.
+`siamtool export --int8` writes ``OUT/int8/``: the fp32 template graph (it runs once per target, so int8
+would gain nothing there) and the search graph quantized one of two ways:
+
+* ``--int8 --calibration ROOT`` (static, for convolutional backbones): ``quantize_static``, QDQ format,
+  int8 weights per output channel, uint8 activations with MinMax ranges from real search crops;
+* ``--int8`` alone (dynamic, for ViT backbones, whose work is matrix products): ``quantize_dynamic`` of
+  the MatMul nodes, int8 weights per output channel, activations quantized at run time; no calibration.
+
+Only convolutions and matrix products are quantized: the decoder at the end of the graph (sigmoid, box
+arithmetic) and the normalisation at its start stay float32, so the outputs keep their units.
+``--onnx OUT/int8`` tracks with it, in onnxruntime.
 
 Calibration crops are cut the way the Tracker cuts them (`geometry.search_window` around the previous
 frame's ground-truth box, `crop_like_prepare`), with the template features of each sequence's first
@@ -13,8 +18,9 @@ frame, from the sequences of a LaSOT-layout ROOT. The model's own validation seq
 (`data.val_sequences` of its config) and the dev-test sequences of ``real_lasot`` are never used, so
 accuracy measured on either afterwards is not flattered by the calibration.
 
-Each quantized pair is compared with the fp32 pair on held-back crops of the same ROOT before it is
-kept (`QuantizeResult.diffs`); the tracking accuracy is measured by ``benchmarks/peers.py --int8``.
+Each quantized pair is compared with the fp32 pair before it is kept (`QuantizeResult.diffs`): on
+held-back crops of ROOT (static) or on the export's own parity crops (dynamic). Tracking accuracy is
+measured by ``benchmarks/track_profile.py --int8 OUT/int8 --val``.
 """
 
 from __future__ import annotations
@@ -65,13 +71,15 @@ class QuantizeResult:
     quantized_nodes: int = 0
     min_stride: int = MIN_STRIDE
     tolerance: float = INT8_TOLERANCE
+    mode: str = "static"
+    """static (calibrated QDQ) or dynamic (MatMul weights int8, activations quantized at run time)."""
 
     @property
     def passed(self) -> bool:
         return self.diffs["score"] <= self.tolerance
 
     def to_dict(self) -> dict:
-        return {"folder": str(self.folder), "calibration_crops": self.calibration_crops,
+        return {"folder": str(self.folder), "mode": self.mode, "calibration_crops": self.calibration_crops,
                 "quantized_nodes": self.quantized_nodes, "min_stride": self.min_stride,
                 "sequences": self.sequences, "diffs": self.diffs, "tolerance_score": self.tolerance,
                 "passed": self.passed}
@@ -169,7 +177,6 @@ def quantize_search_graph(src: Path, dst: Path, cal: Calibration, search_size: i
                           per_channel: bool = True) -> int:
     """Static QDQ int8 quantization of `src` (a search graph) into `dst`; metadata kept, precision int8.
     Returns how many nodes were quantized."""
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     reader = _Reader(cal)
@@ -177,17 +184,37 @@ def quantize_search_graph(src: Path, dst: Path, cal: Calibration, search_size: i
     reader.rewind()
     if not nodes:
         raise SiamtoolError(f"{src}: no convolution or matrix product at stride >= {min_stride} to quantize")
+    _write_quantized(dst, lambda raw: quantize_static(
+        str(src), raw, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+        nodes_to_quantize=nodes, per_channel=per_channel, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"CalibTensorRangeSymmetric": False}))
+    return len(nodes)
+
+
+def quantize_dynamic_search_graph(src: Path, dst: Path) -> int:
+    """Dynamic int8 quantization of the MatMul nodes of `src` into `dst`; returns how many were quantized."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = _write_quantized(dst, lambda raw: quantize_dynamic(
+        str(src), raw, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}))
+    return sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in proto.graph.node)
+
+
+def _write_quantized(dst: Path, quantize: Callable[[str], None]):
+    """Run `quantize(raw_path)` quietly in a temporary folder beside `dst`, mark the result int8 and save it
+    to `dst`; returns the saved proto."""
+    import onnx
+
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=dst.parent) as tmp, _quiet_quantizer():
-        raw = Path(tmp) / "search.onnx"
-        quantize_static(str(src), str(raw), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_quantize=nodes, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"CalibTensorRangeSymmetric": False})
-        proto = onnx.load(str(raw))
+        raw = str(Path(tmp) / "search.onnx")
+        quantize(raw)
+        proto = onnx.load(raw)
     _set_precision(proto)
     onnx.save_model(proto, str(dst))
-    return len(nodes)
+    return proto
 
 
 @contextlib.contextmanager
@@ -218,19 +245,21 @@ def _compare(fp32: tuple, int8: tuple, search_size: int) -> dict[str, float]:
             "search_features": float(np.abs(f8 - f32).max() / max(np.abs(f32).max(), 1e-12))}
 
 
-def quantize_export(folder: str | Path, calibration: str | Path, *, count: int = 160, min_stride: int = MIN_STRIDE,
-                    tolerance: float | None = None, status: Callable[[str], None] | None = None) -> QuantizeResult:
-    """Write ``folder/int8/`` from the fp32 graphs in `folder`, calibrated on crops of `calibration`.
+def quantize_export(folder: str | Path, calibration: str | Path | None = None, *, count: int = 160,
+                    min_stride: int = MIN_STRIDE, tolerance: float | None = None,
+                    status: Callable[[str], None] | None = None) -> QuantizeResult:
+    """Write ``folder/int8/`` from the fp32 graphs in `folder`: static int8 calibrated on crops of
+    `calibration`, or dynamic int8 (MatMul) when `calibration` is None.
 
-    The pair is compared with fp32 on held-back crops (every 4th calibration crop is kept out of the
-    calibration); a pair whose scores differ by more than `tolerance` (default `INT8_TOLERANCE`) is not
-    written (the result
-    says so). Writes go through a staging folder renamed into place, so a failed run leaves no half pair.
+    The pair is compared with fp32 first: on held-back crops (static: every 4th crop is kept out of the
+    calibration) or on the export's parity crops (dynamic); a pair whose scores differ by more than
+    `tolerance` (default `INT8_TOLERANCE`) is not written (the result says so). Writes go through a
+    staging folder renamed into place, so a failed run leaves no half pair.
     """
     import onnx
 
     from siamtool.config import config_from_dict
-    from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session
+    from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session, parity_sample, to_nchw
     from siamtool.fileio import write_json_atomic
 
     say = status or (lambda text: None)
@@ -239,26 +268,35 @@ def quantize_export(folder: str | Path, calibration: str | Path, *, count: int =
     if spec.precision != "fp32":
         raise SiamtoolError(f"{folder}: int8 quantizes an fp32 export, this one is {spec.precision}")
     cfg = config_from_dict(json.loads(spec.metadata["config"]), "template graph")
-    exclude = set(cfg.data.val_sequences) | set(DEV_TEST)
     template = onnx_session(spec.template_path)
-    say(f"cutting calibration crops from {calibration}")
-    everything = calibration_crops(calibration, template, exclude, count=count + count // 3)
-    held = np.arange(len(everything.searches)) % 4 == 3
-    cal = Calibration(everything.searches[~held], everything.features[~held], everything.sequences)
     out = folder / INT8_DIR
     staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=folder))
     try:
-        say(f"quantizing the search graph on {len(cal.searches)} crops")
-        nodes = quantize_search_graph(spec.search_path, staging / SEARCH_FILE, cal, spec.search_size, min_stride)
+        if calibration is None:
+            sample = parity_sample(cfg)
+            (feats,) = template.run(None, {"template": to_nchw(sample.templates)})
+            feeds = {"search": to_nchw(sample.searches), "template_features": feats}
+            say("quantizing the search graph's matrix products (dynamic int8)")
+            nodes = quantize_dynamic_search_graph(spec.search_path, staging / SEARCH_FILE)
+            crops, sequences, mode = 0, [], "dynamic"
+        else:
+            say(f"cutting calibration crops from {calibration}")
+            exclude = set(cfg.data.val_sequences) | set(DEV_TEST)
+            everything = calibration_crops(calibration, template, exclude, count=count + count // 3)
+            held = np.arange(len(everything.searches)) % 4 == 3
+            cal = Calibration(everything.searches[~held], everything.features[~held], everything.sequences)
+            feeds = {"search": everything.searches[held], "template_features": everything.features[held]}
+            say(f"quantizing the search graph on {len(cal.searches)} crops")
+            nodes = quantize_search_graph(spec.search_path, staging / SEARCH_FILE, cal, spec.search_size, min_stride)
+            crops, sequences, mode = len(cal.searches), cal.sequences, "static"
         proto = onnx.load(str(spec.template_path))
         _set_precision(proto)
         onnx.save_model(proto, str(staging / TEMPLATE_FILE))
-        say("comparing int8 with fp32 on held-back crops")
-        feeds = {"search": everything.searches[held], "template_features": everything.features[held]}
+        say("comparing int8 with fp32")
         diffs = _compare(tuple(onnx_session(spec.search_path).run(None, feeds)),
                          tuple(onnx_session(staging / SEARCH_FILE).run(None, feeds)), spec.search_size)
-        result = QuantizeResult(out, len(cal.searches), cal.sequences, diffs, nodes, min_stride,
-                                INT8_TOLERANCE if tolerance is None else tolerance)
+        result = QuantizeResult(out, crops, sequences, diffs, nodes, min_stride,
+                                INT8_TOLERANCE if tolerance is None else tolerance, mode)
         if result.passed:
             cfg.save(staging / "config.yaml")
             write_json_atomic(staging / "int8.json", result.to_dict())

@@ -93,7 +93,6 @@ def test_cli_export_int8_writes_the_int8_folder(stable_checkpoint, synthetic_las
 
 
 @pytest.mark.parametrize(("args", "expected"), [
-    (["--int8"], "--int8 needs --calibration DIR"),
     (["--calibration", "."], "--calibration is only used with --int8"),
     (["--int8", "--calibration", "no/such/folder"], "--calibration no/such/folder: folder not found"),
 ])
@@ -102,6 +101,16 @@ def test_cli_export_int8_bad_options_are_one_line(args, expected, stable_checkpo
     assert r.exit_code == 2 and expected in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / TEMPLATE_FILE).exists()
+
+
+def test_dynamic_int8_needs_no_calibration(stable_export, tmp_path):
+    shutil.copytree(stable_export, tmp_path / "export")
+    result = quantize_export(tmp_path / "export", tolerance=0.5)
+    assert result.mode == "dynamic" and result.passed, result.to_dict()
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "export" / INT8_DIR / SEARCH_FILE)).graph.node]
+    assert result.quantized_nodes > 0 and "DynamicQuantizeLinear" in ops
+    assert "QuantizeLinear" not in ops  # no static activation ranges
+    assert OnnxBackend(tmp_path / "export" / INT8_DIR).precision == "int8"
 
 
 def test_export_help_explains_int8_and_its_default():
