@@ -9,6 +9,12 @@ Trackers (all one-pass from the frame-1 ground truth, on every sequence of ``../
   ``benchmarks/peers_opencv.py`` in the interpreter given by ``--peers-python`` (an environment with
   opencv-contrib-python-headless, which conflicts with siamtool's opencv-python in one environment).
 
+With the onnxruntime backend, two more siamtool trackers show what the speed work of issue 14 gave, in
+the same run: "siamtool before #14" is the same tracker with the per-frame path it replaced (the
+whole-frame resize before the crop, the reversed-view BGR->RGB copy: `track_profile.LEGACY`), and
+``--int8 DIR`` adds an int8 export (`siamtool export --int8`, DIR = OUT/int8). The "Speed" table gives
+every siamtool tracker's FPS against the old path and against NanoTrack v2.
+
 Every tracker writes raw results in the LaSOT format (1-based x,y,w,h; frame 1 = GT) and per-frame
 tracking times; everything is scored by `siamtool.eval.report.evaluate_results` (success AUC, precision
 at 20 px, normalized precision at 0.20, pytracking convention), on all sequences and on the ones held
@@ -22,6 +28,7 @@ the same run.
 
     python benchmarks/peers.py --peers-python /work/venv_peers/bin/python
     python benchmarks/peers.py --peers-python PY --checkpoint runs/lite0/best.pt --sequences person-1
+    python benchmarks/peers.py --peers-python PY --int8 export/default/int8
 
 Outputs in ``--out``: ``raw/<tracker>/`` (results + per-frame times), ``all/`` and ``held_out/``
 (report.json and the success / precision plots of `siamtool eval`), ``peers.md`` (the tables) and
@@ -31,6 +38,7 @@ Outputs in ``--out``: ``raw/<tracker>/`` (results + per-frame times), ``all/`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -60,6 +68,8 @@ OURS = {"torch": "siamtool (PyTorch)", "onnx": "siamtool (onnxruntime)"}
 PEERS = {"csrt": "OpenCV-CSRT", "kcf": "OpenCV-KCF", "nano": "NanoTrack-v2", "vit": "VitTrack"}
 """Keys of benchmarks/peers_opencv.py and the folder names it writes."""
 BASELINE = "OpenCV-CSRT"
+OLD_PATH = "siamtool before #14 (onnxruntime)"
+"""The onnxruntime tracker with the pre-issue-14 per-frame functions: the base of the speed ratios."""
 RUNNER = Path(__file__).resolve().with_name("peers_opencv.py")
 
 
@@ -80,6 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="extra siamtool trackers on onnxruntime with these `--set` overrides, e.g. "
                          "offline:track.online=false online:track.online_weight=1 (ablations; default: none)")
     ap.add_argument("--plot", type=Path, help="also copy the held-out success plot here")
+    ap.add_argument("--int8", type=Path, help="also track with this int8 export folder (OUT/int8 of `siamtool export "
+                    "--int8`) on onnxruntime (default: none)")
+    ap.add_argument("--no-old-path", action="store_true", help="skip 'siamtool before #14' (the per-frame path "
+                    "before the speed work, onnxruntime; default: run it when --backends has onnx)")
     return ap.parse_args(argv)
 
 
@@ -177,6 +191,39 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
     return "\n".join([*rows, "", note, *per]) + "\n"
 
 
+@contextlib.contextmanager
+def old_path():
+    """The Tracker's per-frame functions as they were before issue 14 (benchmarks/track_profile.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from track_profile import LEGACY, patched
+
+    from siamtool.tracking import tracker as tracker_module
+
+    with patched(tracker_module, **LEGACY):
+        yield
+
+
+def speed_ratios(ours: list[str], speed: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Each siamtool tracker's FPS against the old path and against NanoTrack v2 (where they ran)."""
+    out = {}
+    for n in ours:
+        row = {"fps": speed[n]["fps"]}
+        for key, base in (("vs_old_path", OLD_PATH), ("vs_nanotrack_v2", PEERS["nano"])):
+            if base in speed and base != n:
+                row[key] = speed[n]["fps"] / speed[base]["fps"]
+        out[n] = row
+    return out
+
+
+def ratio_table(ratios: dict[str, dict[str, float]]) -> str:
+    rows = ["Speed (same run): FPS of each siamtool tracker, against the pre-#14 per-frame path and NanoTrack v2:", "",
+            f"| tracker | FPS | / {OLD_PATH} | / {PEERS['nano']} |", "| --- | ---: | ---: | ---: |"]
+    for n, r in ratios.items():
+        cells = [f"{r[k]:.2f}x" if k in r else "-" for k in ("vs_old_path", "vs_nanotrack_v2")]
+        rows.append(f"| {n} | {r['fps']:.1f} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -228,10 +275,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         cfg = load_config(None, ["track.backend=onnx", *sets.split(",")])
         ours[f"siamtool {label} (onnxruntime)"] = (TrackerSpec(checkpoint, None, cfg), f"siamtool-{label}",
                                                    f"onnxruntime {onnxruntime.__version__}, {sets}")
+    if "onnx" in backends and not args.no_old_path:
+        ours[OLD_PATH] = (ours[OURS["onnx"]][0], "siamtool-before-14", f"onnxruntime {onnxruntime.__version__}, "
+                          "pre-#14 per-frame path")
+    if args.int8 is not None:
+        if not args.int8.is_dir():
+            raise SiamtoolError(f"--int8 {args.int8}: folder not found (write it with `siamtool export --int8`)")
+        ours["siamtool int8 (onnxruntime)"] = (TrackerSpec(None, args.int8, load_config(None, ["track.backend=onnx"])),
+                                               "siamtool-int8", f"onnxruntime {onnxruntime.__version__}, int8")
     start = time.perf_counter()
     for seq in seqs:  # interleaved per sequence: every tracker sees the machine's load of the moment
         for display, (spec, folder, _) in ours.items():
-            run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder)
+            with old_path() if display == OLD_PATH else contextlib.nullcontext():
+                run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder)
             t = timing(raw / folder, [seq])
             print(f"{display} {seq.name}: {t['frames']} frames, {t['fps']:.1f} FPS", flush=True)
         if peers:
@@ -249,6 +305,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     runtime = {**{n: rt for n, (_, _, rt) in ours.items()},
                **{PEERS[k]: "OpenCV" + (" DNN" if k in ("nano", "vit") else "") for k in peers}}
     table = markdown(names, all_rep, held_rep, speed, seqs, runtime)
+    ratios = speed_ratios([n for n in ours], speed)
+    table += "\n" + ratio_table(ratios)
 
     from rich.console import Console
 
@@ -260,7 +318,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     info = {"command": command, "checkpoint": str(checkpoint), "threads": args.threads, "wall_seconds": wall,
             "load_average_before": load_before, "load_average_after": load_after, "versions": versions(
                 args.peers_python if peers else None), "speed": speed, "sequences": [s.name for s in seqs],
-            "held_out": [s.name for s in held], "seen_in_training": [s.name for s in seqs if s.name in SEEN]}
+            "held_out": [s.name for s in held], "seen_in_training": [s.name for s in seqs if s.name in SEEN],
+            "speed_ratios": ratios}
     footer = (f"\nCommand: `{command}` ({args.threads} threads per tracker; load average {load_before[0]:.1f} "
               f"before, {load_after[0]:.1f} after; {wall:.0f} s).\n")
     (args.out / "peers.md").write_text(table + footer)
