@@ -194,7 +194,9 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
 @contextlib.contextmanager
 def old_path():
     """The Tracker's per-frame functions as they were before issue 14 (benchmarks/track_profile.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from track_profile import LEGACY, patched
 
     from siamtool.tracking import tracker as tracker_module
