@@ -301,6 +301,9 @@ class Tracker:
         if self.reference_score is None:
             self.reference_score = cand.score
         threshold = min(t.lost_threshold, t.lost_ratio * self.reference_score) if t.lost_ratio > 0 else t.lost_threshold
+        pred = xywh_to_cxcywh(window.box_to_frame(crop_box))
+        if self.lost and np.hypot(*(pred[:2] - self.center)) > t.recover_radius * np.sqrt(np.prod(self.size)):
+            threshold = max(threshold, t.recover_ratio * self.reference_score)
         lost = cand.score < threshold
         if not lost and t.reference_rate > 0:
             self.reference_score += t.reference_rate * (cand.score - self.reference_score)
@@ -308,7 +311,6 @@ class Tracker:
             # Keep the last confident box; widen the next search step by step, then start over.
             self.growth = 1.0 if growth >= t.max_growth else min(growth * t.search_growth, t.max_growth)
         else:
-            pred = xywh_to_cxcywh(window.box_to_frame(crop_box))
             self._update_state(frame, window, cand, pred, out, growth)
             self.growth = 1.0
         self.score, self.lost = cand.score, lost

@@ -167,6 +167,36 @@ def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
         search_window(r.box, 0.5, 128, 256).side)
 
 
+def test_recovery_far_from_the_last_box_needs_a_strong_score():
+    """Hysteresis (track.recover_ratio/recover_radius): while lost, a weak candidate far from where the
+    target was last seen (a look-alike found while the target is away) does not end the loss; the same
+    weak score next to the last box does (a target that only dimmed), and so does a strong far one."""
+    box = (100.0, 100.0, 40.0, 40.0)
+    far, near = (2, 13), (8, 8)
+
+    def lose_then(cell, score):
+        backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.0, recover_ratio=0.5,
+                                     recover_radius=1.0, window_influence=0.0)
+        backend.queue.append(peaks(16, [(8, 8, 0.9, (128, 128, 64, 64))]))  # reference score 0.9
+        tracker.track(render(box))
+        backend.queue.append(peaks(16, [(8, 8, 0.1, (128, 128, 64, 64))]))
+        assert tracker.track(render(box)).lost
+        tracker.growth = 1.0  # the next window at the normal size, so cells map as in the first frame
+        backend.queue.append(peaks(16, [(*cell, score, (*_cell_centre(*cell), 64, 64))]))
+        return tracker.track(render(box))
+
+    assert lose_then(far, 0.4).lost  # above lost_threshold, below 0.5 x 0.9, 1.5 target sizes away
+    assert not lose_then(near, 0.4).lost
+    assert not lose_then(far, 0.5).lost
+    # Off (recover_ratio 0): the weak far candidate recovers, as before.
+    backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.0, window_influence=0.0)
+    backend.queue.append(peaks(16, [(8, 8, 0.1, (128, 128, 64, 64))]))
+    assert tracker.track(render(box)).lost
+    tracker.growth = 1.0
+    backend.queue.append(peaks(16, [(*far, 0.4, (*_cell_centre(*far), 64, 64))]))
+    assert not tracker.track(render(box)).lost
+
+
 def test_a_target_scored_low_from_the_start_is_tracked_not_lost():
     """Per-target calibration: a visible target the model scores 0.2 is followed; a drop below half of
     the first frame's score is still reported lost."""
