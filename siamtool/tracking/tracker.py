@@ -29,7 +29,12 @@ frame, `track(frame)`:
    again at the normal size: a wider window shows the target smaller than training did, and a model
    only finds targets near its training scale (measured: a LaSOT motorcycle that reappeared was found
    at growth 1 and 1.5 and missed at 2.25 and above), so a search stuck at the widest window would
-   never see the target again. The first confident frame recovers.
+   never see the target again. The first confident frame recovers, with hysteresis: a candidate more
+   than `recover_radius` target sizes from the last confident box must also score `recover_ratio` x
+   the reference (a look-alike the search meets while the target is out of view scores well above the
+   loss threshold but below the target; measured on long rendered clips with exits: 45.8 -> 49.6 AUC,
+   no change on the short real validation sequences), while a candidate near the last box, a target
+   that only dimmed, comes back at the loss threshold.
 
 Every knob is in the `track:` config section.
 """
