@@ -204,6 +204,9 @@ class TrackConfig:
     """Confidence, relative to the first tracked frame, a frame needs to teach the online models."""
     online_augment: bool = True
     """Fit the first frame's filter on augmented search crops too (flip, blur, half-cell shift), as DiMP does."""
+    calibrate_size: float = 0.5
+    """Rescale the box head's sizes by (true / predicted size on the first frame) ** this strength
+    (`Tracker._size_calibration`): 1 = the head tells the size change, the first frame the size; 0 = off."""
     scale: str = "dsst"
     """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`: scale only, the
     aspect ratio is kept), head (the offline box head, smoothed by `size_lr`), or both (DSST rescales,
@@ -284,6 +287,7 @@ AdamW (with a ValueError, not a line naming the key), the rest have no meaning b
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
                   "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "recover_ratio",
+                  "calibrate_size",
                   "val_sequence_fraction", "brightness", "contrast", "saturation"}
 _RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99)}
 

@@ -60,17 +60,44 @@ def test_oracle_with_default_post_processing_follows_closely():
     assert centre_err.max() < 0.6  # the centre is not smoothed, only the size
 
 
+class ShrinkingHead(OracleBackend):
+    """An oracle whose box head regresses heights towards the mean: every height x 0.6."""
+
+    def search(self, crop_rgb, features):
+        score, boxes = super().search(crop_rgb, features)
+        boxes = boxes.copy()
+        boxes[..., 3] *= 0.6
+        return score, boxes
+
+
+def test_first_frame_calibration_undoes_a_biased_box_head():
+    """track.calibrate_size: the head's size error on the first frame (known answer) is divided out, so
+    a head that sizes a tall target 40 % too short keeps the box right; without it the box shrinks."""
+    gt = trajectory(30, (60, 40, 30, 90), (180, 80, 36, 108))
+    for calibrate, bound in ((1.0, 0.05), (0.0, None)):
+        tracker = Tracker(ShrinkingHead(), small_config(calibrate_size=calibrate))
+        results = run(tracker, gt)
+        heights = np.array([r.box[3] for r in results]) / gt[1:, 3]
+        if calibrate:
+            assert np.abs(heights - 1).max() < bound, heights
+            np.testing.assert_allclose(tracker.size_calibration, [1.0, 1 / 0.6], rtol=0.02)
+        else:
+            assert heights[-1] < 0.7, heights  # converged towards the biased head's 0.6
+
+
 def test_template_features_are_computed_once():
     gt = trajectory(11, (60, 70, 40, 30), (100, 90, 40, 30))
     backend = OracleBackend()
     run(Tracker(backend, small_config()), gt)
     assert backend.template_calls == 1
-    assert backend.search_calls == 10
+    assert backend.search_calls == 11  # 10 frames + the first frame's (size calibration)
 
 
 def _scripted(box=(100.0, 100.0, 40.0, 40.0), **track):
+    """A tracker whose every search answers the next queued maps (no first-frame calibration search,
+    which would consume one)."""
     backend = ScriptedBackend()
-    tracker = Tracker(backend, small_config(**track))
+    tracker = Tracker(backend, small_config(**{"calibrate_size": 0.0, **track}))
     tracker.initialize(render(box), box)
     return backend, tracker
 
