@@ -187,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from siamtool.cli_render import summary_table
     from siamtool.config import load_config
-    from siamtool.eval.report import PLOT_FILES, evaluate_results, summary_table
+    from siamtool.eval.report import PLOT_FILES, evaluate_results
     from siamtool.eval.runner import TrackerSpec, run_tracker
     from siamtool.weights import default_checkpoint
 

@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: tiny checkpoints whose outputs vary enough to make tracking move."""
+"""Fixtures for the export and ONNX runtime tests (tests/export, tests/tracking): tiny checkpoints whose outputs vary enough to make tracking move."""
 
 from __future__ import annotations
 
