@@ -67,7 +67,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_siamtool_cache(tmp_path_factory):
-    """Keep the ONNX exports that `--checkpoint` on CPU caches (siamtool.export.cache) out of ~/.cache."""
+    """Keep the ONNX exports that `--checkpoint` on CPU caches (siamtool.tracking.cache) out of ~/.cache."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIAMTOOL_CACHE", str(tmp_path_factory.mktemp("siamtool-cache")))
         yield

@@ -24,7 +24,6 @@ report as "pair presentations".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
@@ -46,6 +45,7 @@ from siamtool.errors import DatasetError
 from siamtool.fileio import atomic_path
 from siamtool.models.siamese import feature_fingerprint
 from siamtool.onnx_format import onnx_session
+from siamtool.provenance import file_digest, fingerprint
 from siamtool.reporting import SILENT, Reporter
 
 CACHE_DIR = "features"
@@ -54,16 +54,11 @@ COLUMNS = ("template", "search", "search_box", "kind")
 FORMAT = 1
 
 
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def cache_fingerprint(shards_dir: Path, cfg: Config, weights: float) -> dict[str, Any]:
     """What decides the cached bytes: the shards, the backbone and its weights, crops and jitter."""
-    index_bytes = (shards_dir / INDEX_NAME).read_bytes()
-    return {"format": FORMAT, "shards": hashlib.sha256(index_bytes).hexdigest()[:16],
+    return {"format": FORMAT, "shards": file_digest(shards_dir / INDEX_NAME, 16),
             "backbone": cfg.model.backbone, "weights": f"{weights:.6e}", "model_weights": cfg.model.weights,
-            "data": _digest(cfg.to_dict()["data"]), "augment": _digest(cfg.to_dict()["train"]["augment"]),
+            "data": fingerprint(cfg.to_dict()["data"]), "augment": fingerprint(cfg.to_dict()["train"]["augment"]),
             "seed": cfg.train.seed}
 
 

@@ -5,7 +5,7 @@ One folder holds HDF5 shards of a fixed number of pairs plus `index.json` (shard
 pair is ~25 kB instead of 492 kB raw (~165 kB gzip-compressed uint8; measured, README "prepare"),
 which is what lets the ~200k LaSOT-train pairs fit in ~5 GB and stream from disk fast.
 
-Datasets, one row per pair (see notes/CONTRACTS.md, "Shards"):
+Datasets, one row per pair (also in docs/contracts.md, "Shards"):
   template, search          vlen uint8  standard JPEG bytes (cv2.imdecode gives BGR, torchvision's
                                         decode_jpeg gives RGB)
   template_box, search_box  (N,4) f32   x,y,w,h in the stored crop's pixels (0-based continuous)

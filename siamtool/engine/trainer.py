@@ -57,6 +57,7 @@ from siamtool.fileio import write_text_atomic
 from siamtool.models.backbones import get_spec
 from siamtool.models.checkpoint import latest_checkpoint, load_checkpoint
 from siamtool.models.siamese import SiamTracker, build_model
+from siamtool.provenance import differences
 from siamtool.reporting import SILENT, Reporter
 
 LoaderFactory = Callable[..., Iterable[Any]]
@@ -314,15 +315,6 @@ def _tensorboard(out: Path, enabled: bool, purge_step: int | None):
     return SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
 
-def _config_difference(a: dict[str, Any], b: dict[str, Any], sections: tuple[str, ...]) -> str | None:
-    for section in sections:
-        for key in sorted(set(a.get(section, {})) | set(b.get(section, {}))):
-            va, vb = a.get(section, {}).get(key), b.get(section, {}).get(key)
-            if va != vb:
-                return f"{section}.{key}: {va!r} in the run, {vb!r} now"
-    return None
-
-
 class ShardLoaders:
     """The default `LoaderFactory`: the shard stream of `siamtool.data.stream`.
 
@@ -466,10 +458,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             return None
         ckpt = load_checkpoint(latest, map_location="cpu")
-        diff = _config_difference(ckpt["config"], self.cfg.to_dict(), ("model", "data"))
-        if diff:
-            raise ConfigError(f"{self.out} holds a run with a different config ({diff}); pass --no-resume to "
-                              "start over there, or another --out")
+        now = self.cfg.to_dict()
+        changed = [d for section in ("model", "data")  # what shapes the weights; train.* may change on resume
+                   for d in differences({section: ckpt["config"].get(section, {})}, {section: now.get(section, {})},
+                                        depth=2)]
+        if changed:
+            d = changed[0]
+            raise ConfigError(f"{self.out} holds a run with a different config ({d.key}: {d.old!r} in the run, "
+                              f"{d.new!r} now); pass --no-resume to start over there, or another --out")
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from siamtool import __version__
-from siamtool.data.lasot import ATTRIBUTES, Index, Sequence, lasot_frame_counts
+from siamtool.data.lasot import ATTRIBUTES, Index, LasotSequence, lasot_frame_counts
 from siamtool.errors import DatasetError, SiamtoolError
 from siamtool.eval.metrics import (
     CENTRE_THRESHOLDS,
@@ -92,7 +92,7 @@ def check_annotations(index: Index, split: str, skip_missing: bool, reporter: Re
 
 
 def _load_all(
-    trackers: Mapping[str, Path], sequences: list[Sequence], convention: str, reporter: Reporter
+    trackers: Mapping[str, Path], sequences: list[LasotSequence], convention: str, reporter: Reporter
 ) -> list[TrackerResults]:
     """Read every tracker's files, counting them on the progress task "results"."""
     reporter.progress("results", completed=0, total=len(trackers) * len(sequences))
@@ -104,7 +104,7 @@ def _load_all(
     return out
 
 
-def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: str) -> dict[str, Any]:
+def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], convention: str) -> dict[str, Any]:
     per_seq = batch_curves([res.boxes[s.name] for s in sequences], [s.gt for s in sequences],
                            [s.absent for s in sequences], convention)
     overall = per_seq.mean(convention)
@@ -129,7 +129,7 @@ def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: s
     }
 
 
-def _attribute_coverage(sequences: list[Sequence]) -> dict[str, Any]:
+def _attribute_coverage(sequences: list[LasotSequence]) -> dict[str, Any]:
     """Which scored sequences carry LaSOT attributes, and which LaSOT-named ones were refused them.
 
     A sequence gets LaSOT's attributes only when its name and frame count are LaSOT's (`load_sequence`):
@@ -192,8 +192,8 @@ def evaluate_results(
     return report
 
 
-def _common_sequences(loaded: list[TrackerResults], sequences: list[Sequence], skip_missing: bool,
-                      reporter: Reporter) -> list[Sequence]:
+def _common_sequences(loaded: list[TrackerResults], sequences: list[LasotSequence], skip_missing: bool,
+                      reporter: Reporter) -> list[LasotSequence]:
     """The sequences every tracker has results for: all of them, or with `skip_missing` the common ones
     (said out loud, with each tracker's frame-1 warnings)."""
     for res in loaded:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.lasot import Sequence, parse_boxes
+from siamtool.data.lasot import LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 from siamtool.eval.metrics import check_convention
 
@@ -148,11 +148,11 @@ def frame1_warnings(results: TrackerResults) -> list[str]:
 def load_tracker_results(
     name: str,
     directory: str | Path,
-    sequences: list[Sequence],
+    sequences: list[LasotSequence],
     convention: str = "pytracking",
     on_file: Callable[[], None] | None = None,
 ) -> TrackerResults:
-    """Read `directory/<sequence>.txt` for each `Sequence`; absent files go to `missing`, not an error.
+    """Read `directory/<sequence>.txt` for each `LasotSequence`; absent files go to `missing`, not an error.
 
     Whether missing sequences are an error is the caller's decision (`--skip-missing`). `on_file` is
     called once per sequence (progress bars).

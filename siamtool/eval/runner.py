@@ -36,7 +36,7 @@ import torch
 
 from siamtool import __version__
 from siamtool.config import Config
-from siamtool.data.lasot import Index, Sequence, index_lasot
+from siamtool.data.lasot import Index, LasotSequence, index_lasot
 from siamtool.device import available_cores
 from siamtool.errors import SiamtoolError
 from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
@@ -76,7 +76,7 @@ def _count_lines(path: Path) -> int:
         return -1
 
 
-def is_finished(tracker_dir: Path, seq: Sequence) -> bool:
+def is_finished(tracker_dir: Path, seq: LasotSequence) -> bool:
     """A sequence is done when its raw result has one line per frame and its per-frame file exists."""
     return (_count_lines(result_file(tracker_dir, seq.name)) == seq.n_frames
             and _count_lines(frames_file(tracker_dir, seq.name)) == seq.n_frames + 1)
@@ -109,7 +109,7 @@ class SequenceOutcome:
     """Why the sequence produced no result (e.g. an unreadable first frame)."""
 
 
-def track_sequence(tracker: Any, seq: Sequence, tracker_dir: Path,
+def track_sequence(tracker: Any, seq: LasotSequence, tracker_dir: Path,
                    on_frame: Callable[[], None] | None = None) -> SequenceOutcome:
     """Track one sequence from its frame-1 ground truth and write its files (atomic, .txt last)."""
     out = SequenceOutcome(seq.name, frames=seq.n_frames)
@@ -203,7 +203,7 @@ def _on_worker_frame() -> None:
     _flush_progress()
 
 
-def _run_in_worker(job: tuple[Sequence, Path]) -> SequenceOutcome:
+def _run_in_worker(job: tuple[LasotSequence, Path]) -> SequenceOutcome:
     seq, tracker_dir = job
     if _worker["error"] is not None:
         raise _worker["error"]
@@ -336,7 +336,7 @@ def run_tracker(
     return summary
 
 
-def _track_all(spec: TrackerSpec, todo: list[Sequence], tracker_dir: Path, devices: list[str], threads: int,
+def _track_all(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, devices: list[str], threads: int,
                summary: RunSummary, reporter: Reporter) -> list[SequenceOutcome]:
     """Track the unfinished sequences, in this process (one device) or one process per device."""
     total = sum(s.n_frames for s in todo)
@@ -372,7 +372,7 @@ def _count_outcomes(summary: RunSummary, outcomes: list[SequenceOutcome], report
                             "counted lost")
 
 
-def _count_finished(summary: RunSummary, seqs: list[Sequence], tracker_dir: Path) -> None:
+def _count_finished(summary: RunSummary, seqs: list[LasotSequence], tracker_dir: Path) -> None:
     """Timing and loss over every finished sequence, including those of earlier (resumed) runs."""
     for s in seqs:
         if not is_finished(tracker_dir, s):
@@ -385,7 +385,7 @@ def _count_finished(summary: RunSummary, seqs: list[Sequence], tracker_dir: Path
         summary.lost_frames += int(rows[1:, 3].sum())
 
 
-def _run_pool(spec: TrackerSpec, todo: list[Sequence], tracker_dir: Path, devices: list[str], threads: int,
+def _run_pool(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, devices: list[str], threads: int,
               advance: Callable[[int], None]) -> list[SequenceOutcome]:
     """One spawned process per device (see the module docstring), each with its own tracker."""
     device_q = mp.get_context("spawn").Queue()
