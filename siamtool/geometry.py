@@ -217,6 +217,14 @@ class CropGeometry:
         """`search_window` of a box (`growth` > 1 while re-detecting)."""
         return search_window(box_xywh, self.context, self.template_size, self.search_size, growth)
 
+    def templates(self, boxes_xywh: np.ndarray) -> np.ndarray:
+        """`template_windows` of (N,4) boxes: (N,3) cx, cy, side."""
+        return template_windows(boxes_xywh, self.context)
+
+    def searches(self, boxes_xywh: np.ndarray) -> np.ndarray:
+        """`search_windows` of (N,4) boxes: (N,3) cx, cy, side."""
+        return search_windows(boxes_xywh, self.context, self.template_size, self.search_size)
+
 
 # Batched forms of the two windows and of `box_to_crop`, for train-time jitter, which resolves a whole
 # batch at once; the scalar functions above are these with N = 1, so there is one formula for each.

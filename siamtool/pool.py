@@ -32,12 +32,12 @@ def _init_worker(progress_queue: Any, initializer: Callable[..., None] | None, i
         initializer(*initargs)
 
 
-def run_in_pool(fn: Callable[[Any], Any], items: Iterable[Any], processes: int, on_progress: Callable[[int], None],
+def run_in_pool(fn: Callable[[Any], Any], items: Iterable[Any], processes: int, count_done: Callable[[int], None],
                 *, start_method: str = "spawn", preload: tuple[str, ...] = (),
                 initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> Iterator[Any]:
     """Run ``fn(item)`` for every item in `processes` worker processes; yield the results as they finish.
 
-    `on_progress(n)` receives, in this process, every count a task reports with `report_progress`.
+    `count_done(n)` receives, in this process, every count a task reports with `report_progress`.
     `start_method` "forkserver" (falling back to "spawn" where it does not exist) starts workers in
     milliseconds from a clean server that imports the `preload` modules once. Use the generator under
     ``contextlib.closing`` so that an interrupted caller terminates the workers at once.
@@ -52,9 +52,9 @@ def run_in_pool(fn: Callable[[Any], Any], items: Iterable[Any], processes: int, 
     def drain(timeout: float | None) -> None:
         with contextlib.suppress(queue.Empty):
             if timeout is not None:
-                on_progress(progress.get(timeout=timeout))
+                count_done(progress.get(timeout=timeout))
             while True:
-                on_progress(progress.get_nowait())
+                count_done(progress.get_nowait())
 
     pool = ctx.Pool(processes, initializer=_init_worker, initargs=(progress, initializer, initargs))
     try:

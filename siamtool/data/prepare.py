@@ -179,7 +179,7 @@ def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarra
 
 def make_pairs(
     specs: list[PairSpec], params: CropParams, timing: Timing | None = None,
-    progress: Callable[[int], None] | None = None,
+    count_done: Callable[[int], None] | None = None,
 ) -> tuple[list[Pair], list[str]]:
     """Crop and JPEG-encode `specs`; return the pairs (in spec order, bad ones dropped) and bad frames.
 
@@ -216,11 +216,11 @@ def make_pairs(
                 timing.encode += time.perf_counter() - t1
                 jpegs[i][r] = enc.reshape(-1) if ok else None
         done_crops += len(users)
-        if progress is not None and done_crops // 2 - reported >= _PROGRESS_EVERY:
-            progress(done_crops // 2 - reported)
+        if count_done is not None and done_crops // 2 - reported >= _PROGRESS_EVERY:
+            count_done(done_crops // 2 - reported)
             reported = done_crops // 2
-    if progress is not None and len(specs) - reported > 0:
-        progress(len(specs) - reported)
+    if count_done is not None and len(specs) - reported > 0:
+        count_done(len(specs) - reported)
     pairs = []
     for s, (tw, sw), (tj, sj) in zip(specs, windows, jpegs):
         if tj is None or sj is None:
@@ -257,11 +257,11 @@ class ShardResult:
     timing: Timing
 
 
-def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> ShardResult:
+def run_shard(task: ShardTask, count_done: Callable[[int], None] | None = None) -> ShardResult:
     """Make and write one shard (atomically). The unit of work of a worker process."""
     timing = Timing()
     t0 = time.perf_counter()
-    pairs, bad = make_pairs(task.specs, task.params, timing, progress)
+    pairs, bad = make_pairs(task.specs, task.params, timing, count_done)
     t1 = time.perf_counter()
     attrs = {**task.attrs, "shard": task.index, "skipped_frames": json.dumps(bad)}
     size = write_shard(task.path, pairs, attrs)
@@ -290,20 +290,21 @@ def _opencv_threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(old)
 
 
-def run_tasks(tasks: list[ShardTask], workers: int, advance: Callable[[int], None]) -> Iterator[ShardResult]:
-    """Run shard tasks with `workers` processes (in this process for 1), yielding results as they finish.
+def run_tasks(tasks: list[ShardTask], workers: int, count_done: Callable[[int], None]) -> Iterator[ShardResult]:
+    """Run shard tasks with `workers` processes (in this process for 1), yielding results as they finish;
+    `count_done(n)` hears every n pairs made.
 
     On Ctrl-C or an error the pool is terminated; the caller removes the temp files it left.
     """
     if workers <= 1 or len(tasks) <= 1:
         with _opencv_threads(1):
             for task in tasks:
-                yield run_shard(task, advance)
+                yield run_shard(task, count_done)
         return
     # Not plain fork: a parent that has used OpenCV's thread pool (or runs rich's refresh thread) can
     # hand a locked mutex to a forked child, which then hangs forever (seen in the tests). The fork
     # server is a clean process that preloads this module, so workers still start in milliseconds.
-    with contextlib.closing(run_in_pool(_worker_run, tasks, min(workers, len(tasks)), advance,
+    with contextlib.closing(run_in_pool(_worker_run, tasks, min(workers, len(tasks)), count_done,
                                         start_method="forkserver", preload=(__name__,),
                                         initializer=_worker_init)) as results:
         yield from results

@@ -100,7 +100,7 @@ def _load_all(
     for name, directory in trackers.items():
         reporter.progress("results", detail=name)
         out.append(load_tracker_results(name, directory, sequences, convention,
-                                        on_file=lambda: reporter.progress("results", advance=1)))
+                                        count_done=lambda n: reporter.progress("results", advance=n)))
     return out
 
 

@@ -110,7 +110,7 @@ class SequenceOutcome:
 
 
 def track_sequence(tracker: Any, seq: LasotSequence, tracker_dir: Path,
-                   on_frame: Callable[[], None] | None = None) -> SequenceOutcome:
+                   count_done: Callable[[int], None] | None = None) -> SequenceOutcome:
     """Track one sequence from its frame-1 ground truth and write its files (atomic, .txt last)."""
     out = SequenceOutcome(seq.name, frames=seq.n_frames)
     init = from_lasot(seq.gt[0])
@@ -140,8 +140,8 @@ def track_sequence(tracker: Any, seq: LasotSequence, tracker_dir: Path,
             out.lost += int(r.lost)
             rows[i] = (i + 1, r.time_s * 1e3, r.score, int(r.lost))
         boxes[i] = to_lasot(box)
-        if on_frame is not None:
-            on_frame()
+        if count_done is not None:
+            count_done(1)
     csv = "frame,time_ms,score,lost\n" + "".join(
         f"{int(f)},{t:.3f},{s:.4f},{int(lost)}\n" for f, t, s, lost in rows)
     write_text_atomic(frames_file(tracker_dir, seq.name), csv)
@@ -198,8 +198,8 @@ def _flush_progress(force: bool = False) -> None:
         _worker["pending"] = 0
 
 
-def _on_worker_frame() -> None:
-    _worker["pending"] += 1
+def _count_worker_frames(n: int) -> None:
+    _worker["pending"] += n
     _flush_progress()
 
 
@@ -208,7 +208,7 @@ def _run_in_worker(job: tuple[LasotSequence, Path]) -> SequenceOutcome:
     if _worker["error"] is not None:
         raise _worker["error"]
     try:
-        return track_sequence(_worker["tracker"], seq, tracker_dir, _on_worker_frame)
+        return track_sequence(_worker["tracker"], seq, tracker_dir, _count_worker_frames)
     finally:
         _flush_progress(force=True)
 
@@ -340,12 +340,12 @@ def _track_all(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, 
                summary: RunSummary, reporter: Reporter) -> list[SequenceOutcome]:
     """Track the unfinished sequences, in this process (one device) or one process per device."""
     total = sum(s.n_frames for s in todo)
-    count = 0
+    done = 0
 
-    def advance(n: int = 1) -> None:
-        nonlocal count
-        count += n
-        reporter.progress("frames", completed=count, total=total)
+    def count_done(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.progress("frames", completed=done, total=total)
 
     outcomes: list[SequenceOutcome] = []
     if todo and len(devices) == 1:
@@ -353,11 +353,11 @@ def _track_all(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, 
         summary.threads = torch.get_num_threads()
         tracker, _, _ = spec.build(torch.device(devices[0]), reporter)
         for seq in todo:
-            outcomes.append(track_sequence(tracker, seq, tracker_dir, advance))
-            advance(1 if outcomes[-1].error is None else seq.n_frames)  # the first frame, or all
+            outcomes.append(track_sequence(tracker, seq, tracker_dir, count_done))
+            count_done(1 if outcomes[-1].error is None else seq.n_frames)  # the first frame, or all
     elif todo:
         spec.export_once(devices[0], reporter)
-        outcomes = _run_pool(spec, todo, tracker_dir, devices, threads, advance)
+        outcomes = _run_pool(spec, todo, tracker_dir, devices, threads, count_done)
     return outcomes
 
 
@@ -386,18 +386,18 @@ def _count_finished(summary: RunSummary, seqs: list[LasotSequence], tracker_dir:
 
 
 def _run_pool(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, devices: list[str], threads: int,
-              advance: Callable[[int], None]) -> list[SequenceOutcome]:
+              count_done: Callable[[int], None]) -> list[SequenceOutcome]:
     """One spawned process per device (see the module docstring), each with its own tracker."""
     device_q = mp.get_context("spawn").Queue()
     for d in devices:
         device_q.put(d)
     outcomes: list[SequenceOutcome] = []
     jobs = [(seq, tracker_dir) for seq in todo]
-    with contextlib.closing(run_in_pool(_run_in_worker, jobs, len(devices), advance, initializer=_init_worker,
+    with contextlib.closing(run_in_pool(_run_in_worker, jobs, len(devices), count_done, initializer=_init_worker,
                                         initargs=(spec, device_q, threads))) as results:
         for outcome in results:
             outcomes.append(outcome)
-            advance(1 if outcome.error is None else outcome.frames)
+            count_done(1 if outcome.error is None else outcome.frames)
     return outcomes
 
 
