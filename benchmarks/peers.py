@@ -50,6 +50,14 @@ sys.path.insert(0, str(REPO))
 
 from siamtool.data.lasot import Index, LasotSequence, index_lasot  # noqa: E402
 from siamtool.errors import SiamtoolError  # noqa: E402
+from siamtool.reporting import SilentReporter  # noqa: E402
+
+
+class StderrLines(SilentReporter):
+    """The runner's warnings (a first ONNX export, an export that fails its check) as lines on stderr."""
+
+    def warning(self, text: str, label: str | None = "warning") -> None:
+        print(f"{label}: {text}" if label else text, file=sys.stderr, flush=True)
 
 SHARED = REPO.parent / "shared" / "data"
 HELD_OUT = ("face-3", "motorcycle-2", "person-1")
@@ -232,7 +240,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     start = time.perf_counter()
     for seq in seqs:  # interleaved per sequence: every tracker sees the machine's load of the moment
         for display, (spec, folder, _) in ours.items():
-            run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder)
+            run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder,
+                        reporter=StderrLines())
             t = timing(raw / folder, [seq])
             print(f"{display} {seq.name}: {t['frames']} frames, {t['fps']:.1f} FPS", flush=True)
         if peers:
