@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -846,8 +847,6 @@ def gpu_decode_works(device: torch.device) -> bool:
     """Whether nvjpeg decodes on `device` (torchvision builds without it exist); probed once."""
     key = str(device)
     if key not in _GPU_DECODE:
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
         try:
             (img,) = decode_jpegs([torch.from_numpy(buf.reshape(-1))], 16, device)
