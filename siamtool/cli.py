@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `siamtool --help` stays fast
+    from siamtool.config import Config
 
 
 def _plain_help(params: list) -> list:
@@ -330,7 +333,7 @@ def eval_(
         _eval_results(lasot, split, out, cfg, results, report_json)
 
 
-def _eval_config(config: Path | None, set_: list[str] | None, convention: str | None, skip_missing: bool):
+def _eval_config(config: Path | None, set_: list[str] | None, convention: str | None, skip_missing: bool) -> Config:
     """The config `eval` runs with: --convention and --skip-missing are eval.* keys set from the command line."""
     from siamtool.config import load_config
     from siamtool.eval.metrics import check_convention
@@ -355,7 +358,7 @@ def _default_eval_tracker() -> tuple[Path, list[str]]:
     return default_checkpoint(), ["the shipped default tracker (no trained run in ./runs)"]
 
 
-def _eval_lasot(lasot: Path | None, cfg, implied: list[str]) -> Path:
+def _eval_lasot(lasot: Path | None, cfg: Config, implied: list[str]) -> Path:
     """The LaSOT root; says in one line what `eval` chose on its own (the root, the tracker)."""
     from siamtool.workspace import resolve_lasot
 
@@ -367,7 +370,7 @@ def _eval_lasot(lasot: Path | None, cfg, implied: list[str]) -> Path:
     return lasot
 
 
-def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, onnx: Path | None, cfg,
+def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, onnx: Path | None, cfg: Config,
                   workers: int, name: str | None, results: list[Path] | None, report_json: Path | None) -> None:
     """`eval --checkpoint/--onnx`: track the split, score it (with any --results beside it), print both."""
     from siamtool.cli_render import RichReporter, print_lines, print_report
@@ -389,7 +392,7 @@ def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, o
                 f"report: {report_json or out / REPORT_FILE}")
 
 
-def _eval_results(lasot: Path, split: str, out: Path, cfg, results: list[Path] | None,
+def _eval_results(lasot: Path, split: str, out: Path, cfg: Config, results: list[Path] | None,
                   report_json: Path | None) -> None:
     """`eval --results`: score existing raw results and print the tables."""
     from siamtool.cli_render import RichReporter, print_lines, print_report

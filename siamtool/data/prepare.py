@@ -463,9 +463,9 @@ def prepare_shards(
     sequences, resumed shards and the write progress (task "pairs") go to `reporter`.
     """
     start = time.perf_counter()
-    out = Path(out)
-    index = index_lasot(Path(lasot).resolve(), split, require_images=True, strict=strict)
-    plan = plan_shards(index, Path(lasot).resolve(), split, cfg, reporter)
+    root, out = Path(lasot).resolve(), Path(out)
+    index = index_lasot(root, split, require_images=True, strict=strict)
+    plan = plan_shards(index, root, split, cfg, reporter)
     if out.exists() and not out.is_dir():
         raise SiamtoolError(f"--out {out}: exists and is not a folder; choose a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)

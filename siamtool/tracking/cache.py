@@ -6,10 +6,13 @@ export it once, check the graphs against PyTorch like `siamtool export` does, an
 onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on CUDA), `torch`, `onnx`, or
 `opencv` (the same cached export, run by OpenCV's DNN module).
 
+The cache belongs to tracking (it serves the Tracker) and uses the exporter as a tool, which is why
+`siamtool.tracking` sits above `siamtool.export` in the layers (README, "Layout").
+
 The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
 ``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
-edited checkpoint gets a new export. Parallel eval workers share one export (a file lock serialises
-the first export; the lock file is removed afterwards). An export that fails its check is not used:
+edited checkpoint gets a new export. Parallel eval workers share one export (`eval` makes it before
+they start; a file lock serialises any first export; the lock file is removed afterwards). An export that fails its check is not used:
 tracking falls back to PyTorch.
 """
 
