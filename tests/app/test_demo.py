@@ -54,9 +54,9 @@ def test_demo_as_the_readme_runs_it_scores_the_shipped_tracker(shipped_checkpoin
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 300 and summary["runtime"] == "onnxruntime"  # the default CPU path
     auc = summary["scores"]["success_auc"]
-    # The shipped model scores 38.1 here (MODEL_CARD.md: it sizes rendered cut-outs poorly, below the
-    # issue's goal of 50); an untrained model loses the target within frames (< 10).
-    assert auc >= 30, summary["scores"]
+    # The shipped model scores 57.3 here (58.9 on OpenCV DNN, 57.4 on PyTorch; MODEL_CARD.md), 38.1 without
+    # the re-detection check (track.recover_ratio); an untrained model loses the target within frames (< 10).
+    assert auc >= 50, summary["scores"]
     assert f"success AUC {auc:.1f}" in r.output  # the printed score is the one of the files
     assert not list(out.glob(".*"))  # temp files renamed away
 
