@@ -54,7 +54,7 @@ from siamtool.geometry import (
     CropWindow,
     clip_box,
     context_side,
-    crop_like_prepare,
+    crop_antialiased,
     cxcywh_to_xywh,
     search_window,
     template_window,
@@ -217,7 +217,7 @@ class Tracker:
         height, width = frame.shape[:2]
         box = check_init_box(box_xywh, width, height)
         d = self.cfg.data
-        tpl = crop_like_prepare(frame, template_window(box, d.context, d.template_size))
+        tpl = crop_antialiased(frame, template_window(box, d.context, d.template_size))
         self.template_crop = np.ascontiguousarray(tpl[..., ::-1])
         self.features = self.backend.template(self.template_crop)
         self.frame_size = (width, height)
@@ -230,7 +230,7 @@ class Tracker:
         online = self.cfg.track.online and getattr(self.backend, "returns_features", False)
         if online or self.cfg.track.calibrate_size > 0:
             window = self.next_window()
-            crop = crop_like_prepare(frame, window)
+            crop = crop_antialiased(frame, window)
             out = self._search(crop)
             if self.cfg.track.calibrate_size > 0:
                 self.size_calibration = self._size_calibration(window, out)
@@ -289,7 +289,7 @@ class Tracker:
             shifted = CropWindow(window.cx + half, window.cy + half, window.side, window.out_size)
             samples += [(features_of(crop[:, ::-1]), (cell[0], n - 1 - cell[1])),  # mirrored
                         (features_of(cv2.GaussianBlur(crop, (0, 0), 2.0)), cell),  # motion/defocus blur
-                        (features_of(crop_like_prepare(frame, shifted)), (cell[0] - 0.5, cell[1] - 0.5))]
+                        (features_of(crop_antialiased(frame, shifted)), (cell[0] - 0.5, cell[1] - 0.5))]
         online = OnlineTarget(self.cfg.track)
         online.start(samples, self._size_cells(window), self._grey(frame), self.center, self.size)
         return online
@@ -312,7 +312,7 @@ class Tracker:
         frame = as_bgr(frame_bgr)
         growth = self.growth
         window = self.next_window()
-        search_rgb = np.ascontiguousarray(crop_like_prepare(frame, window)[..., ::-1])
+        search_rgb = np.ascontiguousarray(crop_antialiased(frame, window)[..., ::-1])
         out = self.backend.search(search_rgb, self.features)
         score, boxes = out[0], out[1]
         if self.cfg.track.calibrate_size > 0:
