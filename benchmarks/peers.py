@@ -56,8 +56,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from siamtool.data.lasot import Index, Sequence, index_lasot  # noqa: E402
+from siamtool.data.lasot import Index, LasotSequence, index_lasot  # noqa: E402
 from siamtool.errors import SiamtoolError  # noqa: E402
+from siamtool.reporting import SilentReporter  # noqa: E402
+
+
+class StderrLines(SilentReporter):
+    """The runner's warnings (a first ONNX export, an export that fails its check) as lines on stderr."""
+
+    def warning(self, text: str, label: str | None = "warning") -> None:
+        print(f"{label}: {text}" if label else text, file=sys.stderr, flush=True)
 
 SHARED = REPO.parent / "shared" / "data"
 HELD_OUT = ("face-3", "motorcycle-2", "person-1")
@@ -116,13 +124,13 @@ def select(index: Index, names: list[str] | None) -> Index:
     return Index([s for s in index.sequences if s.name in names], [], [])
 
 
-def manifest(seq: Sequence) -> dict:
+def manifest(seq: LasotSequence) -> dict:
     """What peers_opencv.py needs of a sequence: frame paths and the frame-1 ground truth (1-based)."""
     return {"name": seq.name, "frames": [str(seq.frame_path(i)) for i in range(seq.n_frames)],
             "init": [float(v) for v in seq.gt[0]]}
 
 
-def run_peers(python: Path, seq: Sequence, raw: Path, models: Path, threads: int, keys: list[str]) -> None:
+def run_peers(python: Path, seq: LasotSequence, raw: Path, models: Path, threads: int, keys: list[str]) -> None:
     """One sequence through the OpenCV trackers, in the other interpreter."""
     path = raw / ".manifests" / f"{seq.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +144,7 @@ def run_peers(python: Path, seq: Sequence, raw: Path, models: Path, threads: int
         raise SiamtoolError(f"the OpenCV runner failed (exit {done.returncode}) on {seq.name}: {shlex.join(cmd)}")
 
 
-def timing(directory: Path, sequences: list[Sequence]) -> dict[str, float]:
+def timing(directory: Path, sequences: list[LasotSequence]) -> dict[str, float]:
     """FPS and median ms over the tracked frames (frame 1 and unreadable frames excluded) of a results folder."""
     from siamtool.eval.runner import frames_file, read_frames_file
 
@@ -156,7 +164,7 @@ def versions(python: Path | None) -> dict[str, str]:
     return out
 
 
-def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict[str, dict], seqs: list[Sequence],
+def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict[str, dict], seqs: list[LasotSequence],
              runtime: dict[str, str]) -> str:
     """The README tables: held-out scores first (the fair comparison), all sequences, FPS, per sequence."""
     base = speed.get(BASELINE, {}).get("fps")
@@ -236,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from siamtool.cli_render import summary_table
     from siamtool.config import load_config
-    from siamtool.eval.report import PLOT_FILES, evaluate_results, summary_table
+    from siamtool.eval.report import PLOT_FILES, evaluate_results
     from siamtool.eval.runner import TrackerSpec, run_tracker
     from siamtool.weights import default_checkpoint
 
@@ -289,7 +298,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for seq in seqs:  # interleaved per sequence: every tracker sees the machine's load of the moment
         for display, (spec, folder, _) in ours.items():
             with old_path() if display == OLD_PATH else contextlib.nullcontext():
-                run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder)
+                run_tracker(Index([seq], [], []), raw, spec, torch.device("cpu"), "cpu", workers=1, name=folder,
+                            reporter=StderrLines())
             t = timing(raw / folder, [seq])
             print(f"{display} {seq.name}: {t['frames']} frames, {t['fps']:.1f} FPS", flush=True)
         if peers:

@@ -7,7 +7,7 @@ The shipped tracker (onnxruntime on the cached export, as `siamtool track` runs 
 LaSOT-format sequences one-pass from the frame-1 ground truth, frames decoded once into memory. Each
 stage of `Tracker.track` is timed by wrapping the function the Tracker calls for it:
 
-* crop: `geometry.crop_like_prepare` of the search window (+ BGR->RGB in the Tracker);
+* crop: `geometry.crop_antialiased` of the search window (+ BGR->RGB in the Tracker);
 * search graph: the backend's `search` (onnxruntime run, input conversion included);
 * online respond: the correlation filter's response (`TranslationFilter.respond`);
 * select: `select_candidate` (penalties, Hann window, argmax);
@@ -115,11 +115,11 @@ def instrument(tr: Tracker, clock: StageClock) -> None:
 def variant_functions(variant: str, clock: StageClock) -> dict[str, Callable]:
     """The tracker module's per-frame functions for a variant, wrapped by the clock."""
     fns = LEGACY if variant == "before" else {k: getattr(tracker_module, k) for k in LEGACY}
-    return {"crop_like_prepare": clock.wrap("crop", fns["crop_like_prepare"]), "cv2": fns["cv2"],
+    return {"crop_antialiased": clock.wrap("crop", fns["crop_antialiased"]), "cv2": fns["cv2"],
             "select_candidate": clock.wrap("select", SELECT)}
 
 
-def legacy_crop_like_prepare(frame: np.ndarray, window) -> np.ndarray:
+def legacy_crop_antialiased(frame: np.ndarray, window) -> np.ndarray:
     """Before issue 14: the whole frame is area-resized by k, then the window is warped out of it."""
     from siamtool.geometry import crop, reduced_decode_factor
 
@@ -143,7 +143,7 @@ class LegacyCv2:
         return cv2.cvtColor(image, code)
 
 
-LEGACY = {"crop_like_prepare": legacy_crop_like_prepare, "cv2": LegacyCv2()}
+LEGACY = {"crop_antialiased": legacy_crop_antialiased, "cv2": LegacyCv2()}
 
 
 def run(data, backends: dict[str, object], cfg, warmup: int = 3) -> dict[str, dict[str, list[float]]]:
@@ -218,7 +218,7 @@ def crop_speed(data, cfg, sizes: list[tuple[int, int] | None], repeats: int = 3)
 
     `sizes`: None = the frames as they are; (w, h) = every frame resized to w x h first (720p footage),
     box scaled along. Returns table rows: per-crop median microseconds and the ratio."""
-    from siamtool.geometry import crop_like_prepare, reduced_decode_factor, search_window
+    from siamtool.geometry import crop_antialiased, reduced_decode_factor, search_window
 
     d = cfg.data
     rows = ["| frames | windows | k > 1 | before: median us | now: median us | before / now | max grey diff |",
@@ -240,7 +240,7 @@ def crop_speed(data, cfg, sizes: list[tuple[int, int] | None], repeats: int = 3)
                     crops = {}
                     for r in range(repeats):
                         for v in (("before", "now") if r % 2 == 0 else ("now", "before")):
-                            fn = legacy_crop_like_prepare if v == "before" else crop_like_prepare
+                            fn = legacy_crop_antialiased if v == "before" else crop_antialiased
                             start = time.perf_counter()
                             crops[v] = fn(frame, window)
                             t[v].append(time.perf_counter() - start)
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crops", action="store_true", help="also time the search crop alone, before vs now, on "
                     "the frames as stored and resized to 1280x720 and 1920x1080")
     args = ap.parse_args(argv)
-    from siamtool.export.cache import cached_onnx_backend
+    from siamtool.tracking.cache import cached_onnx_backend
     from siamtool.weights import default_checkpoint
 
     torch.set_num_threads(args.threads)

@@ -45,7 +45,7 @@ import torch
 from siamtool.config import Config
 from siamtool.models import build_model, list_backbones
 from siamtool.models.decode import decode
-from siamtool.tracking.backends import TorchBackend, _to_tensor
+from siamtool.tracking.backends import TorchBackend, crop_to_tensor
 from siamtool.tracking.tracker import Tracker
 
 VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "bag.avi"
@@ -60,10 +60,10 @@ class SeedBackend:
         self.grad = grad
 
     def template(self, crop_rgb: np.ndarray) -> torch.Tensor:
-        return _to_tensor(crop_rgb, torch.device("cpu"), torch.float32)
+        return crop_to_tensor(crop_rgb, torch.device("cpu"), torch.float32)
 
     def search(self, crop_rgb: np.ndarray, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = _to_tensor(crop_rgb, torch.device("cpu"), torch.float32)
+        x = crop_to_tensor(crop_rgb, torch.device("cpu"), torch.float32)
         ctx = torch.enable_grad() if self.grad else torch.no_grad()
         with ctx:
             heat, box = self.model(z, x)

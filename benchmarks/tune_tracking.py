@@ -85,7 +85,7 @@ def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float, float]:
 def backend_for(args: argparse.Namespace, ckpt: Path | None = None):
     ckpt = ckpt or args.checkpoint or default_checkpoint()
     if args.backend == "onnx":
-        from siamtool.export.cache import cached_onnx_backend
+        from siamtool.tracking.cache import cached_onnx_backend
 
         backend = cached_onnx_backend(ckpt, "cpu")
         return backend, backend.cfg
@@ -115,8 +115,8 @@ optimizer and RNG state that only resuming needs."""
 
 def apply_setting(checkpoint: Path, cfg, out: Path) -> None:
     """A copy of `checkpoint` whose stored config has `cfg.track`, without resume state (atomic write)."""
-    from siamtool.engine.checkpoint import load_checkpoint
     from siamtool.fileio import atomic_path
+    from siamtool.models.checkpoint import load_checkpoint
 
     ckpt = {k: v for k, v in load_checkpoint(checkpoint).items() if k in RELEASE_KEYS}
     ckpt["config"]["track"] = cfg.to_dict()["track"]

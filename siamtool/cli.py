@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
+
+if TYPE_CHECKING:  # the commands import what they use when they run: `siamtool --help` stays fast
+    from siamtool.config import Config
 
 
 def _plain_help(params: list) -> list:
@@ -186,10 +189,10 @@ def prepare(
                                               "pairs from the shards in this folder. Default: off.")] = None,
 ) -> None:
     """Sample template/search pairs from LaSOT, pre-crop them and write HDF5 shards (resumable)."""
-    from rich.table import Table
-
+    from siamtool.cli_render import RichReporter, print_prepare
     from siamtool.config import load_config
     from siamtool.data.prepare import prepare_shards
+    from siamtool.device import available_cores
 
     console = Console()
     if show is not None:
@@ -204,30 +207,13 @@ def prepare(
         if pairs_per_sequence <= 0:
             raise SiamtoolError(f"--pairs-per-sequence must be > 0, got {pairs_per_sequence}")
         cfg.data.pairs_per_sequence = pairs_per_sequence
-    from siamtool.device import available_cores
-
     n_workers = available_cores() if workers is None else workers
     if n_workers < 1:
         raise SiamtoolError(f"--workers must be >= 1, got {n_workers}")
-    s = prepare_shards(lasot, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,
-                       console=console)
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("shards", f"{s.out} ({s.shards} files, {s.resumed} resumed)")
-    table.add_row("pairs", f"{s.pairs:,} ({s.pairs_made:,} written now, {s.pairs_per_second:,.0f} pairs/s)")
-    for kind, n in s.kinds.items():
-        table.add_row(f"  {kind}", f"{n:,}")
-    table.add_row("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)")
-    table.add_row("skipped frames", f"{len(s.skipped_frames)} unreadable images, {len(s.boxless_frames)} visible "
-                  "frames without a usable box")
-    table.add_row("skipped sequences", f"{len(s.skipped_sequences)}")
-    table.add_row("validation sequences", f"{len(s.val_sequences)} (own shards)" if s.val_sequences
-                  else "none (train holds out the last shards)")
-    table.add_row("time", f"{s.seconds:.1f} s")
-    console.print(table)
-    for line in s.skipped_frames:
-        console.print(f"[yellow]skipped frame:[/] {line}", highlight=False, soft_wrap=True)
-    for line in s.skipped_sequences:
-        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
+    with RichReporter(console) as reporter:
+        summary = prepare_shards(lasot, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,
+                                 reporter=reporter)
+    print_prepare(summary, console)
 
 
 # -------------------------------------------------------------------------------------------- train
@@ -249,8 +235,7 @@ def train(
     set_: Annotated[list[str] | None, _set_option("train.lr=3e-4")] = None,
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
-    from rich.table import Table
-
+    from siamtool.cli_render import RichReporter, print_train
     from siamtool.config import load_config
     from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
@@ -268,28 +253,14 @@ def train(
     console = Console()
     existed = run_dir.exists()
     try:
-        r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, progress=True, console=console)
+        with RichReporter(console) as reporter:
+            r = run_training(cfg, shards, run_dir, device=state.device, resume=resume, reporter=reporter)
     except BaseException:
         if not existed:
             _remove_unstarted_run(run_dir)
         raise
-    if os.environ.get("RANK", "0") != "0":
-        return
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_row("run", str(r.out_dir))
-    table.add_row("steps", f"{r.step}/{r.total_steps} ({r.epochs_done} epochs)"
-                  + (f", resumed at {r.resumed_from}" if r.resumed_from is not None else ""))
-    if r.baseline is not None:
-        table.add_row("untrained", f"val IoU {r.baseline['val_iou']:.3f}, centre error "
-                      f"{r.baseline['val_center_err']:.1f} px")
-    if r.last_val is not None:
-        table.add_row("last epoch", f"val loss {r.last_val['val_loss']:.4f}, IoU {r.last_val['val_iou']:.3f}, "
-                      f"centre error {r.last_val['val_center_err']:.1f} px")
-    elif r.resumed_from is not None:
-        table.add_row("note", "already trained to train.epochs; raise it or pass --no-resume to start over")
-    table.add_row("best", f"{r.best_path} (val IoU {r.best_val_iou:.3f})" if r.best_path else "-")
-    table.add_row("checkpoint", str(r.last_checkpoint))
-    console.print(table)
+    if os.environ.get("RANK", "0") == "0":
+        print_train(r, console)
 
 
 def _remove_unstarted_run(run_dir: Path) -> None:
@@ -349,67 +320,96 @@ def eval_(
     set_: Annotated[list[str] | None, _set_option("eval.plots=false")] = None,
 ) -> None:
     """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
+    _check_out_folder("--out", out)
+    cfg = _eval_config(config, set_, convention, skip_missing)
+    if not results and checkpoint is None and onnx is None:
+        checkpoint, implied = _default_eval_tracker()
+    else:
+        implied = []
+    lasot = _eval_lasot(lasot, cfg, implied)
+    if checkpoint is not None or onnx is not None:
+        _eval_tracker(lasot, split, out, checkpoint, onnx, cfg, workers, name, results, report_json)
+    else:
+        _eval_results(lasot, split, out, cfg, results, report_json)
+
+
+def _eval_config(config: Path | None, set_: list[str] | None, convention: str | None, skip_missing: bool) -> Config:
+    """The config `eval` runs with: --convention and --skip-missing are eval.* keys set from the command line."""
     from siamtool.config import load_config
     from siamtool.eval.metrics import check_convention
-    from siamtool.workspace import newest_trained_checkpoint, resolve_lasot
 
-    _check_out_folder("--out", out)
     overrides = list(set_ or [])
     if convention is not None:
         check_convention(convention)
         overrides.append(f"eval.convention={convention}")
     if skip_missing:
         overrides.append("eval.skip_missing=true")
-    cfg = load_config(config, overrides)
-    implied = []
-    if not results and checkpoint is None and onnx is None:
-        checkpoint = newest_trained_checkpoint()
-        if checkpoint is not None:
-            implied.append(f"checkpoint {checkpoint} (the newest run in ./runs; --checkpoint to choose)")
-        else:
-            from siamtool.weights import default_checkpoint
+    return load_config(config, overrides)
 
-            checkpoint = default_checkpoint()
-            implied.append("the shipped default tracker (no trained run in ./runs)")
-    run_tracker_first = checkpoint is not None or onnx is not None
+
+def _default_eval_tracker() -> tuple[Path, list[str]]:
+    """No tracker and no results given: the newest run in ./runs, else the shipped tracker (and why)."""
+    from siamtool.weights import default_checkpoint
+    from siamtool.workspace import newest_trained_checkpoint
+
+    checkpoint = newest_trained_checkpoint()
+    if checkpoint is not None:
+        return checkpoint, [f"checkpoint {checkpoint} (the newest run in ./runs; --checkpoint to choose)"]
+    return default_checkpoint(), ["the shipped default tracker (no trained run in ./runs)"]
+
+
+def _eval_lasot(lasot: Path | None, cfg: Config, implied: list[str]) -> Path:
+    """The LaSOT root; says in one line what `eval` chose on its own (the root, the tracker)."""
+    from siamtool.workspace import resolve_lasot
+
     lasot, lasot_source = resolve_lasot(lasot, cfg.eval.lasot)
     if lasot_source != "--lasot":
         implied.insert(0, f"LaSOT root {lasot} ({lasot_source})")
     if implied:
         Console().print(f"eval: {'; '.join(implied)}", highlight=False, soft_wrap=True)
+    return lasot
 
-    if run_tracker_first:
-        from siamtool.device import resolve_device
-        from siamtool.eval.report import REPORT_FILE, print_report, tracker_dirs
-        from siamtool.eval.runner import TIMED, TrackerSpec, evaluate_tracker
 
+def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, onnx: Path | None, cfg: Config,
+                  workers: int, name: str | None, results: list[Path] | None, report_json: Path | None) -> None:
+    """`eval --checkpoint/--onnx`: track the split, score it (with any --results beside it), print both."""
+    from siamtool.cli_render import RichReporter, print_lines, print_report
+    from siamtool.device import resolve_device
+    from siamtool.eval.report import REPORT_FILE, tracker_dirs
+    from siamtool.eval.runner import TIMED, TrackerSpec, evaluate_tracker
+
+    with RichReporter(err) as reporter:
         run, report = evaluate_tracker(
             lasot, split, out, TrackerSpec(checkpoint, onnx, cfg), resolve_device(state.device), state.device,
-            workers, name, tracker_dirs(results) if results else None, report_json, console=err)
-        console = Console()
-        print_report(report, console)
-        console.print(f"results: {run.directory} ({run.sequences} sequences, {run.resumed} resumed, "
-                      f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
-                      highlight=False, soft_wrap=True)
-        console.print(f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
-                      f"{run.threads} thread(s)); {TIMED}", highlight=False, soft_wrap=True)
-        console.print(f"report: {report_json or out / REPORT_FILE}", highlight=False, soft_wrap=True)
-        return
-
-    from siamtool.data.lasot import index_lasot
-    from siamtool.eval.report import PLOT_FILES, REPORT_FILE, evaluate_results, print_report, tracker_dirs
-
-    index = index_lasot(lasot, split, require_images=False)
-    report = evaluate_results(
-        tracker_dirs(results), index, out_dir=out, report_path=report_json, convention=cfg.eval.convention,
-        skip_missing=cfg.eval.skip_missing, split=split, plots=cfg.eval.plots, console=err,
-    )
+            workers, name, tracker_dirs(results) if results else None, report_json, reporter=reporter)
     console = Console()
     print_report(report, console)
-    console.print(f"report: {report_json or out / REPORT_FILE}", highlight=False, soft_wrap=True)
+    print_lines(console,
+                f"results: {run.directory} ({run.sequences} sequences, {run.resumed} resumed, "
+                f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
+                f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
+                f"{run.threads} thread(s)); {TIMED}",
+                f"report: {report_json or out / REPORT_FILE}")
+
+
+def _eval_results(lasot: Path, split: str, out: Path, cfg: Config, results: list[Path] | None,
+                  report_json: Path | None) -> None:
+    """`eval --results`: score existing raw results and print the tables."""
+    from siamtool.cli_render import RichReporter, print_lines, print_report
+    from siamtool.data.lasot import index_lasot
+    from siamtool.eval.report import PLOT_FILES, REPORT_FILE, evaluate_results, tracker_dirs
+
+    index = index_lasot(lasot, split, require_images=False)
+    with RichReporter(err) as reporter:
+        report = evaluate_results(
+            tracker_dirs(results), index, out_dir=out, report_path=report_json, convention=cfg.eval.convention,
+            skip_missing=cfg.eval.skip_missing, split=split, plots=cfg.eval.plots, reporter=reporter,
+        )
+    console = Console()
+    print_report(report, console)
+    print_lines(console, f"report: {report_json or out / REPORT_FILE}")
     if cfg.eval.plots:
-        console.print(f"plots: {', '.join(str(out / f) for f in PLOT_FILES.values())}", highlight=False,
-                      soft_wrap=True)
+        print_lines(console, f"plots: {', '.join(str(out / f) for f in PLOT_FILES.values())}")
 
 
 # -------------------------------------------------------------------------------------------- track
@@ -441,40 +441,24 @@ def track(
     set_: Annotated[list[str] | None, _set_option("track.window_influence=0.2", " of the track section")] = None,
 ) -> None:
     """Track an object interactively (draw a box; space pause, r re-select, q quit) or headless (--init)."""
-    import contextlib
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from siamtool.app.track import track_source
+    from siamtool.cli_render import RichReporter, print_lines
     from siamtool.config import load_config
     from siamtool.device import resolve_device
     from siamtool.weights import resolve_checkpoint
 
     cfg = load_config(config, set_ or [])
     checkpoint = resolve_checkpoint(checkpoint, onnx)
-    with contextlib.ExitStack() as stack:
-        bar: list = []
-
-        def on_ready(src, headless: bool) -> None:
-            if headless:
-                progress = stack.enter_context(Progress(TextColumn("tracking"), BarColumn(), MofNCompleteColumn(),
-                                                        TextColumn("frames"), console=err, transient=True))
-                bar.extend([progress, progress.add_task("frames", total=src.frame_count)])
-
-        summary = track_source(
-            source, cfg, resolve_device(state.device), checkpoint=checkpoint, onnx=onnx, init=init,
-            no_show=no_show, output=output, save_boxes=save_boxes, on_ready=on_ready,
-            on_frame=lambda n: bar and bar[0].update(bar[1], completed=n),
-        )
+    with RichReporter(err) as reporter:
+        summary = track_source(source, cfg, resolve_device(state.device), checkpoint=checkpoint, onnx=onnx,
+                               init=init, no_show=no_show, output=output, save_boxes=save_boxes, reporter=reporter)
     console = Console()
     if summary.quit_before_start:
         console.print("no box selected: nothing tracked")
         return
-    console.print(f"tracked {summary.frames} frames ({summary.lost_frames} lost, {summary.skipped} unreadable "
-                  f"skipped) at {summary.tracking_fps:.1f} FPS (tracking only: crop + forward + decode)",
-                  highlight=False, soft_wrap=True)
-    for path in summary.outputs:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    print_lines(console, f"tracked {summary.frames} frames ({summary.lost_frames} lost, {summary.skipped} "
+                         f"unreadable skipped) at {summary.tracking_fps:.1f} FPS (tracking only: crop + forward + "
+                         "decode)", *(f"wrote {path}" for path in summary.outputs))
     if summary.interrupted:
         err.print("[yellow]stopped by Ctrl-C[/]: the outputs above hold every frame tracked so far")
         raise typer.Exit(130)
@@ -522,20 +506,20 @@ def export(
     --set applies to the checkpoint's config, e.g. --set model.weights=/models/dinov3-vits16 to find the
     backbone weights on this machine.
     """
+    from siamtool.cli_render import RichReporter, print_export
+    from siamtool.export.onnx import export_checkpoint
+    from siamtool.weights import default_checkpoint
+
     _check_out_folder("--out", out)
     if calibration is not None and not int8:
         raise SiamtoolError("--calibration is only used with --int8")
     if calibration is not None and not calibration.is_dir():
         raise SiamtoolError(f"--calibration {calibration}: folder not found")
     if checkpoint is None:
-        from siamtool.weights import default_checkpoint
-
         checkpoint = default_checkpoint()
-    from siamtool.export.onnx import export_checkpoint, print_export
-
-    with err.status("exporting") as spinner:
+    with err.status("exporting") as spinner, RichReporter(err, spinner) as reporter:
         result = export_checkpoint(checkpoint, out, opset=opset, fp16=fp16 or None, tolerance=tolerance,
-                                   overrides=set_ or [], status=spinner.update)
+                                   overrides=set_ or [], reporter=reporter)
     print_export(result, Console())
     if not result.passed:
         worst = max(result.pairs, key=lambda p: p.max_diff - p.tolerance)
@@ -544,20 +528,27 @@ def export(
                   f"{out / 'rejected'} (graphs already in {out}, if any, are untouched)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     if int8:
-        from siamtool.export.quantize import quantize_export
+        _export_int8(out, calibration)
 
-        with err.status("quantizing") as spinner:
-            q = quantize_export(out, calibration, status=spinner.update)  # type: ignore[arg-type]
-        d = q.diffs
-        how = (f"calibrated on {q.calibration_crops} crops of {len(q.sequences)} sequences" if q.mode == "static"
-               else "dynamic: activations quantized at run time")
-        line = (f"int8 search graph ({q.quantized_nodes} layers int8, {how}); vs fp32: score {d['score']:.2g}, "
-                f"boxes {d['boxes']:.2g} of the crop, score peak moved on {d['peak_moved']:.0%} of the crops")
-        if not q.passed:
-            err.print(f"[bold red]error:[/] {line}: score difference above {q.tolerance:g}, int8 graphs not "
-                      "written", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
-        Console().print(f"{q.folder}: {line}", highlight=False, soft_wrap=True)
+
+def _export_int8(out: Path, calibration: Path | None) -> None:
+    """`export --int8`: quantize the export in `out` (static with `calibration`, else dynamic); exit 1 when
+    the int8 graph is too far from fp32."""
+    from siamtool.cli_render import RichReporter
+    from siamtool.export.quantize import quantize_export
+
+    with err.status("quantizing") as spinner, RichReporter(err, spinner) as reporter:
+        q = quantize_export(out, calibration, reporter=reporter)
+    d = q.diffs
+    how = (f"calibrated on {q.calibration_crops} crops of {len(q.sequences)} sequences" if q.mode == "static"
+           else "dynamic: activations quantized at run time")
+    line = (f"int8 search graph ({q.quantized_nodes} layers int8, {how}); vs fp32: score {d['score']:.2g}, "
+            f"boxes {d['boxes']:.2g} of the crop, score peak moved on {d['peak_moved']:.0%} of the crops")
+    if not q.passed:
+        err.print(f"[bold red]error:[/] {line}: score difference above {q.tolerance:g}, int8 graphs not "
+                  "written", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    Console().print(f"{q.folder}: {line}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------- demo
@@ -588,11 +579,8 @@ def demo(
     set_: Annotated[list[str] | None, _set_option("track.backend=torch", " of the track section")] = None,
 ) -> None:
     """Run the shipped tracker headless on a rendered clip (or --video), write an annotated video, print the score."""
-    import contextlib
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from siamtool.app.demo import run_demo
+    from siamtool.cli_render import RichReporter, print_demo
     from siamtool.config import load_config
     from siamtool.device import resolve_device
 
@@ -600,37 +588,11 @@ def demo(
         raise SiamtoolError(f"--seed must be >= 0, got {seed} (each seed renders another clip)")
     _check_out_folder("--out", out)
     cfg = load_config(config, set_ or [])
-    console = Console()
-    with contextlib.ExitStack() as stack:
-        bar: list = []
-        spinner = stack.enter_context(err.status("starting"))
-
-        def on_ready(src, headless: bool) -> None:
-            spinner.stop()
-            progress = stack.enter_context(Progress(TextColumn("tracking"), BarColumn(), MofNCompleteColumn(),
-                                                    TextColumn("frames"), console=err, transient=True))
-            bar.extend([progress, progress.add_task("frames", total=src.frame_count)])
-
-        s = run_demo(cfg, resolve_device(state.device), out, checkpoint=checkpoint, onnx=onnx, video=video,
-                     init=init, frames=frames, seed=seed, avi=avi, status=spinner.update, on_ready=on_ready,
-                     on_frame=lambda n: bar and bar[0].update(bar[1], completed=n))
-    from siamtool.weights import is_default
-
-    tracker = ("the shipped default tracker" if is_default(s.checkpoint)
-               else str(s.onnx if s.onnx is not None else s.checkpoint))
-    console.print(f"demo: {s.source}", highlight=False, soft_wrap=True)
-    console.print(f"tracked {s.track.frames} frames with {tracker} on {s.runtime}: {s.track.tracking_fps:.1f} FPS "
-                  f"(tracking only), {s.track.lost_frames} frames reported lost; {s.seconds:.1f} s in all",
-                  highlight=False, soft_wrap=True)
-    if s.scores is not None:
-        console.print(f"score against the known ground truth: success AUC {s.scores['success_auc']:.1f}, "
-                      f"precision@20px {s.scores['precision_20']:.1f}, normalized precision@0.2 "
-                      f"{s.scores['norm_precision_20']:.1f} (percent, LaSOT one-pass metrics as in `siamtool "
-                      "eval`; hidden frames count as failures)", highlight=False, soft_wrap=True)
-    for path in s.outputs:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
-    console.print(f"same tracking, by hand: {s.command}", highlight=False, soft_wrap=True)
-    if s.track.interrupted:
+    with err.status("starting") as spinner, RichReporter(err, spinner) as reporter:
+        summary = run_demo(cfg, resolve_device(state.device), out, checkpoint=checkpoint, onnx=onnx, video=video,
+                           init=init, frames=frames, seed=seed, avi=avi, reporter=reporter)
+    print_demo(summary, Console())
+    if summary.track.interrupted:
         err.print("[yellow]stopped by Ctrl-C[/]: the outputs above hold every frame tracked so far")
         raise typer.Exit(130)
 

@@ -171,6 +171,13 @@ class TrackConfig:
     reference_rate: float = 0.0
     """The reference score of `lost_ratio` follows the tracked frames' scores at this rate (an exponential
     average; 0 = the first tracked frame's score for good), so a slow appearance change is not a loss."""
+    recover_ratio: float = 0.4
+    """Hysteresis: once lost, a frame recovers the target only with a score >= recover_ratio x the reference
+    score (and above the loss threshold), so a weaker look-alike or background the search finds while the
+    target is away is not taken for it (long-term trackers' re-detection check; 0 = off)..."""
+    recover_radius: float = 1.0
+    """...unless the candidate lies within this many target sizes (sqrt(w h)) of the last confident box:
+    a target that only dimmed (blur, a partial occlusion) is taken back at the ordinary threshold."""
     search_growth: float = 1.5
     """Search window growth per lost frame (local-to-global re-detection)."""
     max_growth: float = 4.0
@@ -197,6 +204,9 @@ class TrackConfig:
     """Confidence, relative to the first tracked frame, a frame needs to teach the online models."""
     online_augment: bool = True
     """Fit the first frame's filter on augmented search crops too (flip, blur, half-cell shift), as DiMP does."""
+    calibrate_size: float = 0.5
+    """Rescale the box head's sizes by (true / predicted size on the first frame) ** this strength
+    (`Tracker._size_calibration`): 1 = the head tells the size change, the first frame the size; 0 = off."""
     scale: str = "dsst"
     """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`: scale only, the
     aspect ratio is kept), head (the offline box head, smoothed by `size_lr`), or both (DSST rescales,
@@ -271,12 +281,13 @@ _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "e
              "cache_views"}
 _NON_NEGATIVE = {"seed", "workers", "shuffle_buffer", "warmup_steps", "weight_decay", "backbone_lr_mult",
                  "grad_clip", "focal_weight", "l1_weight", "giou_weight", "unfreeze_last", "context",
-                 "shift", "scale"}
+                 "shift", "scale", "recover_radius"}
 """Why each bound: a negative seed is refused by numpy's generators, a negative lr or weight decay by
 AdamW (with a ValueError, not a line naming the key), the rest have no meaning below zero."""
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
-                  "online_weight", "online_first_weight", "online_update_ratio", "reference_rate",
+                  "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "recover_ratio",
+                  "calibrate_size",
                   "val_sequence_fraction", "brightness", "contrast", "saturation"}
 _RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99)}
 

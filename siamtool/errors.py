@@ -15,7 +15,3 @@ class ConfigError(SiamtoolError):
 
 class DatasetError(SiamtoolError):
     """A dataset file is missing or malformed; the message names the file (and line)."""
-
-
-class NotImplementedYet(SiamtoolError):
-    """A command whose core has not landed yet."""

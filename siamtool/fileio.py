@@ -6,7 +6,9 @@ import contextlib
 import errno
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,9 +63,6 @@ class LockHeld(Exception):
 
 
 def _lock_description() -> str:
-    import socket
-    import time
-
     return f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from siamtool.config import DataConfig
+
 # ---------------------------------------------------------------------------------------------- boxes
 
 
@@ -189,6 +191,41 @@ def search_window(
     return CropWindow(float(cx), float(cy), float(side), search_size)
 
 
+@dataclass(frozen=True)
+class CropGeometry:
+    """The crop geometry of one model: context factor and template/search crop sizes.
+
+    Built once from the data config (`from_data`) so callers ask for "the template window of this box"
+    instead of unpacking (context, template_size, search_size) by hand and risking a mismatched
+    argument order: training crops, tracker crops and the export's parity crops come from the same three
+    numbers.
+    """
+
+    context: float
+    template_size: int
+    search_size: int
+
+    @classmethod
+    def from_data(cls, data: DataConfig) -> CropGeometry:
+        return cls(float(data.context), int(data.template_size), int(data.search_size))
+
+    def template(self, box_xywh: np.ndarray) -> CropWindow:
+        """`template_window` of a box."""
+        return template_window(box_xywh, self.context, self.template_size)
+
+    def search(self, box_xywh: np.ndarray, growth: float = 1.0) -> CropWindow:
+        """`search_window` of a box (`growth` > 1 while re-detecting)."""
+        return search_window(box_xywh, self.context, self.template_size, self.search_size, growth)
+
+    def templates(self, boxes_xywh: np.ndarray) -> np.ndarray:
+        """`template_windows` of (N,4) boxes: (N,3) cx, cy, side."""
+        return template_windows(boxes_xywh, self.context)
+
+    def searches(self, boxes_xywh: np.ndarray) -> np.ndarray:
+        """`search_windows` of (N,4) boxes: (N,3) cx, cy, side."""
+        return search_windows(boxes_xywh, self.context, self.template_size, self.search_size)
+
+
 # Batched forms of the two windows and of `box_to_crop`, for train-time jitter, which resolves a whole
 # batch at once; the scalar functions above are these with N = 1, so there is one formula for each.
 
@@ -247,8 +284,9 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
                  8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def crop_like_prepare(frame: np.ndarray, window: CropWindow) -> np.ndarray:
-    """`crop`, band-limited the way `prepare` band-limits the training crops.
+def crop_antialiased(frame: np.ndarray, window: CropWindow) -> np.ndarray:
+    """`crop` after an integer block average that removes the detail the crop cannot show (no aliasing),
+    band-limited exactly the way `prepare` band-limits the training crops.
 
     prepare decodes each JPEG at the coarsest reduction (1/2, 1/4, 1/8) the crop allows and then
     warps; a tracker that warped the full frame directly would see aliased crops of large targets

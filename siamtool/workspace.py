@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from siamtool.errors import SiamtoolError
+from siamtool.models.checkpoint import latest_checkpoint
 
 SHARDS_DIR = Path("shards")
 """`prepare`'s default --out, where it records the LaSOT root (prepare.json, then index.json)."""
@@ -74,7 +75,6 @@ def resolve_lasot(given: Path | None, config_value: str | None) -> tuple[Path, s
 def newest_trained_checkpoint(runs: Path = RUNS_DIR) -> Path | None:
     """The checkpoint of the most recently written run under `runs` (best.pt, else its newest step
     checkpoint), or None when `runs` holds no checkpoint."""
-    from siamtool.engine.checkpoint import latest_checkpoint
 
     found: list[tuple[float, Path]] = []
     if not runs.is_dir():

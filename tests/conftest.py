@@ -8,6 +8,9 @@ import pytest
 
 from siamtool.data.synthetic import make_synthetic_lasot
 
+pytest_plugins = ["tests.onnx_fixtures"]
+"""The tiny-checkpoint and export fixtures shared by tests/export and tests/tracking (one session each)."""
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
@@ -64,7 +67,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_siamtool_cache(tmp_path_factory):
-    """Keep the ONNX exports that `--checkpoint` on CPU caches (siamtool.export.cache) out of ~/.cache."""
+    """Keep the ONNX exports that `--checkpoint` on CPU caches (siamtool.tracking.cache) out of ~/.cache."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SIAMTOOL_CACHE", str(tmp_path_factory.mktemp("siamtool-cache")))
         yield
@@ -141,3 +144,31 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
 def output_lines(text: str) -> list[str]:
     """The non-empty lines a command printed."""
     return [line for line in text.splitlines() if line.strip()]
+
+
+class Recorder:
+    """A `siamtool.reporting.Reporter` that keeps what it is told: `lines` (statuses and warnings, as the CLI
+    would print their text) and `progress` ((task, completed, total) after every progress call)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.progress_calls: list[tuple[str, int, int | None]] = []
+        self._done: dict[str, int] = {}
+        self._total: dict[str, int | None] = {}
+
+    def status(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warning(self, text: str, label: str | None = "warning") -> None:
+        self.lines.append(f"{label}: {text}" if label else text)
+
+    def progress(self, task: str, *, advance: int = 0, completed: int | None = None, total: int | None = None,
+                 detail: str | None = None) -> None:
+        self._done[task] = (self._done.get(task, 0) if completed is None else completed) + advance
+        if total is not None:
+            self._total[task] = total
+        self.progress_calls.append((task, self._done[task], self._total.get(task)))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)

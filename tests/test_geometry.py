@@ -109,7 +109,7 @@ def test_iou():
 
 
 def _crop_from_whole_reduced_frame(frame, window):
-    """crop_like_prepare as it was: area-resize the whole frame by k, then warp the window out of it."""
+    """crop_antialiased as it was: area-resize the whole frame by k, then warp the window out of it."""
     k = g.reduced_decode_factor(window.scale)
     if k == 1:
         return g.crop(frame, window)
@@ -118,7 +118,7 @@ def _crop_from_whole_reduced_frame(frame, window):
 
 
 @pytest.mark.parametrize("size", [(240, 360), (480, 640), (250, 330)])
-def test_crop_like_prepare_reads_only_its_region_and_matches_the_whole_frame_way(size):
+def test_crop_antialiased_reads_only_its_region_and_matches_the_whole_frame_way(size):
     """Random textured frames, random windows at every reduction factor, many partly or wholly outside
     the frame: the region-only crop equals the crop from the whole reduced frame (<= 1 grey level)."""
     rng = np.random.default_rng(size[0])
@@ -133,7 +133,7 @@ def test_crop_like_prepare_reads_only_its_region_and_matches_the_whole_frame_way
         window = g.CropWindow(cx, cy, side, int(rng.choice([64, 128, 256])))
         factors.add(g.reduced_decode_factor(window.scale))
         outside += int(cx - side / 2 < 0 or cy - side / 2 < 0 or cx + side / 2 > w or cy + side / 2 > h)
-        new = g.crop_like_prepare(frame, window).astype(np.int16)
+        new = g.crop_antialiased(frame, window).astype(np.int16)
         old = _crop_from_whole_reduced_frame(frame, window).astype(np.int16)
         assert new.shape == old.shape == (window.out_size, window.out_size, 3)
         assert np.abs(new - old).mean() <= 1.0, (window, np.abs(new - old).mean())

@@ -56,7 +56,7 @@ def test_the_built_package_holds_the_default_tracker(tmp_path):
     import sys
     import zipfile
 
-    from siamtool.engine.checkpoint import load_checkpoint
+    from siamtool.models.checkpoint import load_checkpoint
     from tests.conftest import REPO
 
     pytest.importorskip("setuptools")  # --no-build-isolation builds with the installed setuptools (offline)
@@ -112,13 +112,13 @@ def test_track_without_checkpoint_uses_the_default(tiny_default, tmp_path):
 
 
 def test_export_without_checkpoint_exports_the_default(tiny_default, tmp_path):
-    from siamtool.export.onnx import read_metadata
+    from siamtool.onnx_format import read_metadata
 
     r = runner.invoke(app, ["export", "--out", str(tmp_path / "exp")])
     assert r.exit_code == 0, r.output
-    from siamtool.export.onnx import file_sha256
+    from siamtool.provenance import file_digest
 
-    assert read_metadata(tmp_path / "exp" / "template.onnx")["checkpoint_sha256"] == file_sha256(tiny_default)
+    assert read_metadata(tmp_path / "exp" / "template.onnx")["checkpoint_sha256"] == file_digest(tiny_default)
 
 
 def test_eval_without_a_tracker_runs_and_scores_the_default(tiny_default, synthetic_lasot, tmp_path):
@@ -145,8 +145,8 @@ def test_shipped_checkpoint_is_heads_only_lite0_and_tracks_a_held_out_sequence(s
     tracked with a mean IoU well above what a box that stays put gets (the person walks across; an
     early checkpoint of the default recipe: 0.43 against 0.14).
     """
-    from siamtool.engine.checkpoint import load_checkpoint
     from siamtool.geometry import from_lasot, iou_xywh
+    from siamtool.models.checkpoint import load_checkpoint
     from siamtool.tracking import TorchBackend, Tracker
     from siamtool.tracking.backends import merge_tracking_config
 

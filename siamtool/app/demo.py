@@ -19,19 +19,23 @@ does. Outputs in ``--out`` (default ``siamtool-demo/``): ``clip.avi`` (the rende
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from siamtool.app.sources import FrameSource
 from siamtool.app.track import TrackSummary, VideoOutput, check_output_path, parse_init, track_source
 from siamtool.config import Config
+from siamtool.data import photos as bundled
+from siamtool.data.synthetic import render_sequence
 from siamtool.errors import SiamtoolError
+from siamtool.eval.metrics import sequence_curves
 from siamtool.fileio import write_json_atomic, write_text_atomic
 from siamtool.geometry import to_lasot
+from siamtool.reporting import SILENT, Reporter
+from siamtool.tracking.cache import use_onnx
+from siamtool.weights import is_default, resolve_checkpoint
 
 CLIP_FRAMES = 300
 """Default clip length: 10 s at 30 fps, long enough for the occlusion and the exit and re-entry."""
@@ -74,12 +78,9 @@ class DemoClip:
 def generate_clip(path: Path, frames: int = CLIP_FRAMES, size: tuple[int, int] = CLIP_SIZE,
                   seed: int = CLIP_SEED, fps: float = CLIP_FPS) -> DemoClip:
     """Render the demo clip with `synthetic.render_sequence` and write it as an MJPG .avi (atomically)."""
-    from siamtool.data.photos import ALWAYS_INSTALLED, bundled_photos
-    from siamtool.data.synthetic import render_sequence
-
     if frames < 2:
         raise SiamtoolError(f"--frames {frames}: a clip needs at least 2 frames")
-    photos = bundled_photos(ALWAYS_INSTALLED)  # not the extras': the same clip on every install
+    photos = bundled.bundled_photos(bundled.ALWAYS_INSTALLED)  # not the extras': the same clip on every install
     # The target and its look-alikes are cut from the photo of Grace Hopper, the background is the
     # gift-box picture: a target cut from its own background would be camouflaged, not tracked.
     objects = [img for name, img in photos.items() if "grace_hopper" in name]
@@ -108,8 +109,6 @@ def read_boxes(path: Path) -> np.ndarray:
 
 def score_boxes(pred: np.ndarray, gt: np.ndarray, absent: np.ndarray) -> dict[str, float]:
     """LaSOT one-pass scores in percent (the metrics and convention of `siamtool eval`)."""
-    from siamtool.eval.metrics import sequence_curves
-
     if len(pred) != len(gt):
         raise SiamtoolError(f"the tracker returned {len(pred)} boxes for a {len(gt)}-frame clip: cannot score it")
     curves = sequence_curves(pred, gt, absent)
@@ -138,8 +137,6 @@ class DemoSummary:
 
 
 def _runtime(cfg: Config, device: Any, onnx: Path | None) -> str:
-    from siamtool.export.cache import use_onnx
-
     if cfg.track.backend == "opencv":
         return "OpenCV DNN"
     if onnx is not None or use_onnx(cfg.track.backend, getattr(device, "type", str(device))):
@@ -158,25 +155,15 @@ def run_demo(
     frames: int = CLIP_FRAMES,
     seed: int = CLIP_SEED,
     avi: bool = False,
-    on_frame: Callable[[int], None] | None = None,
-    on_ready: Callable[[FrameSource, bool], None] | None = None,
-    status: Callable[[str], None] | None = None,
+    reporter: Reporter = SILENT,
 ) -> DemoSummary:
     """Render (or take) a clip, track it headless with the given or shipped tracker, score it, write outputs.
 
-    Arguments are checked before anything is rendered or loaded, so a typo fails at once.
+    Arguments are checked before anything is rendered or loaded, so a typo fails at once. Each step and
+    every tracked frame (progress task "frames") is reported to `reporter`.
     """
-    from siamtool.weights import is_default, resolve_checkpoint
-
     start = time.perf_counter()
-    say = status or (lambda line: None)
-    if (video is None) != (init is None):
-        raise SiamtoolError("--video FILE and --init X,Y,W,H go together (the initial box of the target in the "
-                            "video's first frame, 0-based pixels); without both the demo renders its own clip")
-    if init is not None:
-        parse_init(init)
-    if video is not None and not Path(video).is_file():
-        raise SiamtoolError(f"--video {video}: no such file")
+    _check_demo_args(video, init)
     checkpoint = resolve_checkpoint(checkpoint, onnx)
     out = Path(out)
     video_out = out / (Path(VIDEO_FILE).stem + (".avi" if avi else ".mp4"))
@@ -185,7 +172,7 @@ def run_demo(
 
     clip: DemoClip | None = None
     if video is None:
-        say("rendering the demo clip")
+        reporter.status("rendering the demo clip")
         clip = generate_clip(out / CLIP_FILE, frames, seed=seed)
         write_text_atomic(out / GT_FILE, lasot_lines(clip.gt, clip.absent))
         init = ",".join(f"{v:.3f}" for v in clip.init)
@@ -193,9 +180,9 @@ def run_demo(
     else:
         source_path, source_line = Path(video), f"tracking {video} from the box {init}"
 
-    say("loading the tracker")
+    reporter.status("loading the tracker")
     track = track_source(str(source_path), cfg, device, checkpoint=checkpoint, onnx=onnx, init=init,
-                         no_show=True, output=video_out, save_boxes=boxes_out, on_frame=on_frame, on_ready=on_ready)
+                         no_show=True, output=video_out, save_boxes=boxes_out, reporter=reporter)
     scores = None
     if clip is not None and not track.interrupted:  # a Ctrl-C run has fewer boxes than frames
         scores = score_boxes(read_boxes(boxes_out), clip.gt, clip.absent)
@@ -207,12 +194,28 @@ def run_demo(
         command=f"siamtool track {source_path} {tracker_arg}--init {init} --no-show --output {video_out}",
     )
     summary.seconds = time.perf_counter() - start
+    _write_summary(out, summary)
+    return summary
+
+
+def _check_demo_args(video: Path | None, init: str | None) -> None:
+    if (video is None) != (init is None):
+        raise SiamtoolError("--video FILE and --init X,Y,W,H go together (the initial box of the target in the "
+                            "video's first frame, 0-based pixels); without both the demo renders its own clip")
+    if init is not None:
+        parse_init(init)
+    if video is not None and not Path(video).is_file():
+        raise SiamtoolError(f"--video {video}: no such file")
+
+
+def _write_summary(out: Path, summary: DemoSummary) -> None:
+    """summary.json: what was tracked, with what, how fast and how well (then listed among the outputs)."""
+    track = summary.track
     write_json_atomic(out / SUMMARY_FILE, {
-        "source": summary.source, "checkpoint": str(checkpoint) if checkpoint else None,
-        "onnx": str(onnx) if onnx else None, "runtime": summary.runtime, "frames": track.frames,
+        "source": summary.source, "checkpoint": str(summary.checkpoint) if summary.checkpoint else None,
+        "onnx": str(summary.onnx) if summary.onnx else None, "runtime": summary.runtime, "frames": track.frames,
         "lost_frames": track.lost_frames, "tracking_fps": round(track.tracking_fps, 2),
-        "scores": scores, "convention": "pytracking (LaSOT one-pass, as `siamtool eval`)",
+        "scores": summary.scores, "convention": "pytracking (LaSOT one-pass, as `siamtool eval`)",
         "seconds": round(summary.seconds, 2), "outputs": [str(p) for p in summary.outputs],
     })
     summary.outputs.append(out / SUMMARY_FILE)
-    return summary

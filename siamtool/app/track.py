@@ -29,6 +29,8 @@ from siamtool.app.sources import FrameSource, open_source
 from siamtool.config import Config
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import temp_beside, write_text_atomic
+from siamtool.reporting import SILENT, Reporter
+from siamtool.tracking.backends import load_backend, require_tracker
 from siamtool.tracking.tracker import Tracker, TrackResult, check_init_box
 
 WINDOW_NAME = "siamtool track"
@@ -306,6 +308,54 @@ class TrackSummary:
     outputs: list[Path] = field(default_factory=list)
 
 
+class _Recording:
+    """What `run_track` keeps of every frame: the boxes file lines, the annotated video, the window, the
+    counts and the speed."""
+
+    def __init__(self, source: FrameSource, tracker: Tracker, window: Window | None, output: Path | None,
+                 reporter: Reporter, summary: TrackSummary) -> None:
+        self.source, self.tracker, self.window, self.output = source, tracker, window, output
+        self.reporter, self.summary = reporter, summary
+        self.lines: list[str] = []
+        self.writer: VideoOutput | None = None
+        self.fps_ema: float | None = None
+        self.tracking_time = 0.0
+        self.tracked = 0
+
+    def record(self, img: np.ndarray, b: np.ndarray, score: float, lost: bool, result: TrackResult | None) -> None:
+        self.lines.append(box_line(b, score, lost))
+        self.summary.frames += 1
+        self.summary.lost_frames += int(lost)
+        shown = annotate(img, b, score, lost, self.fps_ema)
+        if self.output is not None:
+            if self.writer is None:
+                self.writer = VideoOutput(self.output, self.source.fps or 30.0, (img.shape[1], img.shape[0]))
+            self.writer.write(shown)
+        if self.window is not None:
+            self.window.show(compose(shown, side_panel(self.tracker, result, shown.shape[0])))
+        self.reporter.progress("frames", completed=self.summary.frames, total=self.source.frame_count)
+
+    def track(self, frame: np.ndarray) -> None:
+        result = self.tracker.track(frame)
+        self.tracked += 1
+        self.tracking_time += result.time_s
+        inst = 1.0 / max(result.time_s, 1e-6)
+        self.fps_ema = inst if self.fps_ema is None else 0.9 * self.fps_ema + 0.1 * inst
+        self.record(frame, result.box, result.score, result.lost, result)
+
+    def finish(self, save_boxes: Path | None) -> None:
+        """Close the video, write the boxes file, close the window (also after Ctrl-C)."""
+        if self.writer is not None:
+            self.writer.finish()
+            self.summary.outputs.append(self.output)  # type: ignore[arg-type]
+        if save_boxes is not None and self.lines:
+            write_text_atomic(save_boxes, "\n".join(self.lines) + "\n")
+            self.summary.outputs.append(save_boxes)
+        if self.window is not None:
+            self.window.close()
+        self.summary.tracking_fps = self.tracked / self.tracking_time if self.tracking_time > 0 else 0.0
+
+
 def run_track(
     source: FrameSource,
     tracker: Tracker,
@@ -313,92 +363,85 @@ def run_track(
     window: Window | None = None,
     output: Path | None = None,
     save_boxes: Path | None = None,
-    on_frame: Callable[[int], None] | None = None,
+    reporter: Reporter = SILENT,
 ) -> TrackSummary:
-    """Track until the source ends or the user quits; headless when `window` is None (needs `init`)."""
+    """Track until the source ends or the user quits; headless when `window` is None (needs `init`).
+
+    Frames count on the progress task "frames" of `reporter`.
+    """
     summary = TrackSummary()
+    start = _first_box(source, init, window)
+    if start is None:
+        summary.quit_before_start = True
+        return summary
+    frame, box = start
+    rec = _Recording(source, tracker, window, output, reporter, summary)
+    try:
+        tracker.initialize(frame, box)
+        rec.record(frame, np.asarray(box), 1.0, False, None)
+        _track_loop(rec, frame)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        rec.finish(save_boxes)
+    summary.skipped = source.skipped
+    return summary
+
+
+def _first_box(source: FrameSource, init: np.ndarray | None,
+               window: Window | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first frame and the target's box in it: `init`, or drawn in the window (None: the user quit)."""
     frame = source.read()
     if frame is None:
         raise SiamtoolError(f"{source.name}: no frame could be read")
     if init is not None:
         check_init_box(init, frame.shape[1], frame.shape[0], what="--init")
-        box = init
-    elif window is None:
+        return frame, init
+    if window is None:
         raise SiamtoolError("headless tracking needs the initial box: pass --init X,Y,W,H (0-based pixels)")
-    else:
-        picked = select_box(window, source, frame, required=True)
-        if picked is None:
-            summary.quit_before_start = True
-            return summary
-        frame, box = picked
+    return select_box(window, source, frame, required=True)
 
-    lines: list[str] = []
-    writer: VideoOutput | None = None
-    fps_ema: float | None = None
-    tracking_time = 0.0
-    tracked = 0
 
-    def record(img: np.ndarray, b: np.ndarray, score: float, lost: bool, result: TrackResult | None) -> None:
-        nonlocal writer
-        lines.append(box_line(b, score, lost))
-        summary.frames += 1
-        summary.lost_frames += int(lost)
-        shown = annotate(img, b, score, lost, fps_ema)
-        if output is not None:
-            if writer is None:
-                writer = VideoOutput(output, source.fps or 30.0, (img.shape[1], img.shape[0]))
-            writer.write(shown)
-        if window is not None:
-            window.show(compose(shown, side_panel(tracker, result, shown.shape[0])))
-        if on_frame is not None:
-            on_frame(summary.frames)
-
-    try:
-        tracker.initialize(frame, box)
-        record(frame, np.asarray(box), 1.0, False, None)
-        paused = False
-        while True:
-            if window is not None:
-                key = window.wait_key(30 if paused else 1)
-                if window.closed() or key in KEYS_QUIT:
-                    break
-                if key == KEY_SPACE:
-                    paused = not paused
-                if key == ord("r"):
-                    picked = select_box(window, source, frame, required=False)
-                    if picked is not None:
-                        new_frame, box = picked
-                        tracker.initialize(new_frame, box)
-                        if new_frame is not frame:  # a live camera moved on: this is a new frame
-                            frame = new_frame
-                            record(frame, np.asarray(box), 1.0, False, None)
-                    continue
-                if paused:
-                    continue
-            nxt = source.read()
-            if nxt is None:
+def _track_loop(rec: _Recording, frame: np.ndarray) -> None:
+    """Read and track frames until the source ends or the user quits (keys: see `_poll_window`)."""
+    paused = False
+    while True:
+        if rec.window is not None:
+            action, paused, frame = _poll_window(rec, frame, paused)
+            if action == "quit":
                 break
-            frame = nxt
-            result = tracker.track(frame)
-            tracked += 1
-            tracking_time += result.time_s
-            inst = 1.0 / max(result.time_s, 1e-6)
-            fps_ema = inst if fps_ema is None else 0.9 * fps_ema + 0.1 * inst
-            record(frame, result.box, result.score, result.lost, result)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        if writer is not None:
-            writer.finish()
-            summary.outputs.append(output)  # type: ignore[arg-type]
-        if save_boxes is not None and lines:
-            write_text_atomic(save_boxes, "\n".join(lines) + "\n")
-            summary.outputs.append(save_boxes)
-        if window is not None:
-            window.close()
-    summary.tracking_fps = tracked / tracking_time if tracking_time > 0 else 0.0
-    summary.skipped = source.skipped
-    return summary
+            if action == "wait":
+                continue
+        nxt = rec.source.read()
+        if nxt is None:
+            break
+        frame = nxt
+        rec.track(frame)
+
+
+def _poll_window(rec: _Recording, frame: np.ndarray, paused: bool) -> tuple[str, bool, np.ndarray]:
+    """One look at the window: ("quit" | "wait" | "track", paused, current frame).
+
+    Space pauses, q/Esc or closing the window quits, r re-selects the target (on the shown frame, or on
+    a new one from a live camera, which is then recorded).
+    """
+    window = rec.window
+    assert window is not None
+    key = window.wait_key(30 if paused else 1)
+    if window.closed() or key in KEYS_QUIT:
+        return "quit", paused, frame
+    if key == KEY_SPACE:
+        paused = not paused
+    if key == ord("r"):
+        picked = select_box(window, rec.source, frame, required=False)
+        if picked is not None:
+            new_frame, box = picked
+            rec.tracker.initialize(new_frame, box)
+            if new_frame is not frame:  # a live camera moved on: this is a new frame
+                frame = new_frame
+                rec.record(frame, np.asarray(box), 1.0, False, None)
+        return "wait", paused, frame
+    return ("wait" if paused else "track"), paused, frame
 
 
 def track_source(
@@ -412,17 +455,14 @@ def track_source(
     output: Path | None = None,
     save_boxes: Path | None = None,
     window_factory: Callable[[], Window] | None = None,
-    on_frame: Callable[[int], None] | None = None,
-    on_ready: Callable[[FrameSource, bool], None] | None = None,
+    reporter: Reporter = SILENT,
 ) -> TrackSummary:
     """What `siamtool track` does: check the arguments, open the source and the tracker, run the loop.
 
     Arguments are checked before the model loads so a typo fails in a second, not after loading weights.
-    `on_ready(source, headless)` lets the CLI start a progress bar once the source is known;
+    `reporter` hears the tracker loading and, headless, each frame (a window is its own progress);
     `window_factory` (default `OpenCVWindow`) is where tests plug in a scripted window.
     """
-    from siamtool.tracking.backends import load_backend, require_tracker
-
     require_tracker(checkpoint, onnx)
     init_box = parse_init(init) if init is not None else None
     if output is not None:
@@ -432,9 +472,7 @@ def track_source(
         why = "--no-show" if no_show else "no display available"
         raise SiamtoolError(f"{why}: pass --init X,Y,W,H (the target's box in the first frame, 0-based pixels)")
     with open_source(spec) as source:
-        backend, run_cfg, _ = load_backend(checkpoint, onnx, device, cfg)
+        backend, run_cfg, _ = load_backend(checkpoint, onnx, device, cfg, reporter)
         tracker = Tracker(backend, run_cfg)
-        if on_ready is not None:
-            on_ready(source, headless)
         window = None if headless else (window_factory or OpenCVWindow)()
-        return run_track(source, tracker, init_box, window, output, save_boxes, on_frame)
+        return run_track(source, tracker, init_box, window, output, save_boxes, reporter if headless else SILENT)

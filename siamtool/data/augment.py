@@ -89,7 +89,7 @@ def search_jitter_windows(boxes: np.ndarray, stored_size: int, cfg: Config, u: n
     """
     d, a = cfg.data, cfg.train.augment
     boxes = np.asarray(boxes, dtype=np.float64)
-    win = geometry.search_windows(boxes, d.context, d.template_size, d.search_size)
+    win = geometry.CropGeometry.from_data(d).searches(boxes)
     side = win[:, 2] * np.exp(u[:, 0] * a.scale)
     m = (a.shift / 2 * np.sqrt(np.clip(boxes[:, 2], 0, None) * np.clip(boxes[:, 3], 0, None)))[:, None]
     c = win[:, :2]
@@ -137,7 +137,7 @@ def plan_pairs(
     n = len(search_boxes)
     per_sample = isinstance(rng, list)
     u = np.stack([r.uniform(-1.0, 1.0, 3) for r in rng]) if per_sample else rng.uniform(-1.0, 1.0, (n, 3))
-    zwin = geometry.template_windows(template_boxes, d.context)
+    zwin = geometry.CropGeometry.from_data(d).templates(template_boxes)
     xwin = search_jitter_windows(search_boxes, stored_search_size, cfg, u.reshape(n, 3))
     xbox = geometry.boxes_to_crops(xwin, d.search_size, np.asarray(search_boxes, dtype=np.float64))
     if not photometric:

@@ -24,12 +24,11 @@ report as "pair presentations".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,10 @@ from siamtool.data.shards import INDEX_NAME, KIND_POSITIVE, ShardIndex, ShardRea
 from siamtool.data.stream import VAL_SALT, Batch, Part, decode_jpegs, split_parts
 from siamtool.errors import DatasetError
 from siamtool.fileio import atomic_path
+from siamtool.models.siamese import feature_fingerprint
+from siamtool.onnx_format import onnx_session
+from siamtool.provenance import file_digest, fingerprint
+from siamtool.reporting import SILENT, Reporter
 
 CACHE_DIR = "features"
 COLUMNS = ("template", "search", "search_box", "kind")
@@ -51,16 +54,11 @@ COLUMNS = ("template", "search", "search_box", "kind")
 FORMAT = 1
 
 
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def cache_fingerprint(shards_dir: Path, cfg: Config, weights: float) -> dict[str, Any]:
     """What decides the cached bytes: the shards, the backbone and its weights, crops and jitter."""
-    index_bytes = (shards_dir / INDEX_NAME).read_bytes()
-    return {"format": FORMAT, "shards": hashlib.sha256(index_bytes).hexdigest()[:16],
+    return {"format": FORMAT, "shards": file_digest(shards_dir / INDEX_NAME, 16),
             "backbone": cfg.model.backbone, "weights": f"{weights:.6e}", "model_weights": cfg.model.weights,
-            "data": _digest(cfg.to_dict()["data"]), "augment": _digest(cfg.to_dict()["train"]["augment"]),
+            "data": fingerprint(cfg.to_dict()["data"]), "augment": fingerprint(cfg.to_dict()["train"]["augment"]),
             "seed": cfg.train.seed}
 
 
@@ -97,8 +95,6 @@ class BackboneRunner:
 
     def _session(self, size: int):
         if size not in self.sessions:
-            from siamtool.export.onnx import onnx_session
-
             path = Path(self._tmp.name) / f"backbone-{size}.onnx"
             dummy = torch.zeros(2, 3, size, size)
             with warnings.catch_warnings(), torch.no_grad():
@@ -180,20 +176,17 @@ def _is_current(path: Path, fingerprint: dict[str, Any]) -> bool:
 
 
 def build_feature_cache(shards_dir: str | Path, cfg: Config, model: Any, device: torch.device | str = "cpu",
-                        progress: Callable[[int, int], None] | None = None,
-                        status: Callable[[str], None] | None = None) -> CacheSummary:
+                        reporter: Reporter = SILENT) -> CacheSummary:
     """Make sure every view file of `cfg` exists and is current (see the module docstring).
 
-    `model` is the `SiamTracker` being trained (its frozen backbone makes the features); `progress(done,
-    total)` counts pairs, `status(text)` receives one line per file written.
+    `model` is the `SiamTracker` being trained (its frozen backbone makes the features); pairs count on
+    the progress task "feature cache" of `reporter`, which also gets one status line per file written.
     """
     shards_dir = Path(shards_dir)
     device = torch.device(device)
     index, train_parts, val_parts = _split_parts(shards_dir, cfg)
     n_train = sum(len(p.rows) for p in train_parts)
     n_val = sum(len(p.rows) for p in val_parts)
-    from siamtool.models.siamese import feature_fingerprint
-
     fingerprint = cache_fingerprint(shards_dir, cfg, feature_fingerprint(model))
     directory = cache_dir(shards_dir, cfg)
     directory.mkdir(parents=True, exist_ok=True)
@@ -213,12 +206,10 @@ def build_feature_cache(shards_dir: str | Path, cfg: Config, model: Any, device:
                 cols["search_box"].append(box.astype(np.float32))
                 cols["kind"].append(kind)
                 done += len(kind)
-                if progress is not None:
-                    progress(done, total)
+                reporter.progress("feature cache", completed=done, total=total)
             arrays = {k: np.concatenate(v) for k, v in cols.items()}
             _write_view(view_file(directory, split, view), arrays, fingerprint, view)
-            if status is not None:
-                status(f"feature cache: {split} view {view + 1} ({len(arrays['kind']):,} pairs) written")
+            reporter.status(f"feature cache: {split} view {view + 1} ({len(arrays['kind']):,} pairs) written")
     finally:
         if runner is not None:
             runner.close()

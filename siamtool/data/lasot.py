@@ -40,7 +40,7 @@ _SPLIT_FILES = {"train": "training_set.txt", "test": "testing_set.txt", "extensi
 
 
 @dataclass
-class Sequence:
+class LasotSequence:
     """One annotated sequence. `gt` is (N, 4) float64 x,y,w,h in LaSOT's 1-based pixels."""
 
     name: str
@@ -141,7 +141,7 @@ def _parse_flags(path: Path, n: int) -> np.ndarray:
     return flags.astype(bool)
 
 
-def load_sequence(path: str | Path, require_images: bool = True) -> Sequence:
+def load_sequence(path: str | Path, require_images: bool = True) -> LasotSequence:
     """Load and validate one sequence folder (raises DatasetError naming the file and line)."""
     path = Path(path)
     gt_path = path / "groundtruth.txt"
@@ -164,7 +164,7 @@ def load_sequence(path: str | Path, require_images: bool = True) -> Sequence:
     # LaSOT's attributes describe LaSOT's footage: a user's own `person-2` gets none unless it also has
     # LaSOT person-2's frame count.
     attributes = load_attributes().get(name, {}) if lasot_frame_counts().get(name) == n else {}
-    return Sequence(name, class_name, path, gt, fo, oov, n_images, attributes)
+    return LasotSequence(name, class_name, path, gt, fo, oov, n_images, attributes)
 
 
 # ------------------------------------------------------------------------------------ splits, index
@@ -231,7 +231,7 @@ def split_names(split: str, available: dict[str, Path]) -> list[str]:
 class Index:
     """The result of indexing a root for a split: what loaded, what is missing, what was skipped."""
 
-    sequences: list[Sequence]
+    sequences: list[LasotSequence]
     missing: list[str]
     skipped: list[str]
     """One line per skipped sequence: the file (and line) and why."""
@@ -239,7 +239,7 @@ class Index:
     """Sequence folders found under the root, in the split or not (a split that keeps few is suspicious)."""
 
     def boxless_lines(self) -> list[str]:
-        """Every visible frame without a usable box, over all sequences (see `Sequence.boxless`)."""
+        """Every visible frame without a usable box, over all sequences (see `LasotSequence.boxless`)."""
         return [line for seq in self.sequences for line in seq.boxless_lines()]
 
 

@@ -31,8 +31,6 @@ import contextlib
 import errno
 import json
 import math
-import multiprocessing as mp
-import queue
 import shutil
 import signal
 import time
@@ -45,9 +43,6 @@ from typing import Any
 import cv2
 import numpy as np
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
 
 from siamtool import __version__
 from siamtool.config import Config, DataConfig
@@ -69,6 +64,9 @@ from siamtool.errors import ConfigError, SiamtoolError
 from siamtool.fileio import LockHeld, exclusive_lock, write_json_atomic
 from siamtool.geometry import CropWindow, crop, reduced_decode_factor
 from siamtool.images import decode_reduced
+from siamtool.pool import report_progress, run_in_pool
+from siamtool.provenance import differences
+from siamtool.reporting import SILENT, Reporter
 
 PLAN_NAME = "prepare.json"
 LOCK_NAME = ".prepare.lock"
@@ -181,7 +179,7 @@ def prepare_frame(img: np.ndarray, windows: list[CropWindow]) -> tuple[np.ndarra
 
 def make_pairs(
     specs: list[PairSpec], params: CropParams, timing: Timing | None = None,
-    progress: Callable[[int], None] | None = None,
+    count_done: Callable[[int], None] | None = None,
 ) -> tuple[list[Pair], list[str]]:
     """Crop and JPEG-encode `specs`; return the pairs (in spec order, bad ones dropped) and bad frames.
 
@@ -218,11 +216,11 @@ def make_pairs(
                 timing.encode += time.perf_counter() - t1
                 jpegs[i][r] = enc.reshape(-1) if ok else None
         done_crops += len(users)
-        if progress is not None and done_crops // 2 - reported >= _PROGRESS_EVERY:
-            progress(done_crops // 2 - reported)
+        if count_done is not None and done_crops // 2 - reported >= _PROGRESS_EVERY:
+            count_done(done_crops // 2 - reported)
             reported = done_crops // 2
-    if progress is not None and len(specs) - reported > 0:
-        progress(len(specs) - reported)
+    if count_done is not None and len(specs) - reported > 0:
+        count_done(len(specs) - reported)
     pairs = []
     for s, (tw, sw), (tj, sj) in zip(specs, windows, jpegs):
         if tj is None or sj is None:
@@ -259,11 +257,11 @@ class ShardResult:
     timing: Timing
 
 
-def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) -> ShardResult:
+def run_shard(task: ShardTask, count_done: Callable[[int], None] | None = None) -> ShardResult:
     """Make and write one shard (atomically). The unit of work of a worker process."""
     timing = Timing()
     t0 = time.perf_counter()
-    pairs, bad = make_pairs(task.specs, task.params, timing, progress)
+    pairs, bad = make_pairs(task.specs, task.params, timing, count_done)
     t1 = time.perf_counter()
     attrs = {**task.attrs, "shard": task.index, "skipped_frames": json.dumps(bad)}
     size = write_shard(task.path, pairs, attrs)
@@ -272,19 +270,14 @@ def run_shard(task: ShardTask, progress: Callable[[int], None] | None = None) ->
     return ShardResult(task.index, len(pairs), Counter(p.kind for p in pairs), bad, size, timing)
 
 
-_QUEUE: Any = None
-
-
-def _worker_init(q: Any) -> None:
+def _worker_init() -> None:
     """Worker processes: the main process owns Ctrl-C; OpenCV's own threads would fight the workers."""
-    global _QUEUE
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
-    _QUEUE = q
 
 
 def _worker_run(task: ShardTask) -> ShardResult:
-    return run_shard(task, lambda n: _QUEUE.put(n))
+    return run_shard(task, report_progress)
 
 
 @contextlib.contextmanager
@@ -297,48 +290,24 @@ def _opencv_threads(n: int) -> Iterator[None]:
         cv2.setNumThreads(old)
 
 
-def run_tasks(tasks: list[ShardTask], workers: int, advance: Callable[[int], None]) -> Iterator[ShardResult]:
-    """Run shard tasks with `workers` processes (in this process for 1), yielding results as they finish.
+def run_tasks(tasks: list[ShardTask], workers: int, count_done: Callable[[int], None]) -> Iterator[ShardResult]:
+    """Run shard tasks with `workers` processes (in this process for 1), yielding results as they finish;
+    `count_done(n)` hears every n pairs made.
 
     On Ctrl-C or an error the pool is terminated; the caller removes the temp files it left.
     """
     if workers <= 1 or len(tasks) <= 1:
         with _opencv_threads(1):
             for task in tasks:
-                yield run_shard(task, advance)
+                yield run_shard(task, count_done)
         return
     # Not plain fork: a parent that has used OpenCV's thread pool (or runs rich's refresh thread) can
     # hand a locked mutex to a forked child, which then hangs forever (seen in the tests). The fork
     # server is a clean process that preloads this module, so workers still start in milliseconds.
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload([__name__])
-    else:
-        ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    pool = ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=(q,))
-    try:
-        pending = [pool.apply_async(_worker_run, (t,)) for t in tasks]
-        while pending:
-            with contextlib.suppress(queue.Empty):
-                advance(q.get(timeout=0.1))
-                while True:
-                    advance(q.get_nowait())
-            still = []
-            for r in pending:
-                if r.ready():
-                    yield r.get()
-                else:
-                    still.append(r)
-            pending = still
-        with contextlib.suppress(queue.Empty):
-            while True:
-                advance(q.get_nowait())
-        pool.close()
-        pool.join()
-    finally:
-        pool.terminate()
-        pool.join()
+    with contextlib.closing(run_in_pool(_worker_run, tasks, min(workers, len(tasks)), count_done,
+                                        start_method="forkserver", preload=(__name__,),
+                                        initializer=_worker_init)) as results:
+        yield from results
 
 
 # ------------------------------------------------------------------------------------------- prepare
@@ -378,29 +347,10 @@ class PrepareSummary:
         return self.pairs_made / self.write_seconds if self.write_seconds > 0 else 0.0
 
 
-class _Speed(ProgressColumn):
-    def render(self, task) -> Text:  # type: ignore[no-untyped-def]
-        return Text(f"{task.speed or 0:,.0f} pairs/s", style="progress.data.speed")
-
-
 def _fingerprint(cfg: Config, root: Path, split: str, names: list[str]) -> dict[str, Any]:
     """Everything that decides the bytes of the shards: a different value means different pairs."""
     return {"format_version": FORMAT_VERSION, "data": cfg.to_dict()["data"], "source_root": str(root),
             "split": split, "sequences": names}
-
-
-def _diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            if isinstance(a, list) and isinstance(b, list):
-                out.append(f"{prefix}{k}: {len(a)} -> {len(b)} entries")
-            else:
-                out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
 
 
 def _own_files(out: Path) -> list[Path]:
@@ -480,69 +430,102 @@ def _disk_full_error(out: Path, chunks: list[list[PairSpec]], data: DataConfig) 
         "(or choose another --out) and run the same command again to resume")
 
 
+@dataclass
+class Plan:
+    """What a prepare run will write: the sampled pairs cut into shards, and what decides their bytes."""
+
+    root: Path
+    split: str
+    index: Any
+    train_sequences: list[Any]
+    val_sequences: list[Any]
+    chunks: list[list[PairSpec]]
+    """The pairs of each shard, in shard order (training shards first)."""
+    splits: list[str]
+    """"train" or "val", per shard."""
+    skipped: list[str]
+    """Sequences sampling skipped (no usable frames)."""
+    fingerprint: dict[str, Any]
+
+    @property
+    def total_pairs(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
 def prepare_shards(
     lasot: str | Path, out: str | Path, cfg: Config, split: str = "train", workers: int = 1,
-    overwrite: bool = False, strict: bool = False, console: Console | None = None,
+    overwrite: bool = False, strict: bool = False, reporter: Reporter = SILENT,
     max_decode_factor: int = 8, decoder: str = "auto",
 ) -> PrepareSummary:
     """Write the shards of `split` under `out` (see the module docstring); resumes what exists.
 
-    `cfg.data` decides the pairs (set `cfg.data.pairs_per_sequence` for --pairs-per-sequence).
+    `cfg.data` decides the pairs (set `cfg.data.pairs_per_sequence` for --pairs-per-sequence). Skipped
+    sequences, resumed shards and the write progress (task "pairs") go to `reporter`.
     """
     start = time.perf_counter()
-    console = console or Console(quiet=True)
-    root = Path(lasot).resolve()
-    out = Path(out)
-    data = cfg.data
+    root, out = Path(lasot).resolve(), Path(out)
     index = index_lasot(root, split, require_images=True, strict=strict)
-    for line in index.skipped:
-        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
-    if index.missing:
-        console.print(f"[yellow]{len(index.missing)} sequence(s) of split {split!r} not under {root}[/] "
-                      f"(e.g. {', '.join(index.missing[:3])})", highlight=False, soft_wrap=True)
-    kept = len(index.sequences) + len(index.skipped)
-    if split != "all" and kept * 2 < index.on_disk:
-        console.print(f"[yellow]warning:[/] split {split!r} keeps {kept} of the {index.on_disk} sequences under "
-                      f"{root} (the others are not in it); pass --split all to use every sequence there",
-                      highlight=False, soft_wrap=True)
-    boxless = index.boxless_lines()
-    if boxless:
-        console.print(f"[yellow]warning:[/] {len(boxless)} visible frame(s) have no usable ground-truth box (NaN "
-                      f"or a size <= 0) and are never sampled, e.g. {boxless[0]}", highlight=False, soft_wrap=True)
-    train_seqs, val_seqs = split_sequences(index.sequences, data, root)
-    sampled = sample_pairs(train_seqs, data)
-    val_sampled = sample_pairs(val_seqs, data) if val_seqs else None
-    for line in sampled.skipped + (val_sampled.skipped if val_sampled else []):
-        console.print(f"[yellow]skipped sequence:[/] {line}", highlight=False, soft_wrap=True)
-    if not sampled.pairs:
-        raise SiamtoolError(f"{root}: no pairs could be sampled for split {split!r} "
-                            f"({len(train_seqs)} usable training sequences)")
-    if val_seqs:
-        console.print(f"validation: {len(val_seqs)} sequences in their own shards, never in training "
-                      f"({', '.join(sorted(s.name for s in val_seqs)[:6])}{', ...' if len(val_seqs) > 6 else ''})",
-                      highlight=False)
-    names = sorted(s.name for s in index.sequences)
-    fingerprint = _fingerprint(cfg, root, split, names)
-
+    plan = plan_shards(index, root, split, cfg, reporter)
     if out.exists() and not out.is_dir():
         raise SiamtoolError(f"--out {out}: exists and is not a folder; choose a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(out / LOCK_NAME, wait=False):
-            summary = _write(out, cfg, root, split, index, sampled, val_sampled, val_seqs, fingerprint, workers,
-                             overwrite, console, CropParams(data, max_decode_factor, decoder), start)
+            summary = _write(out, cfg, plan, workers, overwrite, reporter,
+                             CropParams(cfg.data, max_decode_factor, decoder), start)
     except LockHeld as e:
         raise SiamtoolError(f"--out {out}: another `siamtool prepare` is writing there ({e.holder or 'pid unknown'});"
                             " wait for it to finish, or choose another --out") from None
-    summary.boxless_frames = boxless
+    summary.boxless_frames = index.boxless_lines()
     return summary
 
 
-def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: Any, val_sampled: Any,
-           val_seqs: list[Any], fingerprint: dict[str, Any], workers: int, overwrite: bool, console: Console,
-           params: CropParams, start: float) -> PrepareSummary:
-    """The part of `prepare_shards` that owns `out` (run under its lock): check, resume, write, index."""
+def _report_index(index: Any, root: Path, split: str, reporter: Reporter) -> None:
+    """Say what the split leaves out before anything is sampled: skipped, missing and boxless sequences."""
+    for line in index.skipped:
+        reporter.warning(line, label="skipped sequence")
+    if index.missing:
+        reporter.warning(f"{len(index.missing)} sequence(s) of split {split!r} not under {root} "
+                         f"(e.g. {', '.join(index.missing[:3])})", label=None)
+    kept = len(index.sequences) + len(index.skipped)
+    if split != "all" and kept * 2 < index.on_disk:
+        reporter.warning(f"split {split!r} keeps {kept} of the {index.on_disk} sequences under {root} (the others "
+                         "are not in it); pass --split all to use every sequence there")
+    boxless = index.boxless_lines()
+    if boxless:
+        reporter.warning(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0) and "
+                         f"are never sampled, e.g. {boxless[0]}")
+
+
+def plan_shards(index: Any, root: Path, split: str, cfg: Config, reporter: Reporter = SILENT) -> Plan:
+    """Sample the pairs of the training and validation sequences and cut them into shards (no I/O)."""
     data = cfg.data
+    _report_index(index, root, split, reporter)
+    train_seqs, val_seqs = split_sequences(index.sequences, data, root)
+    sampled = sample_pairs(train_seqs, data)
+    val_sampled = sample_pairs(val_seqs, data) if val_seqs else None
+    skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
+    for line in skipped:
+        reporter.warning(line, label="skipped sequence")
+    if not sampled.pairs:
+        raise SiamtoolError(f"{root}: no pairs could be sampled for split {split!r} "
+                            f"({len(train_seqs)} usable training sequences)")
+    if val_seqs:
+        reporter.status(f"validation: {len(val_seqs)} sequences in their own shards, never in training "
+                        f"({', '.join(sorted(s.name for s in val_seqs)[:6])}{', ...' if len(val_seqs) > 6 else ''})")
+    per = data.pairs_per_shard
+    chunks = [sampled.pairs[i:i + per] for i in range(0, len(sampled.pairs), per)]
+    splits = ["train"] * len(chunks)
+    if val_sampled is not None and val_sampled.pairs:
+        val_chunks = [val_sampled.pairs[i:i + per] for i in range(0, len(val_sampled.pairs), per)]
+        chunks += val_chunks
+        splits += ["val"] * len(val_chunks)
+    fingerprint = _fingerprint(cfg, root, split, sorted(s.name for s in index.sequences))
+    return Plan(root, split, index, train_seqs, val_seqs, chunks, splits, skipped, fingerprint)
+
+
+def _check_resumable(out: Path, plan: Plan, overwrite: bool) -> None:
+    """Refuse a folder holding shards of other settings (or of an unknown run); --overwrite clears it."""
     if overwrite:
         for p in _own_files(out):
             p.unlink(missing_ok=True)
@@ -552,21 +535,16 @@ def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: 
             old = json.loads(plan_path.read_text())["fingerprint"]
         except (OSError, ValueError, KeyError, TypeError):
             raise ConfigError(f"{plan_path}: unreadable; run with --overwrite to start over") from None
-        changes = _diff(old, fingerprint)
+        changes = [str(d) for d in differences(old, plan.fingerprint)]
         if changes:
             raise ConfigError(f"{out} holds shards prepared with different settings ({'; '.join(changes[:3])}); "
                               "rerun with the same settings to resume, --overwrite to start over, or another --out")
     elif any(p.name.startswith("shard-") for p in _own_files(out)):
         raise ConfigError(f"{out} holds shards of an unknown run (no {PLAN_NAME}); use --overwrite or another --out")
 
-    per = data.pairs_per_shard
-    chunks = [sampled.pairs[i:i + per] for i in range(0, len(sampled.pairs), per)]
-    splits = ["train"] * len(chunks)
-    if val_sampled is not None and val_sampled.pairs:
-        val_chunks = [val_sampled.pairs[i:i + per] for i in range(0, len(val_sampled.pairs), per)]
-        chunks += val_chunks
-        splits += ["val"] * len(val_chunks)
-    total_pairs = sum(len(c) for c in chunks)
+
+def _present_shards(out: Path, chunks: list[list[PairSpec]], reporter: Reporter) -> set[int]:
+    """The shards an earlier run finished (kept); damaged or foreign ones are deleted to be written again."""
     removed = _remove_temps(out)
     present = set()
     for i in range(len(chunks)):
@@ -575,46 +553,49 @@ def _write(out: Path, cfg: Config, root: Path, split: str, index: Any, sampled: 
             if _complete(path, i, len(chunks[i])):
                 present.add(i)
             else:
-                console.print(f"[yellow]{path}: unreadable or not from this run, writing it again[/]", highlight=False)
+                reporter.warning(f"{path}: unreadable or not from this run, writing it again", label=None)
                 path.unlink()
     if present or removed:
-        console.print(f"resumed: {len(present)}/{len(chunks)} shards present"
-                      + (f" ({removed} unfinished temp file(s) removed)" if removed else ""))
+        reporter.status(f"resumed: {len(present)}/{len(chunks)} shards present"
+                        + (f" ({removed} unfinished temp file(s) removed)" if removed else ""))
+    return present
+
+
+def _write(out: Path, cfg: Config, plan: Plan, workers: int, overwrite: bool, reporter: Reporter,
+           params: CropParams, start: float) -> PrepareSummary:
+    """The part of `prepare_shards` that owns `out` (run under its lock): check, resume, write, index."""
+    _check_resumable(out, plan, overwrite)
+    chunks = plan.chunks
+    present = _present_shards(out, chunks, reporter)
     todo = [i for i in range(len(chunks)) if i not in present]
-    remaining = sum(len(chunks[i]) for i in todo)
     if todo:
-        check_disk_space(out, remaining, data)
+        check_disk_space(out, sum(len(chunks[i]) for i in todo), cfg.data)
         # Readers must never see an index for a folder that is missing shards.
         (out / INDEX_NAME).unlink(missing_ok=True)
-
     attrs = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "siamtool_version": __version__,
-             "source_root": str(root)}
+             "source_root": str(plan.root)}
     tasks = [ShardTask(i, out / shard_name(i), chunks[i], params, attrs) for i in todo]
     timing = Timing()
     made = 0
-    columns = [TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               _Speed(), TextColumn("eta"), TimeRemainingColumn()]
-    done_pairs = sum(len(chunks[i]) for i in present)
     t_write = time.perf_counter()
     try:
-        write_json_atomic(plan_path, {"fingerprint": fingerprint, "shards": len(chunks), "pairs": total_pairs})
+        write_json_atomic(out / PLAN_NAME, {"fingerprint": plan.fingerprint, "shards": len(chunks),
+                                            "pairs": plan.total_pairs})
         if not (out / CONFIG_NAME).is_file():
             cfg.save(out / CONFIG_NAME)
-        with Progress(*columns, console=console, transient=False, disable=not todo) as bar:
-            job = bar.add_task("pairs", total=total_pairs, completed=done_pairs)
-            # closing(): on Ctrl-C the pool is terminated *before* its temp files are removed.
-            with contextlib.closing(run_tasks(tasks, workers, lambda n: bar.advance(job, n))) as results:
-                for result in results:
-                    timing.add(result.timing)
-                    made += result.pairs
+        if todo:
+            reporter.progress("pairs", completed=sum(len(chunks[i]) for i in present), total=plan.total_pairs)
+        # closing(): on Ctrl-C the pool is terminated *before* its temp files are removed.
+        with contextlib.closing(run_tasks(tasks, workers, lambda n: reporter.progress("pairs", advance=n))) as results:
+            for result in results:
+                timing.add(result.timing)
+                made += result.pairs
         now = time.perf_counter()
-        skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
-        return _finish(out, cfg, root, split, chunks, splits, index, skipped, made, now - start, now - t_write,
-                       timing, len(present), sorted(s.name for s in val_seqs))
+        return _finish(out, cfg, plan, made, now - start, now - t_write, timing, len(present))
     except BaseException as e:
         _remove_temps(out)
         if _is_disk_full(e):
-            raise _disk_full_error(out, chunks, data) from None
+            raise _disk_full_error(out, chunks, cfg.data) from None
         raise
 
 
@@ -640,10 +621,12 @@ def split_sequences(sequences: list[Any], data: DataConfig, root: Path) -> tuple
     return [s for s in sequences if s.name not in val], [s for s in sequences if s.name in val]
 
 
-def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[PairSpec]], splits: list[str],
-            index: Any, skipped_sequences: list[str], made: int, seconds: float, write_seconds: float,
-            timing: Timing, resumed: int, val_sequences: list[str]) -> PrepareSummary:
+def _finish(out: Path, cfg: Config, plan: Plan, made: int, seconds: float, write_seconds: float, timing: Timing,
+            resumed: int) -> PrepareSummary:
     """Read every shard's counts back (so a resumed run reports the whole output) and write index.json."""
+    chunks, splits, index, root = plan.chunks, plan.splits, plan.index, plan.root
+    skipped_sequences = plan.skipped
+    val_sequences = sorted(s.name for s in plan.val_sequences)
     shards, kinds, bad = [], Counter(), []
     total_bytes = 0
     for i in range(len(chunks)):
@@ -660,7 +643,7 @@ def _finish(out: Path, cfg: Config, root: Path, split: str, chunks: list[list[Pa
         "format_version": FORMAT_VERSION, "siamtool_version": __version__, "source_root": str(root),
         "config": cfg.to_dict(), "template_size": cfg.data.template_size,
         "search_crop_size": search_crop_size(cfg.data), "shards": shards, "pairs": pairs,
-        "split": split, "kinds": by_kind, "bytes": total_bytes, "skipped_frames": sorted(set(bad)),
+        "split": plan.split, "kinds": by_kind, "bytes": total_bytes, "skipped_frames": sorted(set(bad)),
         "skipped_sequences": index.skipped + skipped_sequences, "val_sequences": val_sequences,
     })
     return PrepareSummary(out, pairs, by_kind, len(chunks), resumed, total_bytes, seconds, write_seconds, made,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from siamtool.config import DataConfig
-from siamtool.data.lasot import Sequence
+from siamtool.data.lasot import LasotSequence
 from siamtool.data.shards import KIND_ABSENT, KIND_OTHER_CLASS, KIND_POSITIVE, KIND_SAME_CLASS
 from siamtool.geometry import from_lasot
 
@@ -68,7 +68,7 @@ def _rng(seed: int, name: str, salt: int = 0) -> np.random.Generator:
 class _Pool:
     """Per-sequence frame tables used by the sampler (computed once)."""
 
-    def __init__(self, seq: Sequence) -> None:
+    def __init__(self, seq: LasotSequence) -> None:
         self.seq = seq
         self.usable = np.flatnonzero(seq.usable)
         self.absent = np.flatnonzero(seq.absent)
@@ -104,7 +104,7 @@ def _kind_weights(data: DataConfig, possible: dict[int, bool]) -> tuple[list[int
     return kinds, w
 
 
-def sample_pairs(sequences: list[Sequence], data: DataConfig, pairs_per_sequence: int | None = None) -> SamplingResult:
+def sample_pairs(sequences: list[LasotSequence], data: DataConfig, pairs_per_sequence: int | None = None) -> SamplingResult:
     """Sample `pairs_per_sequence` (default data.pairs_per_sequence) pairs per sequence, then shuffle.
 
     Deterministic in (data, the set of sequences and their annotations); see the module docstring.

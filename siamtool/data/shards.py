@@ -5,7 +5,7 @@ One folder holds HDF5 shards of a fixed number of pairs plus `index.json` (shard
 pair is ~25 kB instead of 492 kB raw (~165 kB gzip-compressed uint8; measured, README "prepare"),
 which is what lets the ~200k LaSOT-train pairs fit in ~5 GB and stream from disk fast.
 
-Datasets, one row per pair (see notes/CONTRACTS.md, "Shards"):
+Datasets, one row per pair (also in docs/contracts.md, "Shards"):
   template, search          vlen uint8  standard JPEG bytes (cv2.imdecode gives BGR, torchvision's
                                         decode_jpeg gives RGB)
   template_box, search_box  (N,4) f32   x,y,w,h in the stored crop's pixels (0-based continuous)
@@ -33,7 +33,7 @@ import numpy as np
 from siamtool.config import DataConfig
 from siamtool.errors import DatasetError
 from siamtool.fileio import atomic_path
-from siamtool.geometry import CropWindow, search_window, template_window
+from siamtool.geometry import CropGeometry, CropWindow
 
 FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -65,7 +65,7 @@ def search_crop_size(data: DataConfig) -> int:
 
 def stored_template_window(box_xywh: np.ndarray, data: DataConfig) -> CropWindow:
     """The window of a stored template crop for a 0-based frame box (geometry.template_window)."""
-    return template_window(box_xywh, data.context, data.template_size)
+    return CropGeometry.from_data(data).template(box_xywh)
 
 
 def stored_search_window(box_xywh: np.ndarray, data: DataConfig) -> CropWindow:
@@ -75,7 +75,7 @@ def stored_search_window(box_xywh: np.ndarray, data: DataConfig) -> CropWindow:
     and the final `search_size` crop is a window inside it: train-time shift and scale jitter
     (`CropWindow.sub_window`) never have to invent pixels the stored crop does not have.
     """
-    w = search_window(box_xywh, data.context, data.template_size, data.search_size)
+    w = CropGeometry.from_data(data).search(box_xywh)
     size = search_crop_size(data)
     return CropWindow(w.cx, w.cy, w.side * size / data.search_size, size)
 

@@ -1,6 +1,6 @@
 """Training and validation batches streamed from prepare's HDF5 shards.
 
-`build_loader` is the one entry point (see notes/CONTRACTS.md). How it works (README, "stream";
+`build_loader` is the one entry point (docs/contracts.md, "Training batches"). How it works (README, "stream";
 docs/training.md for the GPU side):
 
 * **Split.** Shards are sorted by file name; the last ``max(1, round(val_fraction * n))`` of them
@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -86,7 +87,7 @@ ahead of the step, so decode and crop overlap the step without holding more devi
 
 @dataclass
 class Batch:
-    """A device-ready training batch (see notes/CONTRACTS.md, "Training batches")."""
+    """A device-ready training batch (docs/contracts.md, "Training batches")."""
 
     template: torch.Tensor
     """(B,3,Ht,Wt) float32 RGB 0..255."""
@@ -811,7 +812,7 @@ def check_compatible(index: ShardIndex, cfg: Config) -> None:
 def build_loader(shards_dir: str | Path, cfg: Config, device: torch.device | str, split: str = "train",
                  epoch: int = 0, rank: int = 0, world_size: int = 1, *, workers: int | None = None,
                  start_batch: int = 0, batches: int | None = None) -> PairLoader:
-    """The batches of one rank (see the module docstring and notes/CONTRACTS.md).
+    """The batches of one rank (see the module docstring and docs/contracts.md).
 
     Training: the endless stream from this rank's batch `start_batch` on (counted from the start of
     training, across epochs; the trainer passes ``samples_seen // (batch_size * world_size)``), or
@@ -846,8 +847,6 @@ def gpu_decode_works(device: torch.device) -> bool:
     """Whether nvjpeg decodes on `device` (torchvision builds without it exist); probed once."""
     key = str(device)
     if key not in _GPU_DECODE:
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))
         try:
             (img,) = decode_jpegs([torch.from_numpy(buf.reshape(-1))], 16, device)

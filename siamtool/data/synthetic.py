@@ -70,6 +70,23 @@ def _paste(frame: np.ndarray, tex: np.ndarray, mask: np.ndarray, box: np.ndarray
     frame[:] = (frame * (1 - alpha) + warped * alpha).astype(np.uint8)
 
 
+def _camera(rng: np.random.Generator, t: np.ndarray, size: tuple[int, int],
+            backgrounds: Sequence[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A background larger than the frame and the camera's path over it (the frame's top-left corner per
+    frame): camera motion, so that a still target still moves in the frame."""
+    width, height = size
+    if backgrounds:
+        photo = backgrounds[rng.integers(len(backgrounds))]
+        zoom = rng.uniform(1.1, 1.6)
+        bg_src = cv2.resize(photo, (int(width * zoom), int(height * zoom)), interpolation=cv2.INTER_AREA)
+    else:
+        bg_src = _noise_texture(rng, int(height * 1.3), int(width * 1.3), 8)
+    slack_x, slack_y = bg_src.shape[1] - width, bg_src.shape[0] - height
+    cam_x = np.clip(_path(rng, t, slack_x / 2, slack_x / 3), 0, slack_x)
+    cam_y = np.clip(_path(rng, t, slack_y / 2, slack_y / 3), 0, slack_y)
+    return bg_src, cam_x, cam_y
+
+
 def render_sequence(
     rng: np.random.Generator,
     n_frames: int,
@@ -85,17 +102,7 @@ def render_sequence(
     """
     width, height = size
     t = np.linspace(0, 1, n_frames)
-    backgrounds = backgrounds or textures
-    if backgrounds:
-        photo = backgrounds[rng.integers(len(backgrounds))]
-        zoom = rng.uniform(1.1, 1.6)
-        bg_src = cv2.resize(photo, (int(width * zoom), int(height * zoom)), interpolation=cv2.INTER_AREA)
-    else:
-        bg_src = _noise_texture(rng, int(height * 1.3), int(width * 1.3), 8)
-    # Camera motion: the frame is a window sliding over the larger background.
-    slack_x, slack_y = bg_src.shape[1] - width, bg_src.shape[0] - height
-    cam_x = np.clip(_path(rng, t, slack_x / 2, slack_x / 3), 0, slack_x)
-    cam_y = np.clip(_path(rng, t, slack_y / 2, slack_y / 3), 0, slack_y)
+    bg_src, cam_x, cam_y = _camera(rng, t, size, backgrounds or textures)
 
     tex, mask = _object(rng, textures)
     w0 = rng.uniform(0.12, 0.3) * width

@@ -44,21 +44,21 @@ import torch
 import torch.distributed as dist
 
 from siamtool.config import Config, TrainConfig
+from siamtool.data.feature_cache import build_feature_cache, cached_loader_factory
+from siamtool.data.shards import load_shard_index
+from siamtool.data.stream import build_loader
 from siamtool.device import resolve_device
-from siamtool.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-    step_checkpoint_path,
-)
+from siamtool.engine.checkpoint import prune_checkpoints, save_checkpoint, step_checkpoint_path
 from siamtool.engine.labels import make_targets
 from siamtool.engine.losses import tracking_loss
 from siamtool.engine.validation import validate
 from siamtool.errors import ConfigError, DatasetError
 from siamtool.fileio import write_text_atomic
 from siamtool.models.backbones import get_spec
+from siamtool.models.checkpoint import latest_checkpoint, load_checkpoint
 from siamtool.models.siamese import SiamTracker, build_model
+from siamtool.provenance import differences
+from siamtool.reporting import SILENT, Reporter
 
 LoaderFactory = Callable[..., Iterable[Any]]
 """``make(split, epoch, rank, world_size, start_batch)`` -> iterable of `siamtool.data.stream.Batch`.
@@ -315,15 +315,6 @@ def _tensorboard(out: Path, enabled: bool, purge_step: int | None):
     return SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
 
-def _config_difference(a: dict[str, Any], b: dict[str, Any], sections: tuple[str, ...]) -> str | None:
-    for section in sections:
-        for key in sorted(set(a.get(section, {})) | set(b.get(section, {}))):
-            va, vb = a.get(section, {}).get(key), b.get(section, {}).get(key)
-            if va != vb:
-                return f"{section}.{key}: {va!r} in the run, {vb!r} now"
-    return None
-
-
 class ShardLoaders:
     """The default `LoaderFactory`: the shard stream of `siamtool.data.stream`.
 
@@ -339,8 +330,6 @@ class ShardLoaders:
         self.train: list[Any] = []
 
     def __call__(self, split: str, epoch: int, rank: int, world_size: int, start_batch: int = 0) -> Iterable[Any]:
-        from siamtool.data.stream import build_loader
-
         if split == "val":
             key = (rank, world_size)
             if key not in self.val:
@@ -386,8 +375,8 @@ class Trainer:
     """One training run in `out_dir` (see the module docstring). `run()` returns a `TrainResult`."""
 
     def __init__(self, cfg: Config, out_dir: str | Path, loader_factory: LoaderFactory, device: torch.device,
-                 dist_info: DistInfo, resume: bool = True, progress: bool = False,
-                 on_step: StepHook | None = None, console=None) -> None:
+                 dist_info: DistInfo, resume: bool = True, on_step: StepHook | None = None,
+                 reporter: Reporter = SILENT) -> None:
         self.cfg = cfg
         self.t = cfg.train
         self.out = Path(out_dir)
@@ -396,9 +385,8 @@ class Trainer:
         self.device = device
         self.dist = dist_info
         self.resume = resume
-        self.progress = progress and dist_info.main
         self.on_step = on_step
-        self.console = console
+        self.reporter = reporter if dist_info.main else SILENT  # one rank reports for the run
         self.amp = resolve_amp(self.t.amp, device)
         self.compile = resolve_compile(cfg, device)
         self.rank_batch = self.t.batch_size * dist_info.world_size
@@ -415,7 +403,6 @@ class Trainer:
         self.last_saved_step = -1
         self.history: list[dict[str, Any]] = []
         self.skipped = 0
-        self.bar = None
         self.tb = None
         self._train_iter: Iterator[Any] | None = None
         self._position = 0
@@ -471,10 +458,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             return None
         ckpt = load_checkpoint(latest, map_location="cpu")
-        diff = _config_difference(ckpt["config"], self.cfg.to_dict(), ("model", "data"))
-        if diff:
-            raise ConfigError(f"{self.out} holds a run with a different config ({diff}); pass --no-resume to "
-                              "start over there, or another --out")
+        now = self.cfg.to_dict()
+        changed = [d for section in ("model", "data")  # what shapes the weights; train.* may change on resume
+                   for d in differences({section: ckpt["config"].get(section, {})}, {section: now.get(section, {})},
+                                        depth=2)]
+        if changed:
+            d = changed[0]
+            raise ConfigError(f"{self.out} holds a run with a different config ({d.key}: {d.old!r} in the run, "
+                              f"{d.new!r} now); pass --no-resume to start over there, or another --out")
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -645,11 +636,9 @@ class Trainer:
                 result.baseline = self._validate()
                 self._say(f"untrained: val IoU {result.baseline['val_iou']:.3f}, "
                           f"centre error {result.baseline['val_center_err']:.1f} px")
-            with self._progress() as bar:
-                self.bar = bar
-                while self.epoch < self.t.epochs:
-                    result.last_val = self._epoch()
-                self.bar = None
+            self.reporter.progress("train", completed=self.step, total=self.total_steps, detail="")
+            while self.epoch < self.t.epochs:
+                result.last_val = self._epoch()
         except KeyboardInterrupt:
             # Ctrl-C: keep the work up to the last optimizer step, then let the CLI exit 130.
             self.save()
@@ -732,51 +721,22 @@ class Trainer:
     # ---------------------------------------------------------------------------------- display
 
     def _say(self, text: str) -> None:
-        if self.dist.main and self.console is not None:
-            self.console.print(text, highlight=False)
-
-    @contextlib.contextmanager
-    def _progress(self):
-        if not self.progress:
-            yield None
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      TextColumn("{task.fields[stats]}"), console=self.console, transient=False) as bar:
-            bar.add_task("train", total=self.total_steps, completed=self.step, stats="")
-            yield bar
+        self.reporter.status(text)
 
     def _update_bar(self, record: dict[str, Any]) -> None:
-        if self.bar is None:
-            return
         stats = (f"epoch {record['epoch'] + 1} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                  f"{record['pairs_per_s']:.1f} pairs/s")
-        self.bar.update(self.bar.task_ids[0], completed=self.step, total=self.total_steps, stats=stats)
+        self.reporter.progress("train", completed=self.step, total=self.total_steps, detail=stats)
 
 
 def _feature_cache_factory(cfg: Config, shards_dir: str | Path, device: torch.device, info: DistInfo,
-                           console=None) -> LoaderFactory:
+                           reporter: Reporter = SILENT) -> LoaderFactory:
     """Build (rank 0, resumably) or reuse the feature cache, then read batches from it on every rank."""
-    from siamtool.data.feature_cache import build_feature_cache, cached_loader_factory
-
     if info.main:
         model = build_model(cfg)
-        with contextlib.ExitStack() as stack:
-            advance = None
-            if console is not None:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-                bar = stack.enter_context(Progress(TextColumn("[bold]feature cache[/]"), BarColumn(),
-                                                   MofNCompleteColumn(), TimeRemainingColumn(), console=console))
-                task = bar.add_task("cache", total=None)
-                advance = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-            summary = build_feature_cache(shards_dir, cfg, model, device, progress=advance,
-                                          status=(lambda text: console.print(text)) if console else None)
-        if console is not None:
-            console.print(f"feature cache: {summary.directory} ({summary.train_items:,} training views, "
-                          f"{summary.val_items:,} validation pairs"
-                          + (", reused)" if summary.built == 0 else ")"), highlight=False)
+        summary = build_feature_cache(shards_dir, cfg, model, device, reporter)
+        reporter.status(f"feature cache: {summary.directory} ({summary.train_items:,} training views, "
+                        f"{summary.val_items:,} validation pairs" + (", reused)" if summary.built == 0 else ")"))
         del model
     if info.world_size > 1:
         dist.barrier()
@@ -784,12 +744,13 @@ def _feature_cache_factory(cfg: Config, shards_dir: str | Path, device: torch.de
 
 
 def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: str | torch.device = "auto",
-          resume: bool = True, progress: bool = False, loader_factory: LoaderFactory | None = None,
-          on_step: StepHook | None = None, console=None) -> TrainResult:
+          resume: bool = True, loader_factory: LoaderFactory | None = None, on_step: StepHook | None = None,
+          reporter: Reporter = SILENT) -> TrainResult:
     """Train the tracker on the shards in `shards_dir`, writing the run to `out_dir` (resumes by default).
 
     Under `torchrun` each process calls this; rank 0 writes the run folder. `loader_factory` replaces
-    the shard stream (tests); `on_step(step, losses)` is called after every optimizer step.
+    the shard stream (tests); `on_step(step, losses)` is called after every optimizer step. Rank 0 reports
+    validation results and the progress task "train" (and "feature cache") through `reporter`.
     """
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     # Refuse bad input before anything touches the run folder (and before CUDA is touched: the AMP probe
@@ -797,16 +758,13 @@ def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: s
     get_spec(cfg.model.backbone)
     check_amp(cfg.train.amp, dev)
     if loader_factory is None:
-        from siamtool.data.shards import load_shard_index
-
         load_shard_index(shards_dir)
     info, dev = init_distributed(dev)
     try:
         if loader_factory is None and cfg.train.feature_cache:
-            loader_factory = _feature_cache_factory(cfg, shards_dir, dev, info, console)
+            loader_factory = _feature_cache_factory(cfg, shards_dir, dev, info, reporter)
         factory = loader_factory or default_loader_factory(shards_dir, cfg, dev)
-        trainer = Trainer(cfg, out_dir, factory, dev, info, resume=resume, progress=progress, on_step=on_step,
-                          console=console)
+        trainer = Trainer(cfg, out_dir, factory, dev, info, resume=resume, on_step=on_step, reporter=reporter)
         return trainer.run()
     finally:
         if info.owns_group and dist.is_initialized():

@@ -8,18 +8,14 @@ of them, with the count said out loud (the classic "279 of 280 sequences silentl
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from siamtool import __version__
-from siamtool.data.lasot import ATTRIBUTES, Index, Sequence
+from siamtool.data.lasot import ATTRIBUTES, Index, LasotSequence, lasot_frame_counts
 from siamtool.errors import DatasetError, SiamtoolError
 from siamtool.eval.metrics import (
     CENTRE_THRESHOLDS,
@@ -32,6 +28,7 @@ from siamtool.eval.metrics import (
 )
 from siamtool.eval.results import TrackerResults, frame1_warnings, load_tracker_results
 from siamtool.fileio import atomic_path, write_json_atomic
+from siamtool.reporting import Reporter, WarningsReporter
 
 PLOT_FILES = {"success": "success.png", "precision": "precision.png", "norm_precision": "norm_precision.png"}
 """Plot file names inside the output folder."""
@@ -71,7 +68,7 @@ def _scores(c: Curves) -> dict[str, float | None]:
             "norm_precision_20": _pct(c.norm_precision_20)}
 
 
-def check_annotations(index: Index, split: str, skip_missing: bool, warn: Callable[[str], None]) -> None:
+def check_annotations(index: Index, split: str, skip_missing: bool, reporter: Reporter) -> None:
     """The split must be complete unless skip_missing; malformed annotations count as missing.
 
     A visible frame whose box is NaN or has no positive size is not malformed: it is scored as the
@@ -88,31 +85,26 @@ def check_annotations(index: Index, split: str, skip_missing: bool, warn: Callab
             f"{len(gone)} of {total} sequences of split {split!r} have no usable annotations: {_listed(gone)}"
             f"{why}; pass --skip-missing to score the other {len(index.sequences)}"
         )
-    warn(f"{len(gone)} of {total} sequences of split {split!r} have no usable annotations ({_listed(gone)}){why}; "
-         f"scoring {len(index.sequences)}")
+    reporter.warning(f"{len(gone)} of {total} sequences of split {split!r} have no usable annotations "
+                     f"({_listed(gone)}){why}; scoring {len(index.sequences)}")
 
 
 
 
 def _load_all(
-    trackers: Mapping[str, Path], sequences: list[Sequence], convention: str, console: Console | None
+    trackers: Mapping[str, Path], sequences: list[LasotSequence], convention: str, reporter: Reporter
 ) -> list[TrackerResults]:
-    """Read every tracker's files, with a progress bar when there is a console to draw it on."""
-    total = len(trackers) * len(sequences)
-    if console is None or not console.is_terminal:
-        return [load_tracker_results(n, d, sequences, convention) for n, d in trackers.items()]
-    columns = (TextColumn("reading {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("results", total=total)
-        out = []
-        for name, directory in trackers.items():
-            progress.update(task, description=name)
-            out.append(load_tracker_results(name, directory, sequences, convention,
-                                            on_file=lambda: progress.advance(task)))
-        return out
+    """Read every tracker's files, counting them on the progress task "results"."""
+    reporter.progress("results", completed=0, total=len(trackers) * len(sequences))
+    out = []
+    for name, directory in trackers.items():
+        reporter.progress("results", detail=name)
+        out.append(load_tracker_results(name, directory, sequences, convention,
+                                        count_done=lambda n: reporter.progress("results", advance=n)))
+    return out
 
 
-def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: str) -> dict[str, Any]:
+def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], convention: str) -> dict[str, Any]:
     per_seq = batch_curves([res.boxes[s.name] for s in sequences], [s.gt for s in sequences],
                            [s.absent for s in sequences], convention)
     overall = per_seq.mean(convention)
@@ -137,14 +129,12 @@ def _score_tracker(res: TrackerResults, sequences: list[Sequence], convention: s
     }
 
 
-def _attribute_coverage(sequences: list[Sequence]) -> dict[str, Any]:
+def _attribute_coverage(sequences: list[LasotSequence]) -> dict[str, Any]:
     """Which scored sequences carry LaSOT attributes, and which LaSOT-named ones were refused them.
 
     A sequence gets LaSOT's attributes only when its name and frame count are LaSOT's (`load_sequence`):
     a user's own `person-2` is other footage, and LaSOT person-2's 14 flags would misfile its score.
     """
-    from siamtool.data.lasot import lasot_frame_counts
-
     counts = lasot_frame_counts()
     foreign = [s for s in sequences if not s.attributes and s.name in counts]
     return {
@@ -163,7 +153,7 @@ def evaluate_results(
     skip_missing: bool = False,
     split: str = "test",
     plots: bool = True,
-    console: Console | None = None,
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """Score raw results of several trackers ({tracker name: results folder}) on the sequences of `index`.
 
@@ -171,45 +161,21 @@ def evaluate_results(
     success / precision / normalized-precision PNGs into `out_dir`; returns the report dict (values in
     percent). Missing sequences (in the annotations or in any tracker's folder) raise a one-line
     `DatasetError` unless `skip_missing`, which scores every tracker on the sequences all of them have.
-    Warnings (a one-pixel shift, frame-1 boxes that are not the GT, skipped sequences) go to `console`
+    Warnings (a one-pixel shift, frame-1 boxes that are not the GT, skipped sequences) go to `reporter`
     when given, else to Python's `warnings` as `EvalWarning`.
     """
     check_convention(convention)
     if not results:
         raise SiamtoolError("no results folders to score")
-
-    def warn(message: str) -> None:
-        if console is not None:
-            console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-        else:
-            warnings.warn(message, EvalWarning, stacklevel=3)
-
-    check_annotations(index, split, skip_missing, warn)
+    reporter = reporter or WarningsReporter(EvalWarning)
+    check_annotations(index, split, skip_missing, reporter)
     boxless = index.boxless_lines()
     if boxless:
-        warn(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0), e.g. "
-             f"{boxless[0]}: scored as failures for success and precision, as the LaSOT toolkits do")
+        reporter.warning(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0), "
+                         f"e.g. {boxless[0]}: scored as failures for success and precision, as the LaSOT toolkits do")
     sequences = list(index.sequences)
-    loaded = _load_all({k: Path(v) for k, v in results.items()}, sequences, convention, console)
-
-    for res in loaded:
-        if res.missing and not skip_missing:
-            raise DatasetError(
-                f"{res.directory}: no results for {len(res.missing)} of {len(sequences)} sequences: "
-                f"{_listed(res.missing)} (expected {res.directory}/<sequence>.txt; pass --skip-missing to "
-                "score only the sequences every tracker has)"
-            )
-    missing_any = {name for res in loaded for name in res.missing}
-    scored = [s for s in sequences if s.name not in missing_any]
-    if not scored:
-        raise DatasetError(f"no sequence has results from every tracker ({', '.join(results)}): nothing to score")
-    for res in loaded:
-        if res.missing:
-            warn(f"{res.name}: {len(res.missing)} of {len(sequences)} sequences have no results "
-                 f"({_listed(res.missing)}); scoring {len(scored)} sequences for every tracker")
-        for message in frame1_warnings(res):
-            warn(message)
-
+    loaded = _load_all({k: Path(v) for k, v in results.items()}, sequences, convention, reporter)
+    scored = _common_sequences(loaded, sequences, skip_missing, reporter)
     report = {
         "trackers": {res.name: _score_tracker(res, scored, convention) for res in loaded},
         "convention": convention,
@@ -224,6 +190,31 @@ def evaluate_results(
     if plots and out_dir is not None:
         write_plots(report, out_dir)
     return report
+
+
+def _common_sequences(loaded: list[TrackerResults], sequences: list[LasotSequence], skip_missing: bool,
+                      reporter: Reporter) -> list[LasotSequence]:
+    """The sequences every tracker has results for: all of them, or with `skip_missing` the common ones
+    (said out loud, with each tracker's frame-1 warnings)."""
+    for res in loaded:
+        if res.missing and not skip_missing:
+            raise DatasetError(
+                f"{res.directory}: no results for {len(res.missing)} of {len(sequences)} sequences: "
+                f"{_listed(res.missing)} (expected {res.directory}/<sequence>.txt; pass --skip-missing to "
+                "score only the sequences every tracker has)"
+            )
+    missing_any = {name for res in loaded for name in res.missing}
+    scored = [s for s in sequences if s.name not in missing_any]
+    if not scored:
+        names = ", ".join(res.name for res in loaded)
+        raise DatasetError(f"no sequence has results from every tracker ({names}): nothing to score")
+    for res in loaded:
+        if res.missing:
+            reporter.warning(f"{res.name}: {len(res.missing)} of {len(sequences)} sequences have no results "
+                             f"({_listed(res.missing)}); scoring {len(scored)} sequences for every tracker")
+        for message in frame1_warnings(res):
+            reporter.warning(message)
+    return scored
 
 
 # ------------------------------------------------------------------------------------------- plots
@@ -276,53 +267,7 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     return written
 
 
-# ------------------------------------------------------------------------------------------ tables
-
-
-def summary_table(report: dict[str, Any]) -> Table:
-    """Tracker, AUC, P_norm, P, sequences: best AUC first, four decimals (the toolkits' numbers exactly)."""
-    table = Table(title=f"LaSOT {report['split']} ({report['convention']} convention)")
-    table.add_column("tracker")
-    for col in ("AUC", "P_norm", "P", "sequences"):
-        table.add_column(col, justify="right")
-    trackers = report["trackers"]
-    for name in sorted(trackers, key=lambda n: -trackers[n]["success_auc"]):
-        t = trackers[name]
-        table.add_row(name, f"{t['success_auc']:.4f}", f"{t['norm_precision_20']:.4f}", f"{t['precision_20']:.4f}",
-                      str(t["sequences"]))
-    return table
-
-
-def attribute_table(report: dict[str, Any]) -> Table | None:
-    """Success AUC per LaSOT attribute and tracker (None when the sequences carry no attributes)."""
-    trackers = report["trackers"]
-    first = next(iter(trackers.values()))["per_attribute"]
-    if not first:
-        return None
-    table = Table(title="Success AUC per attribute")
-    table.add_column("attribute")
-    table.add_column("seqs", justify="right")
-    names = sorted(trackers, key=lambda n: -trackers[n]["success_auc"])
-    for name in names:
-        table.add_column(name, justify="right")
-    for code, entry in first.items():
-        if not entry["sequences"]:
-            continue
-        row = [f"{code} {entry['name']}", str(entry["sequences"])]
-        row += [f"{trackers[n]['per_attribute'][code]['success_auc']:.2f}" for n in names]
-        table.add_row(*row)
-    return table
-
-
-def print_report(report: dict[str, Any], console: Console) -> None:
-    """The summary table, then the per-attribute table."""
-    console.print(summary_table(report))
-    attrs = attribute_table(report)
-    if attrs is not None:
-        console.print(attrs)
-    note = attribute_note(report)
-    if note:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+# ------------------------------------------------------------------------------------------- notes
 
 
 def attribute_note(report: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.lasot import Sequence, parse_boxes
+from siamtool.data.lasot import LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 from siamtool.eval.metrics import check_convention
 
@@ -148,14 +148,14 @@ def frame1_warnings(results: TrackerResults) -> list[str]:
 def load_tracker_results(
     name: str,
     directory: str | Path,
-    sequences: list[Sequence],
+    sequences: list[LasotSequence],
     convention: str = "pytracking",
-    on_file: Callable[[], None] | None = None,
+    count_done: Callable[[int], None] | None = None,
 ) -> TrackerResults:
-    """Read `directory/<sequence>.txt` for each `Sequence`; absent files go to `missing`, not an error.
+    """Read `directory/<sequence>.txt` for each `LasotSequence`; absent files go to `missing`, not an error.
 
-    Whether missing sequences are an error is the caller's decision (`--skip-missing`). `on_file` is
-    called once per sequence (progress bars).
+    Whether missing sequences are an error is the caller's decision (`--skip-missing`). `count_done(1)`
+    is called once per sequence (progress bars).
     """
     directory = check_results_dir(directory)
     out = TrackerResults(name=name, directory=directory)
@@ -167,7 +167,7 @@ def load_tracker_results(
             boxes = read_result_file(path, seq.n_frames, convention)
             out.boxes[seq.name] = boxes
             out.frame1[seq.name] = boxes[0] - seq.gt[0]  # cleaning never touches frame 1
-        if on_file is not None:
-            on_file()
+        if count_done is not None:
+            count_done(1)
     return out
 

@@ -22,13 +22,10 @@ cores are not oversubscribed), one process per visible GPU on CUDA. Longest sequ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import multiprocessing as mp
-import queue as queue_mod
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,17 +33,23 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from siamtool import __version__
 from siamtool.config import Config
-from siamtool.data.lasot import Index, Sequence
+from siamtool.data.lasot import Index, LasotSequence, index_lasot
 from siamtool.device import available_cores
 from siamtool.errors import SiamtoolError
+from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
 from siamtool.fileio import write_json_atomic, write_text_atomic
 from siamtool.geometry import from_lasot, to_lasot
 from siamtool.images import read_image
+from siamtool.models.checkpoint import checkpoint_config, load_checkpoint
+from siamtool.pool import report_progress, run_in_pool
+from siamtool.provenance import differences, file_digest, state_digest
+from siamtool.reporting import SILENT, Reporter
+from siamtool.tracking.backends import load_backend, merge_tracking_config, require_tracker, tracker_name
+from siamtool.tracking.cache import cached_onnx_backend, use_onnx
+from siamtool.tracking.tracker import Tracker
 
 FRAMES_DIR = "frames"
 RUN_FILE = "run.json"
@@ -73,7 +76,7 @@ def _count_lines(path: Path) -> int:
         return -1
 
 
-def is_finished(tracker_dir: Path, seq: Sequence) -> bool:
+def is_finished(tracker_dir: Path, seq: LasotSequence) -> bool:
     """A sequence is done when its raw result has one line per frame and its per-frame file exists."""
     return (_count_lines(result_file(tracker_dir, seq.name)) == seq.n_frames
             and _count_lines(frames_file(tracker_dir, seq.name)) == seq.n_frames + 1)
@@ -106,8 +109,8 @@ class SequenceOutcome:
     """Why the sequence produced no result (e.g. an unreadable first frame)."""
 
 
-def track_sequence(tracker: Any, seq: Sequence, tracker_dir: Path,
-                   on_frame: Callable[[], None] | None = None) -> SequenceOutcome:
+def track_sequence(tracker: Any, seq: LasotSequence, tracker_dir: Path,
+                   count_done: Callable[[int], None] | None = None) -> SequenceOutcome:
     """Track one sequence from its frame-1 ground truth and write its files (atomic, .txt last)."""
     out = SequenceOutcome(seq.name, frames=seq.n_frames)
     init = from_lasot(seq.gt[0])
@@ -137,8 +140,8 @@ def track_sequence(tracker: Any, seq: Sequence, tracker_dir: Path,
             out.lost += int(r.lost)
             rows[i] = (i + 1, r.time_s * 1e3, r.score, int(r.lost))
         boxes[i] = to_lasot(box)
-        if on_frame is not None:
-            on_frame()
+        if count_done is not None:
+            count_done(1)
     csv = "frame,time_ms,score,lost\n" + "".join(
         f"{int(f)},{t:.3f},{s:.4f},{int(lost)}\n" for f, t, s, lost in rows)
     write_text_atomic(frames_file(tracker_dir, seq.name), csv)
@@ -158,24 +161,28 @@ class TrackerSpec:
     cfg: Config
     """The user's config (its `track` section is used; data/model come from the checkpoint)."""
 
-    def build(self, device: torch.device) -> tuple[Any, Config, str]:
-        from siamtool.tracking.backends import load_backend
-        from siamtool.tracking.tracker import Tracker
-
-        backend, cfg, name = load_backend(self.checkpoint, self.onnx, device, self.cfg)
+    def build(self, device: torch.device, reporter: Reporter = SILENT) -> tuple[Any, Config, str]:
+        backend, cfg, name = load_backend(self.checkpoint, self.onnx, device, self.cfg, reporter)
         return Tracker(backend, cfg), cfg, name
+
+    def export_once(self, device: str, reporter: Reporter = SILENT) -> None:
+        """Make the cached ONNX export of a checkpoint here, before worker processes need it: they find it
+        in the cache, and its one-off announcement reaches `reporter` instead of a worker's stderr."""
+        runtime = self.cfg.track.backend
+        if self.checkpoint is not None and use_onnx(runtime, torch.device(device).type):
+            cached_onnx_backend(self.checkpoint, device, reporter, runtime)
 
 
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(spec: TrackerSpec, devices: Any, threads: int, progress: Any) -> None:
+def _init_worker(spec: TrackerSpec, devices: Any, threads: int) -> None:
     """Pool initializer: take a device, set the thread count, build this process's tracker once.
 
     A failure is kept and raised by the first task, so the main process sees the real one-line error
     instead of a "broken process pool".
     """
-    _worker.update(progress=progress, pending=0, error=None)
+    _worker.update(pending=0, error=None)
     try:
         device = devices.get()
         torch.set_num_threads(threads)
@@ -187,20 +194,21 @@ def _init_worker(spec: TrackerSpec, devices: Any, threads: int, progress: Any) -
 
 def _flush_progress(force: bool = False) -> None:
     if _worker["pending"] and (force or _worker["pending"] >= 25):
-        _worker["progress"].put(_worker["pending"])
+        report_progress(_worker["pending"])
         _worker["pending"] = 0
 
 
-def _on_worker_frame() -> None:
-    _worker["pending"] += 1
+def _count_worker_frames(n: int) -> None:
+    _worker["pending"] += n
     _flush_progress()
 
 
-def _run_in_worker(seq: Sequence, tracker_dir: Path) -> SequenceOutcome:
+def _run_in_worker(job: tuple[LasotSequence, Path]) -> SequenceOutcome:
+    seq, tracker_dir = job
     if _worker["error"] is not None:
         raise _worker["error"]
     try:
-        return track_sequence(_worker["tracker"], seq, tracker_dir, _on_worker_frame)
+        return track_sequence(_worker["tracker"], seq, tracker_dir, _count_worker_frames)
     finally:
         _flush_progress(force=True)
 
@@ -237,38 +245,21 @@ class RunSummary:
                 "processes": self.processes, "threads_per_process": self.threads}
 
 
-def _sha256_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def _describe(spec: TrackerSpec) -> tuple[str, Config, dict[str, Any]]:
     """Name, merged config and fingerprint of the tracker, without building the model (fast, main process).
 
     The fingerprint is what must match for results to be resumed: the trained weights, the crop
     geometry and the tracking knobs.
     """
-    from siamtool.tracking.backends import merge_tracking_config, require_tracker, tracker_name
-
     require_tracker(spec.checkpoint, spec.onnx)
     if spec.checkpoint is not None:
-        from siamtool.engine.checkpoint import checkpoint_config, load_checkpoint
-
         ckpt = load_checkpoint(spec.checkpoint)  # one-line error for a missing or foreign file
         cfg = merge_tracking_config(checkpoint_config(ckpt, source=f"{spec.checkpoint} (config)"), spec.cfg)
-        h = hashlib.sha256()
-        for key, tensor in sorted(ckpt["model"].items()):
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        weights = {"checkpoint": str(Path(spec.checkpoint).resolve()), "weights_sha256": h.hexdigest()}
+        weights = {"checkpoint": str(Path(spec.checkpoint).resolve()), "weights_sha256": state_digest(ckpt["model"])}
     else:
         _, cfg, _ = spec.build(torch.device("cpu"))
         onnx = Path(spec.onnx)  # type: ignore[arg-type]
-        weights = {"onnx": str(onnx.resolve()), "weights_sha256": _sha256_files(sorted(onnx.glob("*.onnx")))}
+        weights = {"onnx": str(onnx.resolve()), "weights_sha256": file_digest(sorted(onnx.glob("*.onnx")))}
     d = cfg.to_dict()
     fingerprint = {**weights, "data": d["data"], "model": d["model"], "track": d["track"]}
     return tracker_name(spec.checkpoint, spec.onnx), cfg, fingerprint
@@ -282,8 +273,8 @@ def _check_run_folder(tracker_dir: Path, fingerprint: dict[str, Any]) -> None:
         previous = json.loads(path.read_text()).get("fingerprint")
     except (OSError, json.JSONDecodeError):
         previous = None
-    if previous is not None and previous != fingerprint:
-        changed = [k for k in fingerprint if previous.get(k) != fingerprint[k]]
+    changed = [d.key for d in differences(previous, fingerprint, depth=1, sort=False)] if previous is not None else []
+    if changed:
         raise SiamtoolError(
             f"{tracker_dir}: holds results of a different tracker setup (changed: {', '.join(changed)}); "
             "pass --name NEW or another --out, or delete the folder to start over"
@@ -310,12 +301,12 @@ def run_tracker(
     requested_device: str = "auto",
     workers: int = 1,
     name: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    status: Callable[[str], None] | None = None,
+    reporter: Reporter = SILENT,
 ) -> RunSummary:
     """Track every sequence of `index` that is not finished yet; returns what was done and the timing.
 
-    `progress(done_frames, total_frames)` is called as frames complete; `status(line)` gets one-line notes.
+    Frames count on the progress task "frames" as they complete; resumed sequences, unreadable frames
+    and the first export of a checkpoint (`siamtool.tracking.cache`) are reported too.
     """
     default_name, cfg, fingerprint = _describe(spec)
     name = name or default_name
@@ -326,43 +317,63 @@ def run_tracker(
 
     devices, threads = _devices(device, requested_device, workers)
     seqs = sorted(index.sequences, key=lambda s: -s.n_frames)
-    done = [s for s in seqs if is_finished(tracker_dir, s)]
     todo = [s for s in seqs if not is_finished(tracker_dir, s)]
     devices = devices[: max(1, len(todo))]
-    summary = RunSummary(name, tracker_dir, sequences=len(seqs), resumed=len(done), processes=len(devices),
-                         threads=threads, device=devices[0])
-    if done and status is not None:
-        status(f"resuming: {len(done)} of {len(seqs)} sequences already tracked in {tracker_dir}")
-    total = sum(s.n_frames for s in todo)
-    count = 0
-
-    def advance(n: int = 1) -> None:
-        nonlocal count
-        count += n
-        if progress is not None:
-            progress(count, total)
-
+    summary = RunSummary(name, tracker_dir, sequences=len(seqs), resumed=len(seqs) - len(todo),
+                         processes=len(devices), threads=threads, device=devices[0])
+    if summary.resumed:
+        reporter.status(f"resuming: {summary.resumed} of {len(seqs)} sequences already tracked in {tracker_dir}")
     start = time.perf_counter()
+    outcomes = _track_all(spec, todo, tracker_dir, devices, threads, summary, reporter)
+    summary.wall_seconds = time.perf_counter() - start
+    _count_outcomes(summary, outcomes, reporter)
+    _count_finished(summary, seqs, tracker_dir)
+    write_json_atomic(tracker_dir / RUN_FILE, {
+        "tracker": name, "siamtool_version": __version__, "fingerprint": fingerprint,
+        "timing": summary.timing(), "sequences": summary.sequences, "failed": summary.failed,
+        "corrupt_frames": summary.corrupt_frames,
+    })
+    return summary
+
+
+def _track_all(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, devices: list[str], threads: int,
+               summary: RunSummary, reporter: Reporter) -> list[SequenceOutcome]:
+    """Track the unfinished sequences, in this process (one device) or one process per device."""
+    total = sum(s.n_frames for s in todo)
+    done = 0
+
+    def count_done(n: int) -> None:
+        nonlocal done
+        done += n
+        reporter.progress("frames", completed=done, total=total)
+
     outcomes: list[SequenceOutcome] = []
     if todo and len(devices) == 1:
         # In this process: leave torch's thread count as the caller set it (all cores by default).
         summary.threads = torch.get_num_threads()
-        tracker, _, _ = spec.build(torch.device(devices[0]))
+        tracker, _, _ = spec.build(torch.device(devices[0]), reporter)
         for seq in todo:
-            outcomes.append(track_sequence(tracker, seq, tracker_dir, advance))
-            advance(1 if outcomes[-1].error is None else seq.n_frames)  # the first frame, or all
+            outcomes.append(track_sequence(tracker, seq, tracker_dir, count_done))
+            count_done(1 if outcomes[-1].error is None else seq.n_frames)  # the first frame, or all
     elif todo:
-        outcomes = _run_pool(spec, todo, tracker_dir, devices, threads, advance)
-    summary.wall_seconds = time.perf_counter() - start
+        spec.export_once(devices[0], reporter)
+        outcomes = _run_pool(spec, todo, tracker_dir, devices, threads, count_done)
+    return outcomes
 
+
+def _count_outcomes(summary: RunSummary, outcomes: list[SequenceOutcome], reporter: Reporter) -> None:
     for o in outcomes:
         if o.error:
             summary.failed.append(o.error)
         summary.corrupt_frames += len(o.corrupt)
-        if o.corrupt and status is not None:
+        if o.corrupt:
             shown = ", ".join(map(str, o.corrupt[:5])) + (" ..." if len(o.corrupt) > 5 else "")
-            status(f"{o.name}: {len(o.corrupt)} unreadable frame(s) ({shown}): previous box kept, counted lost")
-    # Timing and loss over every finished sequence, including those of earlier (resumed) runs.
+            reporter.status(f"{o.name}: {len(o.corrupt)} unreadable frame(s) ({shown}): previous box kept, "
+                            "counted lost")
+
+
+def _count_finished(summary: RunSummary, seqs: list[LasotSequence], tracker_dir: Path) -> None:
+    """Timing and loss over every finished sequence, including those of earlier (resumed) runs."""
     for s in seqs:
         if not is_finished(tracker_dir, s):
             continue
@@ -372,43 +383,21 @@ def run_tracker(
         summary.tracked_frames += len(tracked)
         summary.track_seconds += float(tracked[:, 1].sum()) / 1e3
         summary.lost_frames += int(rows[1:, 3].sum())
-    write_json_atomic(tracker_dir / RUN_FILE, {
-        "tracker": name, "siamtool_version": __version__, "fingerprint": fingerprint,
-        "timing": summary.timing(), "sequences": summary.sequences, "failed": summary.failed,
-        "corrupt_frames": summary.corrupt_frames,
-    })
-    return summary
 
 
-def _run_pool(spec: TrackerSpec, todo: list[Sequence], tracker_dir: Path, devices: list[str], threads: int,
-              advance: Callable[[int], None]) -> list[SequenceOutcome]:
-    ctx = mp.get_context("spawn")
-    progress_q = ctx.Queue()
-    device_q = ctx.Queue()
+def _run_pool(spec: TrackerSpec, todo: list[LasotSequence], tracker_dir: Path, devices: list[str], threads: int,
+              count_done: Callable[[int], None]) -> list[SequenceOutcome]:
+    """One spawned process per device (see the module docstring), each with its own tracker."""
+    device_q = mp.get_context("spawn").Queue()
     for d in devices:
         device_q.put(d)
     outcomes: list[SequenceOutcome] = []
-
-    def drain() -> None:
-        with contextlib.suppress(queue_mod.Empty):
-            while True:
-                advance(progress_q.get_nowait())
-
-    pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
-                               initargs=(spec, device_q, threads, progress_q))
-    try:
-        pending = {pool.submit(_run_in_worker, seq, tracker_dir) for seq in todo}
-        while pending:
-            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            drain()
-            for fut in finished:
-                outcomes.append(fut.result())
-                advance(1 if outcomes[-1].error is None else outcomes[-1].frames)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    drain()
+    jobs = [(seq, tracker_dir) for seq in todo]
+    with contextlib.closing(run_in_pool(_run_in_worker, jobs, len(devices), count_done, initializer=_init_worker,
+                                        initargs=(spec, device_q, threads))) as results:
+        for outcome in results:
+            outcomes.append(outcome)
+            count_done(1 if outcome.error is None else outcome.frames)
     return outcomes
 
 
@@ -426,39 +415,23 @@ def evaluate_tracker(
     name: str | None = None,
     others: dict[str, Path] | None = None,
     report_json: Path | None = None,
-    console: Console | None = None,
+    reporter: Reporter = SILENT,
 ) -> tuple[RunSummary, dict[str, Any]]:
     """`eval --checkpoint`: track the split (resumable), then score it with `evaluate_results`.
 
     `others` are existing results folders ({name: folder}) scored alongside, e.g. published baselines.
     The JSON report gets a "tracking" entry with the FPS and what was timed.
     """
-    from siamtool.data.lasot import index_lasot
-    from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
-
-    console = console or Console(quiet=True)
     ecfg = spec.cfg.eval
     index = index_lasot(lasot, split, require_images=True)
-
-    def note(line: str) -> None:
-        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-
     # Refuse an incomplete split before hours of tracking, with the same rule and words as scoring.
-    check_annotations(index, split, ecfg.skip_missing, note)
-    columns = (TextColumn("tracking"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("frames", total=None)
-        summary = run_tracker(
-            index, out, spec, device, requested_device, workers, name,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            status=lambda line: console.print(line, highlight=False, soft_wrap=True),
-        )
+    check_annotations(index, split, ecfg.skip_missing, reporter)
+    summary = run_tracker(index, out, spec, device, requested_device, workers, name, reporter)
     for line in summary.failed:
-        note(line)
+        reporter.warning(line)
     results = {summary.tracker: summary.directory, **(others or {})}
     report = evaluate_results(results, index, out_dir=out, report_path=report_json, convention=ecfg.convention,
-                              skip_missing=ecfg.skip_missing, split=split, plots=ecfg.plots, console=console)
+                              skip_missing=ecfg.skip_missing, split=split, plots=ecfg.plots, reporter=reporter)
     add_timing_to_report(Path(report_json) if report_json else Path(out) / REPORT_FILE, summary)
     return summary, report
 

@@ -15,7 +15,8 @@ The backbone's mean/std normalisation is inside the graphs and the search graph 
 `siamtool.models.decode.decode` (the one decoder shared with training and the Tracker), so a runtime feeds
 raw pixels and reads decoded boxes. Everything a runtime needs to crop like training did (crop sizes,
 context factor, stride, normalisation, the full resolved config) is stored in each graph's
-``metadata_props``; the keys are listed in `METADATA_KEYS`.
+``metadata_props``; the keys are listed in `siamtool.onnx_format.METADATA_KEYS`, with the file names
+and the checks every runtime applies.
 
 Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``). It exports every backbone
 of the registry (DINOv3 ViT with RoPE, ConvNeXt, torchvision, EfficientNet-Lite0) to graphs that match
@@ -24,8 +25,8 @@ needs no extra package. The dynamo exporter gave the same differences and the sa
 a trial (README `export`) but needs `onnxscript` and `onnx-ir`; switch to it when torch removes this one.
 
 Every export is checked before it is kept: onnx.checker on both graphs, then both graphs run in
-onnxruntime on real crops (a frame of ``../shared/data/real_lasot`` when present, else a rendered
-synthetic frame), cut by the Tracker's own crop function, at batch 2 (so the dynamic batch axis is
+onnxruntime on crops of rendered synthetic frames (or the frames the caller passes as `parity`, e.g.
+`lasot_parity_frames` of a LaSOT folder), cut by the Tracker's own crop function, at batch 2 (so the dynamic batch axis is
 exercised) and compared with PyTorch. Graphs that fail the tolerance are moved to ``DIR/rejected/``
 and never replace a good export, so ``--onnx DIR`` cannot pick them up.
 """
@@ -34,68 +35,57 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from siamtool import __version__
 from siamtool.config import Config
+from siamtool.data.lasot import find_sequences, load_sequence
+from siamtool.data.synthetic import render_sequence
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import write_json_atomic
+from siamtool.geometry import CropGeometry, crop_antialiased, from_lasot
+from siamtool.models.backbones import get_spec
+from siamtool.models.checkpoint import checkpoint_path, load_model
+from siamtool.models.decode import decode
+from siamtool.onnx_format import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    FP16_DIR,
+    METADATA_KEYS,
+    REJECTED_DIR,
+    REPORT_FILE,
+    SEARCH_FILE,
+    SEARCH_INPUTS,
+    SEARCH_OUTPUTS,
+    TEMPLATE_FILE,
+    TEMPLATE_INPUTS,
+    TEMPLATE_OUTPUTS,
+    onnx_session,
+    to_nchw,
+)
+from siamtool.provenance import file_digest, state_digest, text_digest
+from siamtool.reporting import SILENT, Reporter
 
-FORMAT = "siamtool-onnx"
-FORMAT_VERSION = 2
-"""Bumped when the graphs' inputs, outputs or metadata change meaning; the backend refuses other values."""
-TEMPLATE_FILE = "template.onnx"
-SEARCH_FILE = "search.onnx"
-FP16_DIR = "fp16"
-"""`--fp16` writes a second pair of graphs here (same names, same inputs/outputs in float32)."""
-REJECTED_DIR = "rejected"
-REPORT_FILE = "export.json"
-CONFIG_FILE = "config.yaml"
 MIN_OPSET = 17
 PROTOBUF_LIMIT = 2**31 - 1
 """A protobuf message cannot exceed 2 GiB: larger graphs keep their weights in a `<graph>.onnx.data` file."""
 FP16_TOLERANCE = 2e-2
 """fp16 graphs are compared with fp32 PyTorch on score and on boxes / search_size (fractions of the crop)."""
-
-TEMPLATE_INPUTS, TEMPLATE_OUTPUTS = ["template"], ["template_features"]
-SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes", "search_features"]
-
-METADATA_KEYS = {
-    "format": f"always {FORMAT!r}",
-    "format_version": f"integer, {FORMAT_VERSION} for this siamtool",
-    "graph": "'template' or 'search'",
-    "export_id": "hash of the weights, config and export settings; both graphs of one export share it",
-    "siamtool_version": "version that wrote the graphs",
-    "precision": "'fp32' or 'fp16' (inputs and outputs are float32 either way)",
-    "opset": "ONNX opset of the default domain",
-    "checkpoint_sha256": "sha256 of the checkpoint file exported ('' when exported from memory)",
-    "backbone": "backbone registry name",
-    "stride": "feature stride in pixels (score/boxes cell size)",
-    "template_size": "template crop side T in pixels",
-    "search_size": "search crop side S in pixels",
-    "feat_size": "score map side H = W = S / stride",
-    "context": "context factor of the crop windows (data.context)",
-    "crop": "JSON: the data config (crop sizes, context, margins) the model was trained with",
-    "normalization": "JSON: mean/std on a 0..1 RGB scale; applied inside the graph",
-    "input_format": "layout and range of the image inputs",
-    "outputs": "meaning and units of the outputs",
-    "config": "JSON: the full resolved siamtool config",
-}
-
 
 # ------------------------------------------------------------------------------------------ graphs
 
@@ -121,8 +111,6 @@ class SearchGraph(nn.Module):
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        from siamtool.models.decode import decode
-
         self.model = model
         self.dtype = dtype
         self._decode = decode
@@ -136,28 +124,9 @@ class SearchGraph(nn.Module):
 # ---------------------------------------------------------------------------------------- metadata
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256 over every tensor of the model (frozen backbone included): what the graphs compute."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def build_metadata(model: nn.Module, cfg: Config, *, graph: str, export_id: str, precision: str, opset: int,
                    checkpoint_sha256: str = "") -> dict[str, str]:
     """The `metadata_props` of one graph: everything a runtime needs to crop, feed and read it."""
-    from siamtool.models.backbones import get_spec
-
     spec = get_spec(cfg.model.backbone)
     d = cfg.data
     meta = {
@@ -189,94 +158,6 @@ def build_metadata(model: nn.Module, cfg: Config, *, graph: str, export_id: str,
     return meta
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file (weights are not loaded)."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # noqa: BLE001 - truncated or non-ONNX file
-        raise SiamtoolError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:120] if str(e) else e!r})"
-                            ) from None
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def check_pair_metadata(template_meta: dict[str, str], search_meta: dict[str, str], where: str) -> None:
-    """Refuse graphs that are not one siamtool export of this format: one line naming the problem."""
-    for name, meta, role in ((TEMPLATE_FILE, template_meta, "template"), (SEARCH_FILE, search_meta, "search")):
-        if meta.get("format") != FORMAT:
-            raise SiamtoolError(f"{where}/{name}: not a siamtool export (no '{FORMAT}' metadata); "
-                                f"write the folder with `siamtool export CHECKPOINT --out DIR`")
-        version = meta.get("format_version", "?")
-        if version != str(FORMAT_VERSION):
-            raise SiamtoolError(f"{where}/{name}: export format {version}, this siamtool ({__version__}) reads "
-                                f"format {FORMAT_VERSION}; export the checkpoint again with this version")
-        if meta.get("graph") != role:
-            raise SiamtoolError(f"{where}/{name}: holds the {meta.get('graph')!r} graph, expected {role!r}")
-    for key in ("export_id", "precision"):
-        if template_meta.get(key) != search_meta.get(key):
-            raise SiamtoolError(
-                f"{where}: {TEMPLATE_FILE} and {SEARCH_FILE} come from different exports ({key} "
-                f"{template_meta.get(key, '?')[:12]} vs {search_meta.get(key, '?')[:12]}); export both again")
-
-
-@dataclass(frozen=True)
-class ExportSpec:
-    """What every runtime reads from an export folder: its graphs and what their metadata promise.
-
-    One reader for all backends (onnxruntime, OpenCV DNN) so that they refuse the same folders with the
-    same lines and hand the Tracker the same crop geometry.
-    """
-
-    path: Path
-    template_path: Path
-    search_path: Path
-    metadata: dict[str, str]
-    """The template graph's metadata_props (`METADATA_KEYS`)."""
-    cfg: Config
-    """The full config stored in the export: `cfg.data` is the crop geometry the Tracker must use."""
-    template_size: int
-    search_size: int
-    stride: int
-    precision: str
-    export_id: str
-
-
-def export_graph_files(path: str | Path) -> tuple[Path, Path]:
-    """(template.onnx, search.onnx) of an export folder; one line naming what is missing otherwise."""
-    path = Path(path)
-    if not path.is_dir():
-        raise SiamtoolError(f"{path}: ONNX export folder not found (write one with "
-                            f"`siamtool export CHECKPOINT --out DIR`)")
-    files = (path / TEMPLATE_FILE, path / SEARCH_FILE)
-    for file in files:
-        if not file.is_file():
-            raise SiamtoolError(f"{file}: missing; {path} is not a complete `siamtool export` folder")
-    return files
-
-
-def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
-                search_meta: dict[str, str] | None = None) -> ExportSpec:
-    """Check that a folder holds one siamtool export of this format and read its config and sizes.
-
-    `template_meta`/`search_meta` are the graphs' metadata_props when the runtime already has them
-    (onnxruntime reads them while loading); otherwise they are read from the files with `onnx`.
-    """
-    from siamtool.config import config_from_dict
-
-    template_path, search_path = export_graph_files(path)
-    path = Path(path)
-    t_meta = read_metadata(template_path) if template_meta is None else dict(template_meta)
-    s_meta = read_metadata(search_path) if search_meta is None else dict(search_meta)
-    check_pair_metadata(t_meta, s_meta, str(path))
-    cfg = config_from_dict(json.loads(t_meta["config"]), source=f"{template_path} (config)")
-    spec = ExportSpec(path, template_path, search_path, t_meta, cfg, int(t_meta["template_size"]),
-                      int(t_meta["search_size"]), int(t_meta["stride"]), t_meta["precision"], t_meta["export_id"])
-    if (cfg.data.template_size, cfg.data.search_size) != (spec.template_size, spec.search_size):
-        raise SiamtoolError(f"{path}: graph metadata contradicts its own config (crop sizes); export again")
-    return spec
-
-
 # ----------------------------------------------------------------------------------- parity crops
 
 
@@ -291,70 +172,54 @@ class Sample:
     source: str
 
 
-def shared_data_candidates() -> list[Path]:
-    """Where ``../shared/data/real_lasot`` may be: beside the current folder or beside the source checkout."""
-    here = Path(__file__).resolve().parents[2]
-    return [Path.cwd().parent / "shared" / "data" / "real_lasot", here.parent / "shared" / "data" / "real_lasot"]
+ParityFrames = tuple[list[np.ndarray], np.ndarray, str]
+"""Four BGR frames, their 0-based x,y,w,h boxes (4, 4) and a line naming where they come from."""
 
 
-def _real_frames() -> tuple[list[np.ndarray], np.ndarray, str] | None:
-    import cv2
-
-    from siamtool.data.lasot import find_sequences, load_sequence
-    from siamtool.geometry import from_lasot
-
-    for root in shared_data_candidates():
-        if not root.is_dir():
+def lasot_parity_frames(root: str | Path) -> ParityFrames | None:
+    """Frames 0, 5, 10 and 15 (of the usable ones) of the first LaSOT-layout sequence under `root` that
+    has them, for a parity check on real images; None when there is none."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    for name, path in sorted(find_sequences(root).items()):
+        try:
+            seq = load_sequence(path, require_images=False)
+        except SiamtoolError:
             continue
-        for name, path in sorted(find_sequences(root).items()):
-            try:
-                seq = load_sequence(path, require_images=False)
-            except SiamtoolError:
-                continue
-            usable = np.flatnonzero(seq.usable)
-            if len(usable) < 16:
-                continue
-            idx = [int(usable[0]), int(usable[5]), int(usable[10]), int(usable[15])]
-            frames = [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in idx]
-            if any(f is None for f in frames):
-                continue
-            return frames, from_lasot(seq.gt[idx]), f"{root}/{seq.class_name}/{name} frames {idx}"
+        usable = np.flatnonzero(seq.usable)
+        if len(usable) < 16:
+            continue
+        idx = [int(usable[0]), int(usable[5]), int(usable[10]), int(usable[15])]
+        frames = [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in idx]
+        if any(f is None for f in frames):
+            continue
+        return frames, from_lasot(seq.gt[idx]), f"{root}/{seq.class_name}/{name} frames {idx}"
     return None
 
 
-def _synthetic_frames() -> tuple[list[np.ndarray], np.ndarray, str]:
-    from siamtool.data.synthetic import render_sequence
-
+def synthetic_parity_frames() -> ParityFrames:
+    """The default parity frames: four frames of a rendered clip (seeded, so every export sees the same)."""
     frames, boxes, _, _ = render_sequence(np.random.default_rng(7), 16, (320, 240))
     idx = [0, 5, 10, 15]
-    return [frames[i] for i in idx], boxes[idx], "synthetic frames (../shared/data/real_lasot not found)"
+    return [frames[i] for i in idx], boxes[idx], "synthetic frames"
 
 
-def parity_sample(cfg: Config) -> Sample:
+def parity_sample(cfg: Config, frames: ParityFrames | None = None) -> Sample:
     """Two template crops and two search crops, cut as the Tracker cuts them (same function, same windows).
 
     Templates from frames 0 and 10, searches from frames 5 and 15 around the box of the template frame:
-    the target is off-centre in the search crop, as while tracking.
+    the target is off-centre in the search crop, as while tracking. `frames` defaults to
+    `synthetic_parity_frames`; `lasot_parity_frames` gives real ones.
     """
-    from siamtool.geometry import crop_like_prepare, search_window, template_window
-
-    found = _real_frames() or _synthetic_frames()
-    frames, boxes, source = found
-    d = cfg.data
+    images, boxes, source = frames or synthetic_parity_frames()
+    geometry = CropGeometry.from_data(cfg.data)
     templates, searches = [], []
     for t_i, s_i in ((0, 1), (2, 3)):
-        templates.append(crop_like_prepare(frames[t_i], template_window(boxes[t_i], d.context, d.template_size)))
-        searches.append(crop_like_prepare(frames[s_i], search_window(boxes[t_i], d.context, d.template_size,
-                                                                     d.search_size)))
+        templates.append(crop_antialiased(images[t_i], geometry.template(boxes[t_i])))
+        searches.append(crop_antialiased(images[s_i], geometry.search(boxes[t_i])))
     # BGR -> RGB on the crops, as the Tracker does.
     return Sample(np.stack(templates)[..., ::-1].copy(), np.stack(searches)[..., ::-1].copy(), source)
-
-
-def to_nchw(crops_rgb: np.ndarray) -> np.ndarray:
-    """uint8 (B,H,W,3) or (H,W,3) RGB -> float32 (B,3,H,W) 0..255, the graphs' input format."""
-    if crops_rgb.ndim == 3:
-        crops_rgb = crops_rgb[None]
-    return np.ascontiguousarray(crops_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------- export
@@ -458,20 +323,6 @@ def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
-    """An onnxruntime session; `threads` limits intra-op threads (None: onnxruntime's default)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # warnings about CPU fallbacks of fp16 nodes are not the user's business
-    # No busy-waiting between runs: a tracker does crops, decoding and drawing between two runs, and
-    # spinning worker threads would steal the cores from them (and from a second backend in benchmarks).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
-
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
@@ -534,6 +385,26 @@ def compare_with_torch(model: nn.Module, pair: GraphPair, sample: Sample, search
     return out
 
 
+@dataclass(frozen=True)
+class ExportSettings:
+    """The settings of one export, resolved from the arguments and `cfg.export`, checked."""
+
+    opset: int
+    fp16: bool
+    tolerance: float
+
+    @classmethod
+    def resolve(cls, cfg: Config, opset: int | None, fp16: bool | None, tolerance: float | None) -> ExportSettings:
+        settings = cls(cfg.export.opset if opset is None else opset, cfg.export.fp16 if fp16 is None else fp16,
+                       cfg.export.tolerance if tolerance is None else tolerance)
+        check_settings(settings.opset, settings.tolerance)
+        return settings
+
+    @property
+    def precisions(self) -> list[str]:
+        return ["fp32", "fp16"] if self.fp16 else ["fp32"]
+
+
 def export_model(
     model: nn.Module,
     cfg: Config,
@@ -543,64 +414,68 @@ def export_model(
     fp16: bool | None = None,
     tolerance: float | None = None,
     checkpoint_sha256: str = "",
-    status: Callable[[str], None] | None = None,
+    reporter: Reporter = SILENT,
+    parity: ParityFrames | None = None,
 ) -> ExportResult:
     """Write template.onnx + search.onnx for `model` into `out`, check them, keep them only if they pass.
 
-    `opset`, `fp16` and `tolerance` default to `cfg.export`. Returns the comparison with PyTorch; graphs
-    that fail are moved to ``out/rejected/`` (the previous good export, if any, is left in place).
-    `status(text)` is called before each slow step (the CLI shows it on a spinner).
+    `opset`, `fp16` and `tolerance` default to `cfg.export`; `parity` are the frames the check crops
+    (default: `synthetic_parity_frames`). Returns the comparison with PyTorch; graphs that fail are
+    moved to ``out/rejected/`` (the previous good export, if any, is left in place). Each slow step is
+    announced through `reporter.status`.
     """
     start = time.perf_counter()
-    opset = cfg.export.opset if opset is None else opset
-    fp16 = cfg.export.fp16 if fp16 is None else fp16
-    tolerance = cfg.export.tolerance if tolerance is None else tolerance
-    check_settings(opset, tolerance)
-    say = status or (lambda text: None)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SiamtoolError(f"--out {out}: is a file; give a folder for template.onnx and search.onnx")
-    out.mkdir(parents=True, exist_ok=True)
+    settings = ExportSettings.resolve(cfg, opset, fp16, tolerance)
+    out = _output_folder(out)
     model = copy.deepcopy(model).float().cpu().eval()
-    sample = parity_sample(cfg)
-
-    digest = hashlib.sha256(
-        f"{weights_digest(model)}|{json.dumps(cfg.to_dict(), sort_keys=True)}|{opset}|{__version__}".encode()
-    ).hexdigest()[:32]
-    z = torch.from_numpy(to_nchw(sample.templates[:1]))
-    x = torch.from_numpy(to_nchw(sample.searches[:1]))
-    with torch.inference_mode():
-        feat = model.template(z)
-
+    sample = parity_sample(cfg, parity)
+    export_id = text_digest(f"{state_digest(model.state_dict())}|{json.dumps(cfg.to_dict(), sort_keys=True)}|"
+                            f"{settings.opset}|{__version__}", 32)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
-        precisions = ["fp32", "fp16"] if fp16 else ["fp32"]
-        pairs: list[GraphPair] = []
-        for precision in precisions:
-            sub = staging if precision == "fp32" else staging / FP16_DIR
-            sub.mkdir(exist_ok=True)
-            net = model if precision == "fp32" else copy.deepcopy(model).half()
-            dtype = torch.float32 if precision == "fp32" else torch.float16
-            pair = GraphPair(precision, sub / TEMPLATE_FILE, sub / SEARCH_FILE,
-                             tolerance=tolerance if precision == "fp32" else FP16_TOLERANCE)
-            common = dict(export_id=f"{digest}-{precision}", precision=precision, opset=opset,
-                          checkpoint_sha256=checkpoint_sha256)
-            say(f"exporting the {precision} template graph")
-            pair.bytes = _export_graph(TemplateGraph(net, dtype).eval(), (z,), pair.template_path, TEMPLATE_INPUTS,
-                                       TEMPLATE_OUTPUTS, opset, build_metadata(model, cfg, graph="template", **common))
-            say(f"exporting the {precision} search graph")
-            pair.bytes += _export_graph(SearchGraph(net, dtype).eval(), (x, feat), pair.search_path, SEARCH_INPUTS,
-                                        SEARCH_OUTPUTS, opset, build_metadata(model, cfg, graph="search", **common))
-            say(f"running the {precision} graphs in onnxruntime and PyTorch")
-            pair.diffs = compare_with_torch(model, pair, sample, cfg.data.search_size)
-            pairs.append(pair)
-        result = ExportResult(out, digest, opset, sample.source, "CPUExecutionProvider", pairs,
+        pairs = [_export_pair(model, cfg, sample, staging, precision, settings, export_id, checkpoint_sha256,
+                              reporter) for precision in settings.precisions]
+        result = ExportResult(out, export_id, settings.opset, sample.source, "CPUExecutionProvider", pairs,
                               time.perf_counter() - start)
         _publish(staging, out, result, cfg)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json_atomic((out if result.passed else out / REJECTED_DIR) / REPORT_FILE, result.to_dict())
     return result
+
+
+def _output_folder(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SiamtoolError(f"--out {out}: is a file; give a folder for template.onnx and search.onnx")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _export_pair(model: nn.Module, cfg: Config, sample: Sample, staging: Path, precision: str,
+                 settings: ExportSettings, export_id: str, checkpoint_sha256: str, reporter: Reporter) -> GraphPair:
+    """Trace both graphs of one precision into `staging` (fp16: its subfolder) and compare them with PyTorch."""
+    sub = staging if precision == "fp32" else staging / FP16_DIR
+    sub.mkdir(exist_ok=True)
+    net = model if precision == "fp32" else copy.deepcopy(model).half()
+    dtype = torch.float32 if precision == "fp32" else torch.float16
+    pair = GraphPair(precision, sub / TEMPLATE_FILE, sub / SEARCH_FILE,
+                     tolerance=settings.tolerance if precision == "fp32" else FP16_TOLERANCE)
+    common = dict(export_id=f"{export_id}-{precision}", precision=precision, opset=settings.opset,
+                  checkpoint_sha256=checkpoint_sha256)
+    z = torch.from_numpy(to_nchw(sample.templates[:1]))
+    x = torch.from_numpy(to_nchw(sample.searches[:1]))
+    with torch.inference_mode():
+        feat = model.template(z)
+    reporter.status(f"exporting the {precision} template graph")
+    pair.bytes = _export_graph(TemplateGraph(net, dtype).eval(), (z,), pair.template_path, TEMPLATE_INPUTS,
+                               TEMPLATE_OUTPUTS, settings.opset, build_metadata(model, cfg, graph="template", **common))
+    reporter.status(f"exporting the {precision} search graph")
+    pair.bytes += _export_graph(SearchGraph(net, dtype).eval(), (x, feat), pair.search_path, SEARCH_INPUTS,
+                                SEARCH_OUTPUTS, settings.opset, build_metadata(model, cfg, graph="search", **common))
+    reporter.status(f"running the {precision} graphs in onnxruntime and PyTorch")
+    pair.diffs = compare_with_torch(model, pair, sample, cfg.data.search_size)
+    return pair
 
 
 def _publish(staging: Path, out: Path, result: ExportResult, cfg: Config) -> None:
@@ -646,28 +521,12 @@ def _max_supported_opset() -> int:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                       fp16: bool | None = None, tolerance: float | None = None,
-                      overrides: list[str] | tuple[str, ...] = (),
-                      status: Callable[[str], None] | None = None) -> ExportResult:
+                      overrides: list[str] | tuple[str, ...] = (), reporter: Reporter = SILENT,
+                      parity: ParityFrames | None = None) -> ExportResult:
     """Load a checkpoint (one-line error if corrupt or from another version) and `export_model` it."""
-    from siamtool.engine.checkpoint import checkpoint_path, load_model
-
     check_settings(opset, tolerance)
     path = checkpoint_path(checkpoint)
-    (status or (lambda text: None))(f"loading {path}")
+    reporter.status(f"loading {path}")
     model, cfg = load_model(path, "cpu", overrides)
     return export_model(model, cfg, out, opset=opset, fp16=fp16, tolerance=tolerance,
-                        checkpoint_sha256=file_sha256(path), status=status)
-
-
-def print_export(result: ExportResult, console: Any) -> None:
-    """The CLI summary: where the graphs are, their size, and how far onnxruntime is from PyTorch."""
-    for p in result.pairs:
-        unit = ("boxes as a fraction of the crop" if p.precision == "fp16" else
-                "score absolute, boxes relative to the box size, features relative to their scale")
-        diffs = ", ".join(f"{k} {v:.2g}" for k, v in sorted(p.diffs.items()))
-        verdict = "[green]ok[/]" if p.passed else "[bold red]FAILED[/]"
-        console.print(f"{p.precision}: {p.template_path} + {p.search_path.name} ({p.bytes / 1e6:.1f} MB); max "
-                      f"|onnxruntime - PyTorch|: {diffs} ({unit}); tolerance {p.tolerance:g}: {verdict}",
-                      highlight=False, soft_wrap=True)
-    console.print(f"opset {result.opset}, export id {result.export_id[:12]}, checked at batch 2 on {result.sample} "
-                  f"with {result.provider} in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
+                        checkpoint_sha256=file_digest(path), reporter=reporter, parity=parity)

@@ -13,7 +13,7 @@ arithmetic) and the normalisation at its start stay float32, so the outputs keep
 ``--onnx OUT/int8`` tracks with it, in onnxruntime.
 
 Calibration crops are cut the way the Tracker cuts them (`geometry.search_window` around the previous
-frame's ground-truth box, `crop_like_prepare`), with the template features of each sequence's first
+frame's ground-truth box, `crop_antialiased`), with the template features of each sequence's first
 frame, from the sequences of a LaSOT-layout ROOT. The model's own validation sequences
 (`data.val_sequences` of its config) and the dev-test sequences of ``real_lasot`` are never used, so
 accuracy measured on either afterwards is not flattered by the calibration.
@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from siamtool.errors import SiamtoolError
+from siamtool.reporting import SILENT, Reporter
 
 INT8_DIR = "int8"
 QUANTIZED_OPS = ("Conv", "MatMul")
@@ -92,8 +93,8 @@ def calibration_crops(root: str | Path, template_session, exclude: set[str], *, 
     from siamtool.config import config_from_dict
     from siamtool.data.lasot import find_sequences, load_sequence
     from siamtool.errors import DatasetError
-    from siamtool.export.onnx import to_nchw
-    from siamtool.geometry import crop_like_prepare, from_lasot, search_window, template_window
+    from siamtool.geometry import crop_antialiased, from_lasot, search_window, template_window
+    from siamtool.onnx_format import to_nchw
 
     meta = template_session.get_modelmeta().custom_metadata_map
     d = config_from_dict(json.loads(meta["config"]), "template graph").data
@@ -117,7 +118,7 @@ def calibration_crops(root: str | Path, template_session, exclude: set[str], *, 
         if first is None:
             continue
         box0 = from_lasot(seq.gt[0])
-        z = cv2.cvtColor(crop_like_prepare(first, template_window(box0, d.context, d.template_size)),
+        z = cv2.cvtColor(crop_antialiased(first, template_window(box0, d.context, d.template_size)),
                          cv2.COLOR_BGR2RGB)
         (feat,) = template_session.run(None, {"template": to_nchw(z[None])})
         for i in np.linspace(1, seq.n_frames - 1, min(per_sequence, seq.n_frames - 1)).astype(int):
@@ -126,7 +127,7 @@ def calibration_crops(root: str | Path, template_session, exclude: set[str], *, 
             if frame is None or seq.absent[int(i) - 1] or not np.all(prev[2:] > 0):
                 continue
             window = search_window(prev, d.context, d.template_size, d.search_size)
-            x = cv2.cvtColor(crop_like_prepare(frame, window), cv2.COLOR_BGR2RGB)
+            x = cv2.cvtColor(crop_antialiased(frame, window), cv2.COLOR_BGR2RGB)
             searches.append(to_nchw(x[None]))
             features.append(feat)
         used.append(str(name))
@@ -160,7 +161,7 @@ def quantizable_nodes(path: Path, sample: dict[str, np.ndarray], search_size: in
     import onnx
     from onnx import helper
 
-    from siamtool.export.onnx import onnx_session
+    from siamtool.onnx_format import onnx_session
 
     model = onnx.load(str(path))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -247,22 +248,21 @@ def _compare(fp32: tuple, int8: tuple, search_size: int) -> dict[str, float]:
 
 def quantize_export(folder: str | Path, calibration: str | Path | None = None, *, count: int = 160,
                     min_stride: int = MIN_STRIDE, tolerance: float | None = None,
-                    status: Callable[[str], None] | None = None) -> QuantizeResult:
+                    reporter: Reporter = SILENT) -> QuantizeResult:
     """Write ``folder/int8/`` from the fp32 graphs in `folder`: static int8 calibrated on crops of
     `calibration`, or dynamic int8 (MatMul) when `calibration` is None.
 
     The pair is compared with fp32 first: on held-back crops (static: every 4th crop is kept out of the
     calibration) or on the export's parity crops (dynamic); a pair whose scores differ by more than
     `tolerance` (default `INT8_TOLERANCE`) is not written (the result says so). Writes go through a
-    staging folder renamed into place, so a failed run leaves no half pair.
+    staging folder renamed into place, so a failed run leaves no half pair. Steps are announced through
+    `reporter.status`.
     """
     import onnx
 
     from siamtool.config import config_from_dict
-    from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session, parity_sample, to_nchw
-    from siamtool.fileio import write_json_atomic
+    from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session
 
-    say = status or (lambda text: None)
     folder = Path(folder)
     spec = export_spec(folder)
     if spec.precision != "fp32":
@@ -273,39 +273,63 @@ def quantize_export(folder: str | Path, calibration: str | Path | None = None, *
     staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=folder))
     try:
         if calibration is None:
-            sample = parity_sample(cfg)
-            (feats,) = template.run(None, {"template": to_nchw(sample.templates)})
-            feeds = {"search": to_nchw(sample.searches), "template_features": feats}
-            say("quantizing the search graph's matrix products (dynamic int8)")
-            nodes = quantize_dynamic_search_graph(spec.search_path, staging / SEARCH_FILE)
-            crops, sequences, mode = 0, [], "dynamic"
+            reporter.status("quantizing the search graph's matrix products (dynamic int8)")
+            feeds, nodes, crops, sequences = _dynamic(spec, cfg, template, staging / SEARCH_FILE)
+            mode = "dynamic"
         else:
-            say(f"cutting calibration crops from {calibration}")
-            exclude = set(cfg.data.val_sequences) | set(DEV_TEST)
-            everything = calibration_crops(calibration, template, exclude, count=count + count // 3)
-            held = np.arange(len(everything.searches)) % 4 == 3
-            cal = Calibration(everything.searches[~held], everything.features[~held], everything.sequences)
-            feeds = {"search": everything.searches[held], "template_features": everything.features[held]}
-            say(f"quantizing the search graph on {len(cal.searches)} crops")
-            nodes = quantize_search_graph(spec.search_path, staging / SEARCH_FILE, cal, spec.search_size, min_stride)
-            crops, sequences, mode = len(cal.searches), cal.sequences, "static"
+            feeds, nodes, crops, sequences = _static(spec, cfg, template, staging / SEARCH_FILE, calibration, count,
+                                                     min_stride, reporter)
+            mode = "static"
         proto = onnx.load(str(spec.template_path))
         _set_precision(proto)
         onnx.save_model(proto, str(staging / TEMPLATE_FILE))
-        say("comparing int8 with fp32")
+        reporter.status("comparing int8 with fp32")
         diffs = _compare(tuple(onnx_session(spec.search_path).run(None, feeds)),
                          tuple(onnx_session(staging / SEARCH_FILE).run(None, feeds)), spec.search_size)
         result = QuantizeResult(out, crops, sequences, diffs, nodes, min_stride,
                                 INT8_TOLERANCE if tolerance is None else tolerance, mode)
         if result.passed:
-            cfg.save(staging / "config.yaml")
-            write_json_atomic(staging / "int8.json", result.to_dict())
-            old = folder / f".{INT8_DIR}-old"
-            shutil.rmtree(old, ignore_errors=True)
-            if out.exists():
-                out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
+            _publish(staging, out, result, cfg)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _dynamic(spec, cfg, template, dst: Path) -> tuple[dict[str, np.ndarray], int, int, list[str]]:
+    """Dynamic int8 into `dst`; returns the comparison feeds (the export's parity crops), nodes, 0, []."""
+    from siamtool.export.onnx import parity_sample
+    from siamtool.onnx_format import to_nchw
+
+    sample = parity_sample(cfg)
+    (feats,) = template.run(None, {"template": to_nchw(sample.templates)})
+    feeds = {"search": to_nchw(sample.searches), "template_features": feats}
+    return feeds, quantize_dynamic_search_graph(spec.search_path, dst), 0, []
+
+
+def _static(spec, cfg, template, dst: Path, calibration: str | Path, count: int, min_stride: int,
+            reporter: Reporter) -> tuple[dict[str, np.ndarray], int, int, list[str]]:
+    """Static int8 into `dst` calibrated on 3 of every 4 crops of `calibration`; returns the held-back
+    crops as comparison feeds, the quantized nodes, the calibration crop count and the sequences."""
+    reporter.status(f"cutting calibration crops from {calibration}")
+    exclude = set(cfg.data.val_sequences) | set(DEV_TEST)
+    everything = calibration_crops(calibration, template, exclude, count=count + count // 3)
+    held = np.arange(len(everything.searches)) % 4 == 3
+    cal = Calibration(everything.searches[~held], everything.features[~held], everything.sequences)
+    feeds = {"search": everything.searches[held], "template_features": everything.features[held]}
+    reporter.status(f"quantizing the search graph on {len(cal.searches)} crops")
+    nodes = quantize_search_graph(spec.search_path, dst, cal, spec.search_size, min_stride)
+    return feeds, nodes, len(cal.searches), cal.sequences
+
+
+def _publish(staging: Path, out: Path, result: QuantizeResult, cfg) -> None:
+    """Replace `out` by the checked `staging` folder (config and report written into it first)."""
+    from siamtool.fileio import write_json_atomic
+
+    cfg.save(staging / "config.yaml")
+    write_json_atomic(staging / "int8.json", result.to_dict())
+    old = out.parent / f".{INT8_DIR}-old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -68,7 +68,7 @@ class CrossAttention(nn.Module):
 
 
 class SiamTracker(nn.Module):
-    """Backbone + cross-attention neck + heads. Inputs are RGB float tensors in 0..255 (see CONTRACTS.md).
+    """Backbone + cross-attention neck + heads. Inputs are RGB float tensors in 0..255 (docs/contracts.md, "Model input").
 
     ``template(z) -> zf`` runs once per target; ``search(x, zf) -> (heat_logits (B,1,H,W), box_raw
     (B,4,H,W))`` runs per frame; decode the outputs with `siamtool.models.decode.decode`.

@@ -22,8 +22,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from siamtool.config import Config
+from siamtool.config import Config, config_from_dict, explicit_keys
 from siamtool.errors import SiamtoolError
+from siamtool.models.checkpoint import load_model
+from siamtool.models.decode import decode
+from siamtool.reporting import SILENT, Reporter
+from siamtool.tracking.cache import cached_onnx_backend, use_onnx
+from siamtool.tracking.onnx_backend import OnnxBackend
+from siamtool.tracking.opencv_backend import OpenCVBackend
+from siamtool.weights import is_default
 
 
 @runtime_checkable
@@ -35,8 +42,8 @@ class Backend(Protocol):
     def search(self, crop_rgb: np.ndarray, features: Any) -> tuple[np.ndarray, ...]: ...
 
 
-def _to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 H x W x 3 -> (1, 3, H, W) float 0..255: the model normalises internally (CONTRACTS.md)."""
+def crop_to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 H x W x 3 -> (1, 3, H, W) float 0..255: the model normalises internally (docs/contracts.md)."""
     t = torch.from_numpy(np.ascontiguousarray(crop_rgb)).to(device=device, non_blocking=True)
     return t.permute(2, 0, 1).unsqueeze(0).to(dtype)
 
@@ -51,8 +58,6 @@ class TorchBackend:
     returns_features = True
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", half: bool = False) -> None:
-        from siamtool.models.decode import decode
-
         self._decode = decode
         self.device = torch.device(device)
         self.half = bool(half) and self.device.type == "cuda"
@@ -67,18 +72,16 @@ class TorchBackend:
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
                         half: bool = False) -> tuple[TorchBackend, Config]:
         """Load a checkpoint written by `siamtool train`; returns the backend and the training config."""
-        from siamtool.engine.checkpoint import load_model
-
         model, cfg = load_model(path, torch.device(device))
         return cls(model, device, half), cfg
 
     @torch.inference_mode()
     def template(self, crop_rgb: np.ndarray) -> torch.Tensor:
-        return self.model.template(_to_tensor(crop_rgb, self.device, self.dtype))
+        return self.model.template(crop_to_tensor(crop_rgb, self.device, self.dtype))
 
     @torch.inference_mode()
     def search(self, crop_rgb: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        heat, box_raw, feat = self.model.search_with_features(_to_tensor(crop_rgb, self.device, self.dtype),
+        heat, box_raw, feat = self.model.search_with_features(crop_to_tensor(crop_rgb, self.device, self.dtype),
                                                               features)
         score, boxes = self._decode(heat.float(), box_raw.float(), self.stride, self.search_size)
         return (score[0].cpu().numpy().astype(np.float32, copy=False),
@@ -96,8 +99,6 @@ def merge_tracking_config(trained: Config, user: Config) -> Config:
     with each `track.*` key the user gave in --config/--set on top (`config.explicit_keys`); `eval` and
     `export` come from the user.
     """
-    from siamtool.config import config_from_dict, explicit_keys
-
     merged = config_from_dict(trained.to_dict(), "checkpoint")
     for key in explicit_keys(user):
         section, _, name = key.partition(".")
@@ -126,8 +127,6 @@ def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
 
     The shipped tracker is `siamtool-default` (its file path would give `weights-lite0_default`).
     """
-    from siamtool.weights import is_default
-
     if is_default(checkpoint):
         return DEFAULT_TRACKER_NAME
     if checkpoint is not None:
@@ -137,18 +136,14 @@ def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
 
 
 def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.device,
-                 user_cfg: Config) -> tuple[Backend, Config, str]:
+                 user_cfg: Config, reporter: Reporter = SILENT) -> tuple[Backend, Config, str]:
     """Open the tracker a command was given: returns (backend, merged config, `tracker_name`).
 
-    A checkpoint may be a file or a run folder (`engine.checkpoint.load_checkpoint` picks the file).
+    A checkpoint may be a file or a run folder (`models.checkpoint.checkpoint_path` picks the file).
     `user_cfg.track.backend` picks its runtime: by default onnxruntime on CPU, through an export cached
-    per checkpoint (`siamtool.export.cache`), PyTorch on CUDA; `opencv` runs the export (cached, or the
-    --onnx folder) in OpenCV's DNN module.
+    per checkpoint (`siamtool.tracking.cache`, which reports a first export through `reporter`), PyTorch
+    on CUDA; `opencv` runs the export (cached, or the --onnx folder) in OpenCV's DNN module.
     """
-    from siamtool.export.cache import cached_onnx_backend, use_onnx
-    from siamtool.tracking.onnx_backend import OnnxBackend
-    from siamtool.tracking.opencv_backend import OpenCVBackend
-
     runtime = user_cfg.track.backend
 
     require_tracker(checkpoint, onnx)
@@ -156,7 +151,8 @@ def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.devic
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
             raise SiamtoolError(f"--checkpoint {checkpoint}: file not found")
-        cached = cached_onnx_backend(checkpoint, device, runtime=runtime) if use_onnx(runtime, device.type) else None
+        cached = (cached_onnx_backend(checkpoint, device, reporter, runtime) if use_onnx(runtime, device.type)
+                  else None)
         if cached is not None:
             backend, trained = cached, cached.cfg
         else:

@@ -1,6 +1,6 @@
 """The onnxruntime backend: the Tracker's `Backend` protocol over the two graphs of `siamtool export`.
 
-Everything it needs comes from the graphs' metadata (see `siamtool.export.onnx.METADATA_KEYS`): the crop
+Everything it needs comes from the graphs' metadata (see `siamtool.onnx_format.METADATA_KEYS`): the crop
 geometry the model was trained with (`cfg.data`) is handed to the Tracker so it cuts the same crops,
 and the search graph already ends with the shared decoder, so this backend converts crops to tensors
 and nothing else. Graphs from two different exports, or of another export format version, are refused
@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from siamtool.config import Config
 from siamtool.errors import SiamtoolError
+from siamtool.onnx_format import crop_to_input, export_graph_files, export_spec, onnx_session
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -27,7 +29,7 @@ def _ort():
         import onnxruntime
     except ImportError:
         raise SiamtoolError("the ONNX backend needs onnxruntime: pip install onnxruntime "
-                            "(or onnxruntime-gpu), or pip install 'siamtool[export]'") from None
+                            "(or onnxruntime-gpu)") from None
     return onnxruntime
 
 
@@ -43,12 +45,6 @@ def default_providers(device: Any = None) -> list[str]:
     return [CPU]
 
 
-def _crop_to_input(crop_rgb: np.ndarray, side: int, what: str) -> np.ndarray:
-    if crop_rgb.shape != (side, side, 3):
-        raise ValueError(f"{what} crop must be {side}x{side}x3 RGB, got {crop_rgb.shape}")
-    return np.ascontiguousarray(crop_rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
 class OnnxBackend:
     """`template.onnx` + `search.onnx` from one export folder, in onnxruntime, batch 1.
 
@@ -59,8 +55,6 @@ class OnnxBackend:
     returns_features = True
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
-        from siamtool.export.onnx import export_graph_files, export_spec, onnx_session
-
         self.path = Path(path)
         files = export_graph_files(self.path)
         self.providers_requested = list(providers) if providers else default_providers()
@@ -96,19 +90,17 @@ class OnnxBackend:
         budget with `torch.set_num_threads`, and onnxruntime should keep to the same budget.
         """
         if threads is None:
-            import torch
-
             threads = torch.get_num_threads()
         backend = cls(path, default_providers(device), threads)
         return backend, backend.cfg
 
     def template(self, crop_rgb: np.ndarray) -> np.ndarray:
-        (feat,) = self._template.run(None, {"template": _crop_to_input(crop_rgb, self.template_size, "template")})
+        (feat,) = self._template.run(None, {"template": crop_to_input(crop_rgb, self.template_size, "template")})
         return feat
 
     def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         score, boxes, search_features = self._search.run(
-            None, {"search": _crop_to_input(crop_rgb, self.search_size, "search"), "template_features": features})
+            None, {"search": crop_to_input(crop_rgb, self.search_size, "search"), "template_features": features})
         return score[0], boxes[0], search_features[0]
 
     def __repr__(self) -> str:

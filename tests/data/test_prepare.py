@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rich.console import Console
 from typer.testing import CliRunner
 
 from siamtool.cli import app
@@ -31,7 +30,7 @@ from siamtool.data.shards import (
 )
 from siamtool.errors import ConfigError, DatasetError, SiamtoolError
 from siamtool.geometry import CropWindow, crop, from_lasot, iou_xywh, search_window, template_window
-from tests.conftest import REPO, shared
+from tests.conftest import REPO, Recorder, shared
 
 
 def small_cfg(**data) -> Config:
@@ -214,18 +213,18 @@ def test_resume_after_lost_damaged_shards_and_stray_temp_file(reference, synthet
         (out / f"shard-{i:05d}.h5").unlink()
     (out / ".shard-00004.h5.abc123.tmp").write_bytes(b"half a shard")
     (out / "shard-00002.h5").write_bytes(b"damaged on disk")  # complete once, unreadable now
-    console = Console(record=True, width=200)
-    summary = run(synthetic_lasot, out, workers=1, console=console)
-    text = console.export_text()
+    recorder = Recorder()
+    summary = run(synthetic_lasot, out, workers=1, reporter=recorder)
+    text = recorder.text
     assert "shard-00002.h5: unreadable or not from this run, writing it again" in text
     assert "resumed: 2/6 shards present (1 unfinished temp file(s) removed)" in text
     assert summary.resumed == 2 and summary.pairs_made == 64 and summary.pairs == 96
     assert all_rows(out) == all_rows(reference)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     # Everything present: nothing to do, same index.
-    console = Console(record=True, width=200)
-    again = run(synthetic_lasot, out, workers=2, console=console)
-    assert "resumed: 6/6 shards present" in console.export_text() and again.pairs_made == 0
+    recorder = Recorder()
+    again = run(synthetic_lasot, out, workers=2, reporter=recorder)
+    assert "resumed: 6/6 shards present" in recorder.text and again.pairs_made == 0
     assert again.kinds == summary.kinds
 
 

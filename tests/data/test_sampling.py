@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from siamtool.config import DataConfig
-from siamtool.data.lasot import Sequence
+from siamtool.data.lasot import LasotSequence
 from siamtool.data.sampling import sample_pairs
 from siamtool.data.shards import KIND_ABSENT, KIND_OTHER_CLASS, KIND_POSITIVE, KIND_SAME_CLASS
 from siamtool.geometry import from_lasot
 
 
-def make_seq(name: str, n: int = 300, absent: slice | None = None, seed: int = 0) -> Sequence:
+def make_seq(name: str, n: int = 300, absent: slice | None = None, seed: int = 0) -> LasotSequence:
     """An annotation-only sequence with a random-walk box; `absent` frames get LaSOT's 0,0,0,0."""
     rng = np.random.default_rng(seed)
     xy = 100 + np.cumsum(rng.normal(0, 2, (n, 2)), axis=0)
@@ -25,10 +25,10 @@ def make_seq(name: str, n: int = 300, absent: slice | None = None, seed: int = 0
     if absent is not None:
         fo[absent] = True
         gt[absent] = 0
-    return Sequence(name, name.rsplit("-", 1)[0], Path("/data") / name, gt, fo, np.zeros(n, dtype=bool))
+    return LasotSequence(name, name.rsplit("-", 1)[0], Path("/data") / name, gt, fo, np.zeros(n, dtype=bool))
 
 
-def dataset() -> list[Sequence]:
+def dataset() -> list[LasotSequence]:
     return [make_seq("cat-1", absent=slice(100, 140), seed=1), make_seq("cat-2", seed=2),
             make_seq("dog-1", seed=3), make_seq("dog-2", n=50, absent=slice(0, 10), seed=4)]
 

@@ -8,16 +8,10 @@ import sys
 import pytest
 import torch
 
-from siamtool.engine.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    load_model,
-    prune_checkpoints,
-    save_checkpoint,
-    step_checkpoint_path,
-)
+from siamtool.engine.checkpoint import prune_checkpoints, save_checkpoint, step_checkpoint_path
 from siamtool.errors import SiamtoolError
 from siamtool.models import build_model
+from siamtool.models.checkpoint import latest_checkpoint, load_checkpoint, load_model
 from tests.conftest import REPO, tiny_config
 
 
@@ -57,7 +51,7 @@ def test_checkpoint_loads_in_a_fresh_process(tmp_path):
     torch.save({"z": z, "x": x}, tmp_path / "inputs.pt")
     code = (
         "import torch, sys\n"
-        "from siamtool.engine.checkpoint import load_model\n"
+        "from siamtool.models.checkpoint import load_model\n"
         "m, cfg = load_model(sys.argv[1])\n"
         "d = torch.load(sys.argv[2])\n"
         "with torch.no_grad(): h, b = m(d['z'], d['x'])\n"

@@ -13,7 +13,6 @@ import torch
 import torch.multiprocessing as mp
 
 from siamtool.engine import trainer as trainer_mod
-from siamtool.engine.checkpoint import list_checkpoints, load_checkpoint, load_model
 from siamtool.engine.trainer import (
     DistInfo,
     init_distributed,
@@ -26,6 +25,7 @@ from siamtool.engine.trainer import (
 )
 from siamtool.errors import ConfigError
 from siamtool.models import build_model
+from siamtool.models.checkpoint import list_checkpoints, load_checkpoint, load_model
 from tests.conftest import tiny_config
 
 FAST = ("train.workers=0", "train.tensorboard=false", "train.val_samples=32", "train.warmup_steps=2",

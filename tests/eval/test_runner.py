@@ -15,7 +15,7 @@ from siamtool.cli import app
 from siamtool.data.lasot import index_lasot
 from siamtool.eval.runner import TrackerSpec, read_frames_file, run_tracker
 from siamtool.geometry import from_lasot
-from tests.conftest import tiny_config
+from tests.conftest import Recorder, tiny_config
 
 runner = CliRunner()
 SEQS = ("cat-1", "cat-2", "dog-1", "dog-2")
@@ -143,9 +143,10 @@ def test_parallel_workers_write_the_same_results(lasot, tmp_path):
     index = index_lasot(lasot, "all")
     spec = TrackerSpec(ckpt, None, tiny_config())
     one = run_tracker(index, tmp_path / "r", spec, torch.device("cpu"), "cpu", workers=1, name="one")
-    done = []
+    recorder = Recorder()
     two = run_tracker(index, tmp_path / "r", spec, torch.device("cpu"), "cpu", workers=2, name="two",
-                      progress=lambda d, t: done.append((d, t)))
+                      reporter=recorder)
+    done = [(d, t) for task, d, t in recorder.progress_calls if task == "frames"]
     assert two.processes == 2 and one.processes == 1
     assert done[-1][0] == done[-1][1] == 160  # progress reached every frame
     for s in SEQS:

@@ -12,22 +12,21 @@ from typer.testing import CliRunner
 
 from siamtool.cli import app
 from siamtool.export import onnx as export_onnx
-from siamtool.export.onnx import (
+from siamtool.export.onnx import export_model, parity_sample
+from siamtool.models import list_backbones
+from siamtool.onnx_format import (
     FORMAT,
     FORMAT_VERSION,
     METADATA_KEYS,
     SEARCH_FILE,
     TEMPLATE_FILE,
-    export_model,
-    parity_sample,
     read_metadata,
     to_nchw,
 )
-from siamtool.models import list_backbones
 from siamtool.tracking.backends import TorchBackend
 from siamtool.tracking.onnx_backend import OnnxBackend
 from tests.conftest import tiny_config
-from tests.export.conftest import peaked_model
+from tests.onnx_fixtures import peaked_model
 
 runner = CliRunner()
 
@@ -87,7 +86,7 @@ def test_graphs_are_single_file_opset17_dynamic_batch_with_metadata(stable_expor
 
 
 def test_batch_of_three_matches_three_single_runs(stable_export):
-    from siamtool.export.onnx import onnx_session, to_nchw
+    from siamtool.onnx_format import onnx_session, to_nchw
 
     cfg = OnnxBackend(stable_export).cfg
     sample = parity_sample(cfg)

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from siamtool.cli import app
-from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session, read_metadata
 from siamtool.export.quantize import INT8_DIR, calibration_crops, quantize_export
+from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session, read_metadata
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.tracker import Tracker
 

@@ -60,17 +60,44 @@ def test_oracle_with_default_post_processing_follows_closely():
     assert centre_err.max() < 0.6  # the centre is not smoothed, only the size
 
 
+class ShrinkingHead(OracleBackend):
+    """An oracle whose box head regresses heights towards the mean: every height x 0.6."""
+
+    def search(self, crop_rgb, features):
+        score, boxes = super().search(crop_rgb, features)
+        boxes = boxes.copy()
+        boxes[..., 3] *= 0.6
+        return score, boxes
+
+
+def test_first_frame_calibration_undoes_a_biased_box_head():
+    """track.calibrate_size: the head's size error on the first frame (known answer) is divided out, so
+    a head that sizes a tall target 40 % too short keeps the box right; without it the box shrinks."""
+    gt = trajectory(30, (60, 40, 30, 90), (180, 80, 36, 108))
+    for calibrate, bound in ((1.0, 0.05), (0.0, None)):
+        tracker = Tracker(ShrinkingHead(), small_config(calibrate_size=calibrate))
+        results = run(tracker, gt)
+        heights = np.array([r.box[3] for r in results]) / gt[1:, 3]
+        if calibrate:
+            assert np.abs(heights - 1).max() < bound, heights
+            np.testing.assert_allclose(tracker.size_calibration, [1.0, 1 / 0.6], rtol=0.02)
+        else:
+            assert heights[-1] < 0.7, heights  # converged towards the biased head's 0.6
+
+
 def test_template_features_are_computed_once():
     gt = trajectory(11, (60, 70, 40, 30), (100, 90, 40, 30))
     backend = OracleBackend()
     run(Tracker(backend, small_config()), gt)
     assert backend.template_calls == 1
-    assert backend.search_calls == 10
+    assert backend.search_calls == 11  # 10 frames + the first frame's (size calibration)
 
 
 def _scripted(box=(100.0, 100.0, 40.0, 40.0), **track):
+    """A tracker whose every search answers the next queued maps (no first-frame calibration search,
+    which would consume one)."""
     backend = ScriptedBackend()
-    tracker = Tracker(backend, small_config(**track))
+    tracker = Tracker(backend, small_config(**{"calibrate_size": 0.0, **track}))
     tracker.initialize(render(box), box)
     return backend, tracker
 
@@ -165,6 +192,36 @@ def test_lost_keeps_the_box_and_grows_the_search_step_by_step():
     assert xywh_to_cxcywh(r.box)[:2] == pytest.approx(window.points_to_frame(np.array(_cell_centre(9, 10))))
     assert tracker.growth == 1.0 and tracker.next_window().side == pytest.approx(
         search_window(r.box, 0.5, 128, 256).side)
+
+
+def test_recovery_far_from_the_last_box_needs_a_strong_score():
+    """Hysteresis (track.recover_ratio/recover_radius): while lost, a weak candidate far from where the
+    target was last seen (a look-alike found while the target is away) does not end the loss; the same
+    weak score next to the last box does (a target that only dimmed), and so does a strong far one."""
+    box = (100.0, 100.0, 40.0, 40.0)
+    far, near = (2, 13), (8, 8)
+
+    def lose_then(cell, score):
+        backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.0, recover_ratio=0.5,
+                                     recover_radius=1.0, window_influence=0.0)
+        backend.queue.append(peaks(16, [(8, 8, 0.9, (128, 128, 64, 64))]))  # reference score 0.9
+        tracker.track(render(box))
+        backend.queue.append(peaks(16, [(8, 8, 0.1, (128, 128, 64, 64))]))
+        assert tracker.track(render(box)).lost
+        tracker.growth = 1.0  # the next window at the normal size, so cells map as in the first frame
+        backend.queue.append(peaks(16, [(*cell, score, (*_cell_centre(*cell), 64, 64))]))
+        return tracker.track(render(box))
+
+    assert lose_then(far, 0.4).lost  # above lost_threshold, below 0.5 x 0.9, 1.5 target sizes away
+    assert not lose_then(near, 0.4).lost
+    assert not lose_then(far, 0.5).lost
+    # Off (recover_ratio 0): the weak far candidate recovers, as before.
+    backend, tracker = _scripted(box, lost_threshold=0.25, lost_ratio=0.0, window_influence=0.0)
+    backend.queue.append(peaks(16, [(8, 8, 0.1, (128, 128, 64, 64))]))
+    assert tracker.track(render(box)).lost
+    tracker.growth = 1.0
+    backend.queue.append(peaks(16, [(*far, 0.4, (*_cell_centre(*far), 64, 64))]))
+    assert not tracker.track(render(box)).lost
 
 
 def test_a_target_scored_low_from_the_start_is_tracked_not_lost():

@@ -6,26 +6,33 @@ export it once, check the graphs against PyTorch like `siamtool export` does, an
 onnxruntime backend. `track.backend` chooses: `auto` (this, on CPU; PyTorch on CUDA), `torch`, `onnx`, or
 `opencv` (the same cached export, run by OpenCV's DNN module).
 
+The cache belongs to tracking (it serves the Tracker) and uses the exporter as a tool, which is why
+`siamtool.tracking` sits above `siamtool.export` in the layers (README, "Layout").
+
 The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
 ``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
-edited checkpoint gets a new export. Parallel eval workers share one export (a file lock serialises
-the first export; the lock file is removed afterwards). An export that fails its check is not used:
+edited checkpoint gets a new export. Parallel eval workers share one export (`eval` makes it before
+they start; a file lock serialises any first export; the lock file is removed afterwards). An export that fails its check is not used:
 tracking falls back to PyTorch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
+from siamtool.export.onnx import export_checkpoint
 from siamtool.fileio import exclusive_lock
+from siamtool.models.checkpoint import checkpoint_path, load_checkpoint
+from siamtool.onnx_format import FORMAT_VERSION, export_spec
+from siamtool.provenance import file_digest, text_digest
+from siamtool.reporting import SILENT, Reporter
+from siamtool.tracking.onnx_backend import OnnxBackend
+from siamtool.tracking.opencv_backend import OpenCVBackend
 
 BACKENDS = ("auto", "torch", "onnx", "opencv")
 
@@ -57,8 +64,6 @@ def use_onnx(backend: str, device_type: str) -> bool:
 
 def _complete(folder: Path) -> bool:
     """Whether `folder` holds a complete export of this format (its metadata checks out)."""
-    from siamtool.export.onnx import export_spec
-
     try:
         export_spec(folder)
     except SiamtoolError:
@@ -67,26 +72,20 @@ def _complete(folder: Path) -> bool:
 
 
 def cache_key(checkpoint_file: Path) -> str:
-    from siamtool.export.onnx import FORMAT_VERSION, file_sha256
-
-    key = f"{file_sha256(checkpoint_file)}|{__version__}|{FORMAT_VERSION}"
-    return hashlib.sha256(key.encode()).hexdigest()[:20]
+    """The cache folder's name: the checkpoint's bytes, this siamtool version and the export format."""
+    return text_digest(f"{file_digest(checkpoint_file)}|{__version__}|{FORMAT_VERSION}", 20)
 
 
-def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callable[[str], None] | None = None,
-                        runtime: str = "onnx"):
+def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: Reporter = SILENT,
+                        runtime: str = "onnx") -> OnnxBackend | OpenCVBackend | None:
     """An `OnnxBackend` (`runtime="opencv"`: an `OpenCVBackend`) over the checked ONNX export of
     `checkpoint` in the cache, exporting it on first use.
 
     Returns None when the export fails its check against PyTorch (the caller then uses PyTorch). A
     cache folder that does not load (interrupted, corrupt, another format) is exported again.
-    `say(line)` reports the one-off export (default: a line on stderr).
+    The one-off export (minutes for a large backbone, and disk space) is announced through
+    `reporter.warning`, so it is seen even under a spinner.
     """
-    from siamtool.engine.checkpoint import checkpoint_path, load_checkpoint
-    from siamtool.export.onnx import export_checkpoint
-    from siamtool.tracking.onnx_backend import OnnxBackend
-    from siamtool.tracking.opencv_backend import OpenCVBackend
-
     backend_cls = OpenCVBackend if runtime == "opencv" else OnnxBackend
     path = checkpoint_path(checkpoint)
     if not path.is_file():
@@ -101,16 +100,15 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", say: Callab
                     raise  # OpenCV refuses a good export (an op it lacks): exporting again would not help
         # A corrupt or foreign checkpoint fails here, in one line, before the export is announced.
         load_checkpoint(path)
-        report = say or (lambda line: print(line, file=sys.stderr, flush=True))
-        report(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, into "
-               f"{folder} (--set track.backend=torch skips this)")
+        reporter.warning(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, "
+                         f"into {folder} (--set track.backend=torch skips this)", label=None)
         result = export_checkpoint(path, folder, fp16=False)
         if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
             # NaN or inf from the model itself, not an export problem: PyTorch would track with it too.
             raise SiamtoolError(f"{path}: the model outputs NaN or inf (corrupt weights?); use another "
                                 "checkpoint, e.g. an earlier runs/NAME/checkpoints/step-*.pt")
         if not result.passed:
-            report(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
-                   f"tracking with PyTorch instead")
+            reporter.warning(f"the ONNX export of {path} differs from PyTorch by {result.pairs[0].max_diff:.3g}: "
+                             "tracking with PyTorch instead", label=None)
             return None
         return backend_cls.from_dir(folder, device)[0]

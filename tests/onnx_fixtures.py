@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: tiny checkpoints whose outputs vary enough to make tracking move."""
+"""Fixtures for the export and ONNX runtime tests (tests/export, tests/tracking): tiny checkpoints whose outputs vary enough to make tracking move."""
 
 from __future__ import annotations
 
@@ -19,19 +19,28 @@ def peaked_model(cfg, seed: int = 0):
     heads spreads scores over [0, 1] and spreads the boxes, so the tracked box moves every frame and any
     disagreement between backends shows.
     """
+    def spread(box) -> None:
+        # resnet18 tiny: logits std ~1.4 (not saturated: ties at 1.0 would make the argmax arbitrary),
+        # centre offsets std ~0.3 cells, sizes std ~0.1 in logit space.
+        box.weight[:2].mul_(100.0)
+        box.weight[2:].mul_(40.0)
+
+    return _sharp_model(cfg, seed, spread)
+
+
+def _sharp_model(cfg, seed: int, shape_boxes):
+    """A seeded tiny model with a sharp heatmap (scaled score layer); `shape_boxes(last box layer)` sets the
+    boxes' spread (under no_grad)."""
     from siamtool.models import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(cfg)
         with torch.no_grad():
-            # resnet18 tiny: logits std ~1.4 (not saturated: ties at 1.0 would make the argmax arbitrary),
-            # centre offsets std ~0.3 cells, sizes std ~0.1 in logit space.
             cls, box = model.cls_head[-1], model.box_head[-1]
             cls.weight.mul_(100.0)
             cls.bias.fill_(-1.0)
-            box.weight[:2].mul_(100.0)
-            box.weight[2:].mul_(40.0)
+            shape_boxes(box)
     return model.eval()
 
 
@@ -54,18 +63,11 @@ def stable_model(cfg, seed: int = 0):
     80 px crop for a square box) plus a small offset, so the box wanders a few pixels per frame and
     keeps its size, while score, offsets and sizes still come from the network on the real crops.
     """
-    from siamtool.models import build_model
+    def centre(box) -> None:
+        box.weight.mul_(4.0)
+        box.bias.copy_(torch.tensor([0.0, 0.0, math.log(0.2 / 0.8), math.log(0.2 / 0.8)]))
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(cfg)
-        with torch.no_grad():
-            cls, box = model.cls_head[-1], model.box_head[-1]
-            cls.weight.mul_(100.0)
-            cls.bias.fill_(-1.0)
-            box.weight.mul_(4.0)
-            box.bias.copy_(torch.tensor([0.0, 0.0, math.log(0.2 / 0.8), math.log(0.2 / 0.8)]))
-    return model.eval()
+    return _sharp_model(cfg, seed, centre)
 
 
 def save_tiny_checkpoint(path: Path, backbone: str = "resnet18", seed: int = 0, stable: bool = True) -> Path:

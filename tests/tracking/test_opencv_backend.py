@@ -12,23 +12,16 @@ from typer.testing import CliRunner
 from siamtool.cli import app
 from siamtool.config import load_config
 from siamtool.errors import SiamtoolError
-from siamtool.export.onnx import (
-    SEARCH_FILE,
-    TEMPLATE_FILE,
-    _box_rel_diff,
-    _max_diff,
-    _rel_diff,
-    export_model,
-    parity_sample,
-)
-from siamtool.geometry import crop_like_prepare, search_window, template_window
+from siamtool.export.onnx import _box_rel_diff, _max_diff, _rel_diff, export_model, parity_sample
+from siamtool.geometry import crop_antialiased, search_window, template_window
+from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE
 from siamtool.tracking.backends import load_backend, merge_tracking_config
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.opencv_backend import OpenCVBackend
 from siamtool.tracking.tracker import Tracker
-from tests.conftest import tiny_config
-from tests.export.conftest import STABLE_TRACK, peaked_model, sequence_frames
-from tests.export.test_onnx_backend import TOL_PX, _folder, _frames_source, _init_box
+from tests.conftest import Recorder, tiny_config
+from tests.onnx_fixtures import STABLE_TRACK, peaked_model, sequence_frames
+from tests.tracking.test_onnx_backend import TOL_PX, _folder, _frames_source, _init_box
 
 runner = CliRunner()
 TOLERANCE = 1e-4
@@ -179,8 +172,8 @@ def test_the_documented_recipe_gives_the_backends_outputs(stable_export, synthet
         cx, cy = x + w / 2, y + h / 2
         z_doc = _doc_crop(frames[0], cx, cy, side_z, t)
         x_doc = _doc_crop(frames[1], cx, cy, side_z * s / t, s)
-        z_ref = crop_like_prepare(frames[0], template_window(b, context, t))
-        x_ref = crop_like_prepare(frames[1], search_window(b, context, t, s))
+        z_ref = crop_antialiased(frames[0], template_window(b, context, t))
+        x_ref = crop_antialiased(frames[1], search_window(b, context, t, s))
         np.testing.assert_array_equal(z_doc, z_ref)
         np.testing.assert_array_equal(x_doc, x_ref)
         tnet.setInput(cv2.dnn.blobFromImage(z_doc, 1.0, swapRB=True), "template")
@@ -194,7 +187,7 @@ def test_the_documented_recipe_gives_the_backends_outputs(stable_export, synthet
         np.testing.assert_array_equal(boxes[0], ref_boxes)
 
 
-def test_a_cached_export_opencv_refuses_is_not_exported_again(stable_checkpoint, tmp_path, monkeypatch, capsys):
+def test_a_cached_export_opencv_refuses_is_not_exported_again(stable_checkpoint, tmp_path, monkeypatch):
     """OpenCV refusing a complete export (an op it lacks, as for DINOv3 ViTs) is final: one line, no
     re-export on every run."""
     from siamtool.tracking import opencv_backend
@@ -206,14 +199,16 @@ def test_a_cached_export_opencv_refuses_is_not_exported_again(stable_checkpoint,
         raise SiamtoolError(f"{file}: OpenCV DNN cannot load it (Node [If]); use --set track.backend=onnx")
 
     monkeypatch.setattr(opencv_backend, "_load", refuse)
+    recorder = Recorder()
     with pytest.raises(SiamtoolError, match="DNN cannot load it"):
-        load_backend(stable_checkpoint, None, torch.device("cpu"), user)
-    assert "exporting it to ONNX" in capsys.readouterr().err
+        load_backend(stable_checkpoint, None, torch.device("cpu"), user, recorder)
+    assert "exporting it to ONNX" in recorder.text
     (search,) = (tmp_path / "cache" / "onnx").glob(f"*/{SEARCH_FILE}")
     stamp = search.stat().st_mtime_ns
+    again = Recorder()
     with pytest.raises(SiamtoolError, match="DNN cannot load it"):
-        load_backend(stable_checkpoint, None, torch.device("cpu"), user)
-    assert "exporting" not in capsys.readouterr().err and search.stat().st_mtime_ns == stamp
+        load_backend(stable_checkpoint, None, torch.device("cpu"), user, again)
+    assert "exporting" not in again.text and search.stat().st_mtime_ns == stamp
     monkeypatch.undo()
     monkeypatch.setenv("SIAMTOOL_CACHE", str(tmp_path / "cache"))
     backend, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), user)

@@ -10,11 +10,12 @@ import torch
 
 from siamtool.errors import SiamtoolError
 from siamtool.export import onnx as export_onnx
-from siamtool.export.cache import cache_root, cached_onnx_backend, use_onnx
+from siamtool.provenance import file_digest
 from siamtool.tracking.backends import TorchBackend, load_backend
+from siamtool.tracking.cache import cache_root, cached_onnx_backend, use_onnx
 from siamtool.tracking.onnx_backend import OnnxBackend
-from tests.conftest import tiny_config
-from tests.export.conftest import save_tiny_checkpoint
+from tests.conftest import Recorder, tiny_config
+from tests.onnx_fixtures import save_tiny_checkpoint
 
 
 @pytest.fixture
@@ -30,17 +31,20 @@ def test_backend_choice():
         use_onnx("tensorrt", "cpu")
 
 
-def test_checkpoint_on_cpu_uses_a_cached_export(stable_checkpoint, cache, capsys):
-    backend, cfg, name = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config("track.size_lr=0.3"))
+def test_checkpoint_on_cpu_uses_a_cached_export(stable_checkpoint, cache):
+    recorder = Recorder()
+    backend, cfg, name = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config("track.size_lr=0.3"),
+                                      recorder)
     assert isinstance(backend, OnnxBackend)
     assert cache_root() == cache and backend.path.parent == cache / "onnx"
-    assert backend.metadata["checkpoint_sha256"] == export_onnx.file_sha256(stable_checkpoint)
+    assert backend.metadata["checkpoint_sha256"] == file_digest(stable_checkpoint)
     assert name == "stable-run-tiny" and cfg.track.size_lr == 0.3 and cfg.data.search_size == 80
-    assert "exporting it to ONNX" in capsys.readouterr().err
+    assert "exporting it to ONNX" in recorder.text
     stamp = (backend.path / "search.onnx").stat().st_mtime_ns
-    again, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config())
+    recorder = Recorder()
+    again, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config(), recorder)
     assert again.path == backend.path and (backend.path / "search.onnx").stat().st_mtime_ns == stamp
-    assert "exporting" not in capsys.readouterr().err  # exported once
+    assert "exporting" not in recorder.text  # exported once
 
 
 def test_torch_backend_on_request(stable_checkpoint, cache):
@@ -67,8 +71,9 @@ def test_a_broken_cache_is_exported_again(stable_checkpoint, cache):
     assert isinstance(again, OnnxBackend) and again.path == first.path
 
 
-def test_an_export_that_fails_its_check_falls_back_to_pytorch(stable_checkpoint, cache, monkeypatch, capsys):
+def test_an_export_that_fails_its_check_falls_back_to_pytorch(stable_checkpoint, cache, monkeypatch):
     monkeypatch.setattr(export_onnx, "compare_with_torch", lambda *a, **k: {"score": 1.0, "boxes": 1.0})
-    backend, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config())
+    recorder = Recorder()
+    backend, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config(), recorder)
     assert isinstance(backend, TorchBackend)
-    assert "tracking with PyTorch instead" in capsys.readouterr().err
+    assert "tracking with PyTorch instead" in recorder.text

@@ -12,14 +12,15 @@ from typer.testing import CliRunner
 
 from siamtool.cli import app
 from siamtool.config import load_config
-from siamtool.engine.checkpoint import load_model
 from siamtool.errors import SiamtoolError
-from siamtool.export.onnx import SEARCH_FILE, TEMPLATE_FILE, export_model
+from siamtool.export.onnx import export_model
+from siamtool.models.checkpoint import load_model
+from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE
 from siamtool.tracking.backends import TorchBackend, merge_tracking_config
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.tracker import Tracker
 from tests.conftest import SHARED, tiny_config
-from tests.export.conftest import STABLE_TRACK, peaked_model, sequence_frames
+from tests.onnx_fixtures import STABLE_TRACK, peaked_model, sequence_frames
 
 runner = CliRunner()
 TOL_PX = 0.5

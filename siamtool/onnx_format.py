@@ -1,0 +1,182 @@
+"""The ONNX file format of a siamtool export: what `siamtool export` writes and every runtime reads.
+
+One small module that both sides import, so the writer (`siamtool.export.onnx`) and the readers
+(`siamtool.tracking.onnx_backend`, `siamtool.tracking.opencv_backend`, the export cache in
+`siamtool.tracking.cache`) cannot drift apart: the file names, the graphs' input and output names, the
+metadata keys and their meaning (`METADATA_KEYS`), the checks that refuse a foreign or mixed folder
+(`export_spec`), the input layout (`to_nchw`) and the onnxruntime session settings (`onnx_session`).
+
+``onnx`` and ``onnxruntime`` are imported where they are used: reading a folder's config must not
+load them, and the OpenCV runtime needs neither.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from siamtool import __version__
+from siamtool.config import Config, config_from_dict
+from siamtool.errors import SiamtoolError
+from siamtool.provenance import Difference, differences
+
+FORMAT = "siamtool-onnx"
+FORMAT_VERSION = 2
+"""Bumped when the graphs' inputs, outputs or metadata change meaning; the backend refuses other values."""
+TEMPLATE_FILE = "template.onnx"
+SEARCH_FILE = "search.onnx"
+FP16_DIR = "fp16"
+"""`--fp16` writes a second pair of graphs here (same names, same inputs/outputs in float32)."""
+REJECTED_DIR = "rejected"
+REPORT_FILE = "export.json"
+CONFIG_FILE = "config.yaml"
+
+TEMPLATE_INPUTS, TEMPLATE_OUTPUTS = ["template"], ["template_features"]
+SEARCH_INPUTS, SEARCH_OUTPUTS = ["search", "template_features"], ["score", "boxes", "search_features"]
+
+PAIR_KEYS = ("export_id", "precision")
+"""Metadata both graphs of one export share: a folder whose graphs differ here mixes two exports."""
+
+METADATA_KEYS = {
+    "format": f"always {FORMAT!r}",
+    "format_version": f"integer, {FORMAT_VERSION} for this siamtool",
+    "graph": "'template' or 'search'",
+    "export_id": "hash of the weights, config and export settings; both graphs of one export share it",
+    "siamtool_version": "version that wrote the graphs",
+    "precision": "'fp32' or 'fp16' (inputs and outputs are float32 either way)",
+    "opset": "ONNX opset of the default domain",
+    "checkpoint_sha256": "sha256 of the checkpoint file exported ('' when exported from memory)",
+    "backbone": "backbone registry name",
+    "stride": "feature stride in pixels (score/boxes cell size)",
+    "template_size": "template crop side T in pixels",
+    "search_size": "search crop side S in pixels",
+    "feat_size": "score map side H = W = S / stride",
+    "context": "context factor of the crop windows (data.context)",
+    "crop": "JSON: the data config (crop sizes, context, margins) the model was trained with",
+    "normalization": "JSON: mean/std on a 0..1 RGB scale; applied inside the graph",
+    "input_format": "layout and range of the image inputs",
+    "outputs": "meaning and units of the outputs",
+    "config": "JSON: the full resolved siamtool config",
+}
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file (weights are not loaded)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - truncated or non-ONNX file
+        raise SiamtoolError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0][:120] if str(e) else e!r})"
+                            ) from None
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def check_pair_metadata(template_meta: dict[str, str], search_meta: dict[str, str], where: str) -> None:
+    """Refuse graphs that are not one siamtool export of this format: one line naming the problem."""
+    for name, meta, role in ((TEMPLATE_FILE, template_meta, "template"), (SEARCH_FILE, search_meta, "search")):
+        if meta.get("format") != FORMAT:
+            raise SiamtoolError(f"{where}/{name}: not a siamtool export (no '{FORMAT}' metadata); "
+                                f"write the folder with `siamtool export CHECKPOINT --out DIR`")
+        version = meta.get("format_version", "?")
+        if version != str(FORMAT_VERSION):
+            raise SiamtoolError(f"{where}/{name}: export format {version}, this siamtool ({__version__}) reads "
+                                f"format {FORMAT_VERSION}; export the checkpoint again with this version")
+        if meta.get("graph") != role:
+            raise SiamtoolError(f"{where}/{name}: holds the {meta.get('graph')!r} graph, expected {role!r}")
+    mixed: list[Difference] = differences({k: template_meta.get(k, "?") for k in PAIR_KEYS},
+                                          {k: search_meta.get(k, "?") for k in PAIR_KEYS}, sort=False)
+    if mixed:
+        d = mixed[0]
+        raise SiamtoolError(f"{where}: {TEMPLATE_FILE} and {SEARCH_FILE} come from different exports ({d.key} "
+                            f"{d.old[:12]} vs {d.new[:12]}); export both again")
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What every runtime reads from an export folder: its graphs and what their metadata promise.
+
+    One reader for all backends (onnxruntime, OpenCV DNN) so that they refuse the same folders with the
+    same lines and hand the Tracker the same crop geometry.
+    """
+
+    path: Path
+    template_path: Path
+    search_path: Path
+    metadata: dict[str, str]
+    """The template graph's metadata_props (`METADATA_KEYS`)."""
+    cfg: Config
+    """The full config stored in the export: `cfg.data` is the crop geometry the Tracker must use."""
+    template_size: int
+    search_size: int
+    stride: int
+    precision: str
+    export_id: str
+
+
+def export_graph_files(path: str | Path) -> tuple[Path, Path]:
+    """(template.onnx, search.onnx) of an export folder; one line naming what is missing otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise SiamtoolError(f"{path}: ONNX export folder not found (write one with "
+                            f"`siamtool export CHECKPOINT --out DIR`)")
+    files = (path / TEMPLATE_FILE, path / SEARCH_FILE)
+    for file in files:
+        if not file.is_file():
+            raise SiamtoolError(f"{file}: missing; {path} is not a complete `siamtool export` folder")
+    return files
+
+
+def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
+                search_meta: dict[str, str] | None = None) -> ExportSpec:
+    """Check that a folder holds one siamtool export of this format and read its config and sizes.
+
+    `template_meta`/`search_meta` are the graphs' metadata_props when the runtime already has them
+    (onnxruntime reads them while loading); otherwise they are read from the files with `onnx`.
+    """
+    template_path, search_path = export_graph_files(path)
+    path = Path(path)
+    t_meta = read_metadata(template_path) if template_meta is None else dict(template_meta)
+    s_meta = read_metadata(search_path) if search_meta is None else dict(search_meta)
+    check_pair_metadata(t_meta, s_meta, str(path))
+    cfg = config_from_dict(json.loads(t_meta["config"]), source=f"{template_path} (config)")
+    spec = ExportSpec(path, template_path, search_path, t_meta, cfg, int(t_meta["template_size"]),
+                      int(t_meta["search_size"]), int(t_meta["stride"]), t_meta["precision"], t_meta["export_id"])
+    if (cfg.data.template_size, cfg.data.search_size) != (spec.template_size, spec.search_size):
+        raise SiamtoolError(f"{path}: graph metadata contradicts its own config (crop sizes); export again")
+    return spec
+
+
+
+def to_nchw(crops_rgb: np.ndarray) -> np.ndarray:
+    """uint8 (B,H,W,3) or (H,W,3) RGB -> float32 (B,3,H,W) 0..255, the graphs' input format."""
+    if crops_rgb.ndim == 3:
+        crops_rgb = crops_rgb[None]
+    return np.ascontiguousarray(crops_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+
+def crop_to_input(crop_rgb: np.ndarray, side: int, what: str) -> np.ndarray:
+    """One uint8 (side, side, 3) RGB crop -> the graphs' (1, 3, side, side) float32 input; refuses other shapes."""
+    if crop_rgb.shape != (side, side, 3):
+        raise ValueError(f"{what} crop must be {side}x{side}x3 RGB, got {crop_rgb.shape}")
+    return to_nchw(crop_rgb)
+
+
+def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    """An onnxruntime session; `threads` limits intra-op threads (None: onnxruntime's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about CPU fallbacks of fp16 nodes are not the user's business
+    # No busy-waiting between runs: a tracker does crops, decoding and drawing between two runs, and
+    # spinning worker threads would steal the cores from them (and from a second backend in benchmarks).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
