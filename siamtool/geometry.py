@@ -293,10 +293,12 @@ def crop_antialiased(frame: np.ndarray, window: CropWindow) -> np.ndarray:
     that training never showed. Frames here are already decoded (video, camera, eval), so the same
     reduction is an exact k x k block average (INTER_AREA at an integer factor), then the same warp.
 
-    Only the k-aligned region of the frame that the warp reads is averaged (`reduced_region`), so a
-    window much smaller than the frame costs what its own pixels cost; the crop equals the one from the
-    whole reduced frame (the same block averages, the same border replication). Frames whose sides are
-    not multiples of k (where the whole-frame resize averages fractional blocks) take the whole-frame way.
+    Only the k-aligned region of the frame that the warp reads is averaged (`reduced_region`), into its
+    place in an otherwise blank reduced frame, and the window is warped out of that with the same
+    matrix: a window much smaller than the frame costs what its own pixels cost, and the crop is
+    bit-identical to the one from the whole reduced frame (the same block averages under every pixel
+    the warp reads, the same border replication at the frame's edges). Frames whose sides are not
+    multiples of k (where the whole-frame resize averages fractional blocks) take the whole-frame way.
     """
     k = reduced_decode_factor(window.scale)
     if k == 1:
@@ -307,9 +309,10 @@ def crop_antialiased(frame: np.ndarray, window: CropWindow) -> np.ndarray:
         small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
         return crop(small, small_window)
     x0, y0, x1, y1 = reduced_region(small_window, width // k, height // k)
-    region = frame[y0 * k:y1 * k, x0 * k:x1 * k]
-    small = cv2.resize(region, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
-    return crop(small, CropWindow(small_window.cx - x0, small_window.cy - y0, small_window.side, window.out_size))
+    small = np.zeros((height // k, width // k) + frame.shape[2:], frame.dtype)
+    cv2.resize(frame[y0 * k:y1 * k, x0 * k:x1 * k], (x1 - x0, y1 - y0), dst=small[y0:y1, x0:x1],
+               interpolation=cv2.INTER_AREA)
+    return crop(small, small_window)
 
 
 def reduced_region(window: CropWindow, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
