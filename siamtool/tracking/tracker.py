@@ -16,7 +16,7 @@ frame, `track(frame)`:
    sub-cell peak next to it, mixed by the same weight;
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
    (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
-   (``head``), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the
+   (``head``; the head's sizes rescaled per target by the first frame, `Tracker._size_calibration`), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the
    box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a confident
    frame becomes a sample of the online models (bounded memory, first frame kept);
 5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
@@ -239,7 +239,7 @@ class Tracker:
         self.init_time_s = time.perf_counter() - start
 
     def _search(self, crop_bgr: np.ndarray) -> tuple[np.ndarray, ...]:
-        return self.backend.search(np.ascontiguousarray(crop_bgr[..., ::-1]), self.features)
+        return self.backend.search(cv2.cvtColor(np.ascontiguousarray(crop_bgr), cv2.COLOR_BGR2RGB), self.features)
 
     def _size_calibration(self, window: CropWindow, out: tuple[np.ndarray, ...]) -> np.ndarray:
         """Per-target correction of the box head's size: (true / predicted size on the first frame) ** k.
