@@ -266,12 +266,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--crops", action="store_true", help="also time the search crop alone, before vs now, on "
                     "the frames as stored and resized to 1280x720 and 1920x1080")
     args = ap.parse_args(argv)
+    from siamtool.reporting import WarningsReporter
     from siamtool.tracking.cache import cached_onnx_backend
     from siamtool.weights import default_checkpoint
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    backend = cached_onnx_backend(args.checkpoint or default_checkpoint(), "cpu")
+    checkpoint = args.checkpoint or default_checkpoint()
+    backend = cached_onnx_backend(checkpoint, "cpu", reporter=WarningsReporter())  # the one-off export is said
+    if backend is None:
+        raise SystemExit(f"{checkpoint}: its ONNX export failed the check against PyTorch")
     from siamtool.tracking.onnx_backend import OnnxBackend
 
     names = list(backend.cfg.data.val_sequences) if args.val else args.sequences

@@ -85,9 +85,12 @@ def track_all(tracker: Tracker, data) -> tuple[list[np.ndarray], float, float]:
 def backend_for(args: argparse.Namespace, ckpt: Path | None = None):
     ckpt = ckpt or args.checkpoint or default_checkpoint()
     if args.backend == "onnx":
+        from siamtool.reporting import WarningsReporter
         from siamtool.tracking.cache import cached_onnx_backend
 
-        backend = cached_onnx_backend(ckpt, "cpu")
+        backend = cached_onnx_backend(ckpt, "cpu", reporter=WarningsReporter())  # the one-off export is said
+        if backend is None:
+            raise SystemExit(f"{ckpt}: its ONNX export failed the check against PyTorch; use --backend torch")
         return backend, backend.cfg
     return TorchBackend.from_checkpoint(ckpt, "cpu")
 
