@@ -293,6 +293,9 @@ def test_track_before_initialize_is_a_programming_error():
     ("track.max_growth=0.5", "max_growth must be >= 1"),
     ("track.search_growth=0.9", "search_growth must be >= 1"),
     ("track.lost_threshold=1.5", "lost_threshold must be between 0 and 1"),
+    ("track.recover_ratio=1.2", "recover_ratio must be between 0 and 1"),
+    ("track.calibrate_size=-0.5", "calibrate_size must be between 0 and 1"),
+    ("track.recover_radius=-1", "recover_radius must be >= 0"),
     ("track.min_size=0", "min_size > 0"),
 ])
 def test_track_settings_are_validated(override, message):
