@@ -234,19 +234,31 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _signal_masks(pid: int) -> str:
+    """The child's blocked, ignored and caught signal masks (/proc), for the failure message."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return ", ".join(line.strip() for line in f if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError:
+        return "no /proc"
+
+
 def _kill_midway(out: Path, args: list[str], sig: int) -> tuple[int, str]:
     """Start prepare in a subprocess and send `sig` 50 ms after the first shard exists (mid-way: the
-    50 shards take about half a second to write)."""
+    50 shards take about half a second to write). The text ends with the child's signal masks at that
+    moment."""
     proc = _cli(*args)
+    masks = "not signalled"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if any(out.glob("shard-*.h5")):
             time.sleep(0.05)
+            masks = _signal_masks(proc.pid)
             proc.send_signal(sig)
             break
         time.sleep(0.005)
     text, _ = proc.communicate(timeout=60)
-    return proc.returncode, text
+    return proc.returncode, f"{text}\n[child signal masks when signalled: {masks}]"
 
 
 @pytest.mark.slow
