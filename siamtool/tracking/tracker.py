@@ -255,10 +255,10 @@ class Tracker:
         rule: calibrate per target what the model gets wrong per target.
         """
         t = self.cfg.track
-        expected = (self.size[0] * window.scale, self.size[1] * window.scale)
-        cand = select_candidate(out[0], out[1], expected, self._hann(out[0].shape), t.window_influence,
+        expected = self.size * window.scale
+        cand = select_candidate(out[0], out[1], tuple(expected), self._hann(out[0].shape), t.window_influence,
                                 t.scale_penalty, self.cfg.data.context)
-        ratio = np.asarray(expected) / np.maximum(cand.box_cxcywh[2:], 1e-6)
+        ratio = expected / np.maximum(cand.box_cxcywh[2:], 1e-6)
         return np.clip(ratio, 0.5, 2.0) ** t.calibrate_size
 
     def _target_cell(self, window: CropWindow, center: np.ndarray) -> tuple[float, float]:
@@ -315,7 +315,7 @@ class Tracker:
         search_rgb = cv2.cvtColor(crop_antialiased(frame, window), cv2.COLOR_BGR2RGB)  # 40x a [..., ::-1] copy
         out = self.backend.search(search_rgb, self.features)
         score, boxes = out[0], out[1]
-        if self.cfg.track.calibrate_size > 0:
+        if t.calibrate_size > 0:
             boxes = boxes.copy()
             boxes[..., 2:] *= self.size_calibration
         weight = t.online_weight if self.online is not None else 0.0
