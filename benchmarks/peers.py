@@ -10,8 +10,9 @@ Trackers (all one-pass from the frame-1 ground truth, on every sequence of ``../
   opencv-contrib-python-headless, which conflicts with siamtool's opencv-python in one environment).
 
 With the onnxruntime backend, two more siamtool trackers show what the speed work of issue 14 gave, in
-the same run: "siamtool before #14" is the same tracker with the per-frame path it replaced (the
-whole-frame resize before the crop, the reversed-view BGR->RGB copy: `track_profile.LEGACY`), and
+the same run: "siamtool before #14" is the same tracker with the per-frame path and search graph it
+replaced (the whole-frame resize before the crop, the reversed-view BGR->RGB copy, timm's runtime-padded
+convolutions: `track_profile.LEGACY` and `track_profile.legacy_export`), and
 ``--int8 DIR`` adds an int8 export (`siamtool export --int8`, DIR = OUT/int8). The "Speed" table gives
 every siamtool tracker's FPS against the old path and against NanoTrack v2.
 
@@ -213,6 +214,16 @@ def old_path():
         yield
 
 
+def legacy_export(checkpoint: Path, folder: Path) -> Path:
+    """The pre-issue-14 search graph of `checkpoint` (`track_profile.legacy_export`)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from track_profile import legacy_export as export
+
+    return export(checkpoint, folder)
+
+
 def speed_ratios(ours: list[str], speed: dict[str, dict]) -> dict[str, dict[str, float]]:
     """Each siamtool tracker's FPS against the old path and against NanoTrack v2 (where they ran)."""
     out = {}
@@ -287,8 +298,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         ours[f"siamtool {label} (onnxruntime)"] = (TrackerSpec(checkpoint, None, cfg), f"siamtool-{label}",
                                                    f"onnxruntime {onnxruntime.__version__}, {sets}")
     if "onnx" in backends and not args.no_old_path:
-        ours[OLD_PATH] = (ours[OURS["onnx"]][0], "siamtool-before-14", f"onnxruntime {onnxruntime.__version__}, "
-                          "pre-#14 per-frame path")
+        before = args.out / "before-14-export"
+        shutil.rmtree(before, ignore_errors=True)
+        legacy_export(checkpoint, before)
+        ours[OLD_PATH] = (TrackerSpec(None, before, load_config(None, ["track.backend=onnx"])), "siamtool-before-14",
+                          f"onnxruntime {onnxruntime.__version__}, pre-#14 per-frame path and search graph")
     if args.int8 is not None:
         if not args.int8.is_dir():
             raise SiamtoolError(f"--int8 {args.int8}: folder not found (write it with `siamtool export --int8`)")

@@ -16,9 +16,10 @@ stage of `Tracker.track` is timed by wrapping the function the Tracker calls for
 * rest: the remainder of `TrackResult.time_s` (state update, sub-cell peak, box conversions).
 
 The "before" column is the same tracker with the pre-issue-14 per-frame path (the full-frame area
-resize before the crop, the ``[..., ::-1]`` copy for BGR->RGB: `LEGACY` below), interleaved frame by frame with the
-current path (alternating which goes first), on the same frames, in the same process: medians per
-stage and the ratio before / now.
+resize before the crop, the ``[..., ::-1]`` copy for BGR->RGB: `LEGACY` below) and search graph (timm's
+runtime-padded convolutions: `legacy_export`), interleaved frame by frame with the current path
+(alternating which goes first), on the same frames, in the same process: medians per stage and the
+ratio before / now.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -144,6 +146,18 @@ class LegacyCv2:
 
 
 LEGACY = {"crop_antialiased": legacy_crop_antialiased, "cv2": LegacyCv2()}
+
+
+def legacy_export(checkpoint: Path, folder: Path) -> Path:
+    """`checkpoint` exported as before issue 14 into `folder`: timm's `Conv2dSame` kept, so each stride-2
+    "same" convolution of a `tf_` EfficientNet is a runtime-shaped `Pad` plus the convolution
+    (`siamtool.models.fuse.StaticSameConv2d` says why that is slow). Same weights, same outputs."""
+    from siamtool.export.onnx import export_checkpoint
+    from siamtool.models import backbones
+
+    with patched(backbones, static_same_padding=lambda root: 0):
+        export_checkpoint(checkpoint, folder, fp16=False)
+    return folder
 
 
 def run(data, backends: dict[str, object], cfg, warmup: int = 3) -> dict[str, dict[str, list[float]]]:
@@ -285,10 +299,14 @@ def main(argv: list[str] | None = None) -> None:
           f"average {os.getloadavg()[0]:.1f}; {n} frames of {', '.join(names)}; {backend!r}")
     if args.crops:
         print("\n".join(crop_speed(data, backend.cfg, [None, (1280, 720), (1920, 1080)])))
-    backends = {"now": backend} if args.now_only else {"before": backend, "now": backend}
-    if args.int8 is not None:
-        backends["int8"] = OnnxBackend.from_dir(args.int8, "cpu")[0]
-    times = run(data, backends, backend.cfg)
+    backends = {"now": backend}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.now_only:
+            backends = {"before": OnnxBackend.from_dir(legacy_export(checkpoint, Path(tmp) / "before"), "cpu")[0],
+                        "now": backend}
+        if args.int8 is not None:
+            backends["int8"] = OnnxBackend.from_dir(args.int8, "cpu")[0]
+        times = run(data, backends, backend.cfg)
     print(table(times))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

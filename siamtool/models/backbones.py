@@ -29,7 +29,7 @@ from torch import nn
 
 from siamtool.config import ModelConfig
 from siamtool.errors import ConfigError, SiamtoolError
-from siamtool.models.fuse import fold_frozen_batchnorm
+from siamtool.models.fuse import fold_frozen_batchnorm, static_same_padding
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -123,6 +123,7 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
     backbone = Backbone(spec, body)
     set_trainable_blocks(backbone, cfg)
     fold_frozen_batchnorm(backbone)
+    static_same_padding(backbone)
     return backbone.eval()
 
 

@@ -1,4 +1,4 @@
-"""Fold frozen BatchNorm layers into the convolutions before them (inference-speed, exact).
+"""Exact inference-speed rewrites of a frozen backbone: folded BatchNorm, static "same" padding.
 
 A frozen CNN backbone runs in eval mode, where BatchNorm is a fixed per-channel affine map; folding it
 into the preceding convolution's weights removes a full read/write pass over every feature map (about
@@ -9,6 +9,7 @@ whose parameters are all frozen are folded, so `unfreeze_last` blocks keep their
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,3 +52,62 @@ def fold_frozen_batchnorm(root: nn.Module) -> int:
         parent_name, _, child = name.rpartition(".")
         setattr(modules[parent_name] if parent_name else root, child, _replacement(bn))
     return len(folds)
+
+
+def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class _SameConvExport(torch.autograd.Function):
+    """Export-only: a padded convolution written as ONE ONNX `Conv` with asymmetric `pads`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pads, dilation, groups):
+        top, left, bottom, right = pads
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride, 0, dilation, groups)
+
+    @staticmethod
+    def symbolic(g, x, weight, bias, stride, pads, dilation, groups):
+        inputs = [x, weight] if bias is None else [x, weight, bias]
+        return g.op("Conv", *inputs, kernel_shape_i=list(weight.type().sizes()[2:]), strides_i=list(stride),
+                    pads_i=list(pads), dilations_i=list(dilation), group_i=groups)
+
+
+class StaticSameConv2d(nn.Conv2d):
+    """TensorFlow "SAME" convolution exported as a single ONNX `Conv` with constant asymmetric `pads`.
+
+    timm's `Conv2dSame` (the stride-2 convolutions of the `tf_` EfficientNets) pads asymmetrically by an
+    amount computed from the input's runtime shape: the exporter writes a chain of shape ops and a `Pad`,
+    which onnxruntime neither fuses into the convolution nor runs in its blocked (NCHWc) layout, so each
+    of them cost a pad plus two layout conversions, a third of EfficientNet-Lite0's search graph
+    (docs/benchmarks.md). ONNX's `Conv` takes asymmetric `pads` itself; the crop sizes are fixed per
+    graph, so the padding is a constant of the export. Eager PyTorch (training, the torch backend) pads
+    and convolves as timm does: same zeros, same arithmetic, bit-identical outputs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        top, bottom = _same_pad(int(x.shape[-2]), kh, sh, dh)
+        left, right = _same_pad(int(x.shape[-1]), kw, sw, dw)
+        if torch.onnx.is_in_onnx_export():
+            return _SameConvExport.apply(x, self.weight, self.bias, self.stride, (top, left, bottom, right),
+                                         self.dilation, self.groups)
+        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
+
+
+@torch.no_grad()
+def static_same_padding(root: nn.Module) -> int:
+    """Replace every timm `Conv2dSame` under `root` by a `StaticSameConv2d` with the same parameters;
+    return the count. Matched by class name so that backbones without timm need not import it."""
+    swaps = [(name, m) for name, m in root.named_modules() if type(m).__name__ == "Conv2dSame"]
+    modules = dict(root.named_modules())
+    for name, conv in swaps:
+        new = StaticSameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                               conv.dilation, conv.groups, conv.bias is not None)
+        new.weight = conv.weight
+        new.bias = conv.bias
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name] if parent_name else root, child, new)
+    return len(swaps)

@@ -10,10 +10,10 @@ The cache belongs to tracking (it serves the Tracker) and uses the exporter as a
 `siamtool.tracking` sits above `siamtool.export` in the layers (README, "Layout").
 
 The cache folder is ``$SIAMTOOL_CACHE`` or ``$XDG_CACHE_HOME/siamtool`` or ``~/.cache/siamtool``, then
-``onnx/<key>/``; the key hashes the checkpoint file's bytes and the siamtool version, so a retrained or
-edited checkpoint gets a new export. Parallel eval workers share one export (`eval` makes it before
-they start; a file lock serialises any first export; the lock file is removed afterwards). An export that fails its check is not used:
-tracking falls back to PyTorch.
+``onnx/<key>/``; the key hashes the checkpoint file's bytes, the siamtool version and `EXPORTER_REVISION`,
+so a retrained or edited checkpoint, or a changed exporter, gets a new export. Parallel eval workers share
+one export (`eval` makes it before they start; a file lock serialises any first export; the lock file is
+removed afterwards). An export that fails its check is not used: tracking falls back to PyTorch.
 """
 
 from __future__ import annotations
@@ -71,9 +71,15 @@ def _complete(folder: Path) -> bool:
     return True
 
 
+EXPORTER_REVISION = 2
+"""Bumped whenever the exporter writes different graphs for the same checkpoint (2: constant-padded
+"same" convolutions, `models.fuse.StaticSameConv2d`), so cached exports of an older exporter are redone."""
+
+
 def cache_key(checkpoint_file: Path) -> str:
-    """The cache folder's name: the checkpoint's bytes, this siamtool version and the export format."""
-    return text_digest(f"{file_digest(checkpoint_file)}|{__version__}|{FORMAT_VERSION}", 20)
+    """The cache folder's name: the checkpoint's bytes, this siamtool version, the export format and the
+    exporter revision."""
+    return text_digest(f"{file_digest(checkpoint_file)}|{__version__}|{FORMAT_VERSION}|{EXPORTER_REVISION}", 20)
 
 
 def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: Reporter = SILENT,

@@ -19,6 +19,7 @@ from siamtool.models.backbones import (
     lite0_weights_file,
     load_lite0_classifier,
 )
+from siamtool.models.fuse import fold_frozen_batchnorm
 from tests.conftest import shared
 
 ALL = list_backbones()
@@ -169,7 +170,6 @@ def test_frozen_batchnorm_folds_exactly_into_the_convs(name):
     from torch import nn
 
     from siamtool.models.backbones import Backbone
-    from siamtool.models.fuse import fold_frozen_batchnorm
 
     cfg = ModelConfig(backbone=name, tiny=True, pretrained=False)
     spec = get_spec(name)
@@ -195,6 +195,46 @@ def test_frozen_batchnorm_folds_exactly_into_the_convs(name):
     last_bns = [m for m in partly.blocks()[-1].modules() if isinstance(m, nn.BatchNorm2d)]
     assert last_bns and all(m.weight.requires_grad for m in last_bns)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in partly.modules()) == len(last_bns)
+
+
+def test_same_padded_convs_export_as_one_conv_with_constant_pads_and_the_same_outputs(tmp_path):
+    """timm's Conv2dSame exported as shape ops + Pad, which onnxruntime could not fuse: a third of the
+    shipped tracker's search graph. The replacement pads like TensorFlow in eager mode (bit-identical,
+    odd sizes too) and exports as a single Conv with asymmetric pads."""
+    import onnx
+    import onnxruntime as ort
+    from timm.layers import Conv2dSame
+
+    from siamtool.models.backbones import Backbone
+    from siamtool.models.fuse import StaticSameConv2d, static_same_padding
+
+    cfg = ModelConfig(backbone="efficientnet_lite0", tiny=True, pretrained=False)
+    spec = get_spec("efficientnet_lite0")
+    timm_bb = Backbone(spec, spec.build_tiny(cfg)).eval()
+    ours = build_backbone(cfg)
+    assert sum(isinstance(m, Conv2dSame) for m in timm_bb.modules()) == 4
+    assert not any(isinstance(m, Conv2dSame) for m in ours.modules())
+    assert sum(isinstance(m, StaticSameConv2d) for m in ours.modules()) == 4
+    assert static_same_padding(ours) == 0  # nothing left to replace
+    for p in timm_bb.parameters():
+        p.requires_grad_(False)
+    fold_frozen_batchnorm(timm_bb)  # as build_backbone does
+    with torch.no_grad():
+        for size in (64, 96, 71):  # even sizes (every crop) and an odd one (asymmetric pads differ)
+            x = torch.rand(1, 3, size, size) * 255
+            assert torch.equal(timm_bb(x), ours(x)), size
+
+    path = tmp_path / "lite0.onnx"
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.onnx.export(ours, (x,), str(path), input_names=["x"], opset_version=17, dynamo=False)
+        ref = ours(x).numpy()
+    graph = onnx.load(str(path)).graph
+    assert not [n for n in graph.node if n.op_type == "Pad"]
+    pads = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert pads.count([0, 0, 1, 1]) == 3 and pads.count([1, 1, 2, 2]) == 1  # 3x3 and 5x5 stride 2
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
 
 def test_dinov3_mask_token_stays_frozen_when_the_backbone_trains():
