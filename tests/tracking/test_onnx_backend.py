@@ -34,7 +34,7 @@ def test_one_sequence_tracked_through_both_backends_gives_the_same_boxes(stable_
     onnx_backend = OnnxBackend(stable_export, threads=1)
     # Crop geometry from the export's metadata, tracking knobs from the user, as `--onnx` does.
     cfg = merge_tracking_config(onnx_backend.cfg, load_config(None, list(STABLE_TRACK)))
-    frames, box, _ = sequence_frames(31, synthetic_lasot)
+    frames, box, name = sequence_frames(31, synthetic_lasot)
     trackers = [Tracker(TorchBackend(model, "cpu"), cfg), Tracker(onnx_backend, cfg)]
     for t in trackers:
         t.initialize(frames[0], box)
@@ -43,7 +43,8 @@ def test_one_sequence_tracked_through_both_backends_gives_the_same_boxes(stable_
     assert diff.max() < TOL_PX, diff
     # The boxes move and change size: agreement is not that of two trackers standing still.
     assert np.ptp(boxes[:, 0, :2], axis=0).max() > 5.0
-    assert np.ptp(boxes[:, 0, 2:], axis=0).max() > 2.0
+    if name == "bag-1":  # without ../shared the synthetic fallback's target keeps its size
+        assert np.ptp(boxes[:, 0, 2:], axis=0).max() > 2.0
 
 
 def test_same_state_same_box_with_default_post_processing(tmp_path, synthetic_lasot):
