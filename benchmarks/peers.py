@@ -200,28 +200,24 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
     return "\n".join([*rows, "", note, *per]) + "\n"
 
 
+def _track_profile():
+    """benchmarks/track_profile.py, which holds the pre-issue-14 functions and export."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import track_profile
+
+    return track_profile
+
+
 @contextlib.contextmanager
 def old_path():
-    """The Tracker's per-frame functions as they were before issue 14 (benchmarks/track_profile.py)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from track_profile import LEGACY, patched
-
+    """The Tracker's per-frame functions as they were before issue 14 (`track_profile.LEGACY`)."""
     from siamtool.tracking import tracker as tracker_module
 
-    with patched(tracker_module, **LEGACY):
+    profile = _track_profile()
+    with profile.patched(tracker_module, **profile.LEGACY):
         yield
-
-
-def legacy_export(checkpoint: Path, folder: Path) -> Path:
-    """The pre-issue-14 search graph of `checkpoint` (`track_profile.legacy_export`)."""
-    here = str(Path(__file__).resolve().parent)
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    from track_profile import legacy_export as export
-
-    return export(checkpoint, folder)
 
 
 def speed_ratios(ours: list[str], speed: dict[str, dict]) -> dict[str, dict[str, float]]:
@@ -300,7 +296,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if "onnx" in backends and not args.no_old_path:
         before = args.out / "before-14-export"
         shutil.rmtree(before, ignore_errors=True)
-        legacy_export(checkpoint, before)
+        _track_profile().legacy_export(checkpoint, before)
         ours[OLD_PATH] = (TrackerSpec(None, before, load_config(None, ["track.backend=onnx"])), "siamtool-before-14",
                           f"onnxruntime {onnxruntime.__version__}, pre-#14 per-frame path and search graph")
     if args.int8 is not None:

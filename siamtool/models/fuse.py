@@ -49,9 +49,14 @@ def fold_frozen_batchnorm(root: nn.Module) -> int:
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
         conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else root, child, _replacement(bn))
+        _replace(root, modules, name, _replacement(bn))
     return len(folds)
+
+
+def _replace(root: nn.Module, modules: dict[str, nn.Module], name: str, new: nn.Module) -> None:
+    """Put `new` where the submodule called `name` (as in `root.named_modules()`) sits."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(modules[parent_name] if parent_name else root, child, new)
 
 
 def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -59,13 +64,17 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
     return total // 2, total - total // 2
 
 
+def _padded_conv(x, weight, bias, stride, pads, dilation, groups) -> torch.Tensor:
+    top, left, bottom, right = pads
+    return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride, 0, dilation, groups)
+
+
 class _SameConvExport(torch.autograd.Function):
     """Export-only: a padded convolution written as ONE ONNX `Conv` with asymmetric `pads`."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, pads, dilation, groups):
-        top, left, bottom, right = pads
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), weight, bias, stride, 0, dilation, groups)
+        return _padded_conv(x, weight, bias, stride, pads, dilation, groups)
 
     @staticmethod
     def symbolic(g, x, weight, bias, stride, pads, dilation, groups):
@@ -90,11 +99,8 @@ class StaticSameConv2d(nn.Conv2d):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         top, bottom = _same_pad(int(x.shape[-2]), kh, sh, dh)
         left, right = _same_pad(int(x.shape[-1]), kw, sw, dw)
-        if torch.onnx.is_in_onnx_export():
-            return _SameConvExport.apply(x, self.weight, self.bias, self.stride, (top, left, bottom, right),
-                                         self.dilation, self.groups)
-        return F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
-                        self.dilation, self.groups)
+        conv = _SameConvExport.apply if torch.onnx.is_in_onnx_export() else _padded_conv
+        return conv(x, self.weight, self.bias, self.stride, (top, left, bottom, right), self.dilation, self.groups)
 
 
 @torch.no_grad()
@@ -108,6 +114,5 @@ def static_same_padding(root: nn.Module) -> int:
                                conv.dilation, conv.groups, conv.bias is not None)
         new.weight = conv.weight
         new.bias = conv.bias
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else root, child, new)
+        _replace(root, modules, name, new)
     return len(swaps)

@@ -16,9 +16,10 @@ frame, `track(frame)`:
    sub-cell peak next to it, mixed by the same weight;
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
    (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
-   (``head``; the head's sizes rescaled per target by the first frame, `Tracker._size_calibration`), or both in turn (``both``: DSST rescales, then the head refines size and aspect); the
-   box is clipped to the frame and kept >= `min_size`; every `online_interval` frames a confident
-   frame becomes a sample of the online models (bounded memory, first frame kept);
+   (``head``; the head's sizes rescaled per target by the first frame, `Tracker._size_calibration`), or
+   both in turn (``both``: DSST rescales, then the head refines size and aspect); the box is clipped
+   to the frame and kept >= `min_size`; every `online_interval` frames a confident frame becomes a
+   sample of the online models (bounded memory, first frame kept);
 5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
    score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
    model whose scores shift down on unfamiliar footage would otherwise call a visible target lost from
