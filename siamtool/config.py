@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -23,8 +25,70 @@ from siamtool.fileio import write_text_atomic
 
 
 @dataclass
+class SourceSpec:
+    """One dataset `prepare` samples from: `--data KIND:ROOT[:SPLIT][@WEIGHT]`, or a `data.sources` entry
+    (that string, or a mapping with these keys). See `parse_source` for how a spec string is cut."""
+
+    kind: str = ""
+    """Layout: lasot, stills (COCO-like JSON of still images), or a kind `siamtool.data.datasets` reads."""
+    root: str = ""
+    """The dataset's folder (for stills: the folder of annotations.json, or the JSON file itself)."""
+    split: str | None = None
+    """The dataset's split (train, val, test, all, a LaSOT file of names, ...); null = prepare's --split."""
+    weight: float = 1.0
+    """Share of the pairs: source i gets weight_i / sum(weights) of them (OSTrack's dataset ratios)."""
+
+    def __str__(self) -> str:
+        split = f":{self.split}" if self.split else ""
+        return f"{self.kind}:{self.root}{split}@{self.weight:g}"
+
+
+_SPLIT_WORD = re.compile(r"^[A-Za-z0-9_,.-]+$")
+
+
+def parse_source(text: str, where: str = "--data") -> SourceSpec:
+    """`KIND:ROOT[:SPLIT][@WEIGHT]` -> SourceSpec, cut so that roots may hold ':' and '@'.
+
+    * WEIGHT: the text after the last '@', when it is a number (else the '@' belongs to the root);
+    * KIND: the text before the first ':';
+    * SPLIT: the text after the last ':' of the rest, when it is a plain name (letters, digits, '_', '-',
+      '.', ',': train, val, TRAIN_0,TRAIN_1) or an existing file; otherwise the whole rest is ROOT. So
+      `lasot:C:\\data\\LaSOT` and `lasot:/mnt/a:b/LaSOT` are roots; a root that itself ends in `:name`
+      needs its split written out: `lasot:/mnt/x:train:all`.
+    """
+    body, weight = text.strip(), 1.0
+    if "@" in body:
+        head, _, tail = body.rpartition("@")
+        with contextlib.suppress(ValueError):
+            weight = float(tail)
+            body = head
+    kind, colon, rest = body.partition(":")
+    if not colon or not kind.strip() or not rest.strip():
+        raise ConfigError(f"{where} {text!r}: expected KIND:ROOT[:SPLIT][@WEIGHT], e.g. got10k:/data/GOT-10k:train@2")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind.strip().lower()):
+        raise ConfigError(f"{where} {text!r}: {kind!r} is not a dataset kind (lasot, got10k, stills, ...)")
+    root, split = rest, None
+    left, sep, right = rest.rpartition(":")
+    if sep and left and right and (_SPLIT_WORD.match(right) or Path(right).is_file()):
+        root, split = left, right
+    spec = SourceSpec(kind.strip().lower(), root, split, weight)
+    _check_source(spec, where)
+    return spec
+
+
+def _check_source(spec: SourceSpec, where: str) -> None:
+    if not spec.kind or not spec.root:
+        raise ConfigError(f"{where}: a source needs a kind and a root, e.g. lasot:/data/LaSOT")
+    if not math.isfinite(spec.weight) or spec.weight <= 0:
+        raise ConfigError(f"{where} {spec}: the weight must be a number > 0, got {spec.weight:g}")
+
+
+@dataclass
 class DataConfig:
     """Pair sampling and crop geometry; prepare, train-time jitter, the tracker and export share it."""
+
+    sources: list[SourceSpec] = field(default_factory=list)
+    """Datasets `prepare` samples from (`--data` replaces this list; `--lasot DIR` means lasot:DIR)."""
 
     template_size: int = 128
     """Template crop side in pixels (a multiple of the backbone stride)."""
@@ -300,6 +364,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is list:
         (item,) = typing.get_args(tp)
+        if item is SourceSpec:
+            return _coerce_sources(value, where)
         if isinstance(value, str):  # --set data.val_sequences=a,b,c
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
@@ -335,6 +401,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r}")
     raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _coerce_sources(value: Any, where: str) -> list[SourceSpec]:
+    """`data.sources`: a list whose entries are spec strings or mappings of SourceSpec's keys."""
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of sources (KIND:ROOT[:SPLIT][@WEIGHT]), got {value!r}")
+    out = []
+    for i, entry in enumerate(value):
+        at = f"{where}[{i}]"
+        if isinstance(entry, SourceSpec):
+            spec = entry
+        elif isinstance(entry, str):
+            spec = parse_source(entry, at)
+        elif isinstance(entry, dict):
+            spec = SourceSpec()
+            _apply(spec, entry, "", at)
+            spec.kind = spec.kind.strip().lower()
+        else:
+            raise ConfigError(f"{at}: expected KIND:ROOT[:SPLIT][@WEIGHT] or a mapping with kind, root, split, "
+                              f"weight; got {entry!r}")
+        _check_source(spec, at)
+        out.append(spec)
+    return out
 
 
 def explicit_keys(cfg: Config) -> set[str]:

@@ -1,9 +1,13 @@
-"""`siamtool prepare`: sample LaSOT pairs, crop them once, write HDF5 shards in parallel, resumably.
+"""`siamtool prepare`: sample pairs from one or several datasets, crop them once, write HDF5 shards in
+parallel, resumably.
 
 Order of work:
-  1. index the split (malformed sequences skipped with file and line unless strict),
-  2. sample every pair up front in the main process (`sampling.sample_pairs`: deterministic, so the
-     pairs do not depend on --workers) and cut the list into shards of `data.pairs_per_shard`,
+  1. index every source (`index_source`, the one seam between prepare and the dataset readers;
+     malformed sequences skipped with file and line unless strict),
+  2. sample every pair up front in the main process (`sampling.sample_pairs` per video source,
+     `stills.sample_still_pairs` for still images; each source gets its weighted share of the pairs,
+     `source_rates`; deterministic, so the pairs do not depend on --workers) and cut the list into
+     shards of `data.pairs_per_shard`,
   3. compare the run's fingerprint with `<out>/prepare.json`: the same -> resume (complete shards are
      kept, stray temp files removed), different -> refused unless --overwrite,
   4. check free disk space against an estimate, then let worker processes write the missing shards,
@@ -28,6 +32,7 @@ benchmark pairs (docs/benchmarks.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
@@ -45,7 +50,7 @@ import numpy as np
 import yaml
 
 from siamtool import __version__
-from siamtool.config import Config, DataConfig
+from siamtool.config import Config, DataConfig, SourceSpec
 from siamtool.data.lasot import index_lasot
 from siamtool.data.sampling import PairSpec, sample_pairs
 from siamtool.data.shards import (
@@ -60,12 +65,13 @@ from siamtool.data.shards import (
     stored_template_window,
     write_shard,
 )
+from siamtool.data.stills import StillsIndex, augment_box, augment_crop, index_stills, sample_still_pairs
 from siamtool.errors import ConfigError, SiamtoolError
 from siamtool.fileio import LockHeld, exclusive_lock, write_json_atomic
 from siamtool.geometry import CropWindow, crop, reduced_decode_factor
 from siamtool.images import decode_reduced
 from siamtool.pool import report_progress, run_in_pool
-from siamtool.provenance import differences
+from siamtool.provenance import differences, file_digest
 from siamtool.reporting import SILENT, Reporter
 
 PLAN_NAME = "prepare.json"
@@ -209,7 +215,8 @@ def make_pairs(
             timing.crop += time.perf_counter() - t0
             for (i, r), window in zip(users, frame_windows):
                 t0 = time.perf_counter()
-                patch = crop(img, window)
+                aug = specs[i].augment if r == 1 else None
+                patch = crop(img, window) if aug is None else augment_crop(img, window.affine(), window.out_size, aug)
                 t1 = time.perf_counter()
                 ok, enc = cv2.imencode(".jpg", patch, quality)
                 timing.crop += t1 - t0
@@ -225,10 +232,13 @@ def make_pairs(
     for s, (tw, sw), (tj, sj) in zip(specs, windows, jpegs):
         if tj is None or sj is None:
             continue
+        search_box = sw.box_to_crop(np.asarray(s.search_box))
+        if s.augment is not None:
+            search_box = augment_box(search_box, s.augment, sw.out_size)
         pairs.append(Pair(
             template_jpeg=tj, search_jpeg=sj,
             template_box=tw.box_to_crop(np.asarray(s.template_box)).astype(np.float32),
-            search_box=sw.box_to_crop(np.asarray(s.search_box)).astype(np.float32),
+            search_box=search_box.astype(np.float32),
             kind=s.kind, sequence=s.sequence, search_sequence=s.search_sequence,
             frames=np.array([s.template_frame, s.search_frame], dtype=np.int32),
         ))
@@ -245,6 +255,15 @@ class ShardTask:
     specs: list[PairSpec]
     params: CropParams
     attrs: dict[str, Any]
+    source: str | None = None
+    """The label of the run's only source; None: several, named by each pair's `label/` prefix."""
+
+
+def count_sources(pairs: list[Pair], source: str | None) -> dict[str, int]:
+    """Pairs per source label: the label prefix of the sequence names (`label/name`), or the only source."""
+    if source is not None:
+        return {source: len(pairs)} if pairs else {}
+    return dict(sorted(Counter(p.sequence.split("/", 1)[0] for p in pairs).items()))
 
 
 @dataclass
@@ -263,7 +282,8 @@ def run_shard(task: ShardTask, count_done: Callable[[int], None] | None = None) 
     t0 = time.perf_counter()
     pairs, bad = make_pairs(task.specs, task.params, timing, count_done)
     t1 = time.perf_counter()
-    attrs = {**task.attrs, "shard": task.index, "skipped_frames": json.dumps(bad)}
+    attrs = {**task.attrs, "shard": task.index, "skipped_frames": json.dumps(bad),
+             "sources": json.dumps(count_sources(pairs, task.source))}
     size = write_shard(task.path, pairs, attrs)
     timing.write += time.perf_counter() - t1
     timing.total += time.perf_counter() - t0
@@ -337,6 +357,8 @@ class PrepareSummary:
     """Sequences written to validation shards only (`data.val_sequences` / `val_sequence_fraction`)."""
     boxless_frames: list[str] = field(default_factory=list)
     """`groundtruth.txt:LINE: x,y,w,h` of visible frames with no usable box (never sampled)."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """index.json's `sources`: label, kind, root, split, weight, share, sequences, pairs written."""
 
     @property
     def bytes_per_pair(self) -> float:
@@ -347,10 +369,24 @@ class PrepareSummary:
         return self.pairs_made / self.write_seconds if self.write_seconds > 0 else 0.0
 
 
-def _fingerprint(cfg: Config, root: Path, split: str, names: list[str]) -> dict[str, Any]:
-    """Everything that decides the bytes of the shards: a different value means different pairs."""
-    return {"format_version": FORMAT_VERSION, "data": cfg.to_dict()["data"], "source_root": str(root),
-            "split": split, "sequences": names}
+def _fingerprint(cfg: Config, root: Path, split: str, sources: list[Any]) -> dict[str, Any]:
+    """Everything that decides the bytes of the shards: a different value means different pairs.
+
+    One LaSOT source of weight 1 is fingerprinted as before sources existed, so folders prepared then
+    still resume; otherwise every source (kind, root, split, weight) is recorded, and a stills source
+    by its annotation file's digest too.
+    """
+    data = cfg.to_dict()["data"]
+    data.pop("sources", None)  # recorded below, resolved (the config may name them relative to the cwd)
+    names = sorted(q.name for src in sources for q in src.sequences)
+    only = sources[0]
+    if len(sources) == 1 and only.spec.kind == "lasot" and only.spec.weight == 1.0:
+        return {"format_version": FORMAT_VERSION, "data": data, "source_root": str(root),
+                "split": only.split, "sequences": names}
+    records = [{**src.record(), **({"annotations": file_digest(src.index.json_path)} if src.stills else {})}
+               for src in sources]
+    return {"format_version": FORMAT_VERSION, "data": data, "source_root": str(root), "split": split,
+            "sources": records, "sequences": names}
 
 
 def _own_files(out: Path) -> list[Path]:
@@ -430,13 +466,116 @@ def _disk_full_error(out: Path, chunks: list[list[PairSpec]], data: DataConfig) 
         "(or choose another --out) and run the same command again to resume")
 
 
+# ------------------------------------------------------------------------------------------ sources
+
+STILLS = "stills"
+"""The kind of the still-image source (`siamtool.data.stills`)."""
+
+
+class _Renamed:
+    """A sequence seen under the name `label/name`, so names stay unique when several sources are mixed
+    (the sampler seeds, pools and stores pairs by name)."""
+
+    def __init__(self, seq: Any, name: str) -> None:
+        self._seq, self.name = seq, name
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self._seq, key)
+
+
+@dataclass
+class Source:
+    """One source of a prepare run: the spec, its label, the split read and what its root holds."""
+
+    spec: SourceSpec
+    label: str
+    """Its name in index.json and, with several sources, the prefix of its sequence names (`label/...`)."""
+    root: Path
+    split: str | None
+    """The split read (None for stills, which have none)."""
+    index: Any
+    """A `lasot.Index` (or the datasets API's Index) for video kinds, a `stills.StillsIndex` for stills."""
+    sequences: list[Any]
+    """The index's sequences (video) or usable boxes (stills), renamed `label/name` with several sources."""
+
+    @property
+    def stills(self) -> bool:
+        return isinstance(self.index, StillsIndex)
+
+    @property
+    def units(self) -> int:
+        """What the pair budget counts: sequences, or still images with a usable box."""
+        return len({b.image for b in self.sequences}) if self.stills else len(self.sequences)
+
+    def record(self) -> dict[str, Any]:
+        """What index.json and the fingerprint say about the source."""
+        return {"label": self.label, "kind": self.spec.kind, "root": str(self.root), "split": self.split,
+                "weight": self.spec.weight}
+
+
+def index_source(spec: SourceSpec, split: str | None, strict: bool) -> Any:
+    """The seam between prepare and the dataset readers: a source's kind, root and split -> its index.
+
+    lasot and stills are read here; any other kind goes to `siamtool.data.datasets.index_dataset`.
+    """
+    root = Path(spec.root).expanduser().resolve()
+    if spec.kind == STILLS:
+        if split not in (None, "all"):
+            raise ConfigError(f"--data {spec}: still images have no split (got {split!r}); write stills:ROOT")
+        return index_stills(root, require_images=True, strict=strict)
+    if spec.kind == "lasot":
+        return index_lasot(root, split or "train", require_images=True, strict=strict)
+    try:
+        from siamtool.data.datasets import index_dataset  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; this build reads lasot and "
+                          "stills") from None
+    return index_dataset(spec.kind, root, split, require_images=True, strict=strict)
+
+
+def resolve_sources(specs: list[SourceSpec], split: str, strict: bool) -> list[Source]:
+    """Index every source; a source without a split reads `split` (stills: none). Labels are the kind,
+    then kind2, kind3, ... for a kind given again."""
+    if not specs:
+        raise ConfigError("no source to prepare: pass --data KIND:ROOT[:SPLIT][@WEIGHT] (or --lasot DIR), "
+                          "or set data.sources in the --config")
+    seen: Counter = Counter()
+    sources = []
+    for spec in specs:
+        seen[spec.kind] += 1
+        label = spec.kind if seen[spec.kind] == 1 else f"{spec.kind}{seen[spec.kind]}"
+        eff = spec.split if spec.kind == STILLS else (spec.split or split)
+        index = index_source(spec, eff, strict)
+        items = index.boxes if isinstance(index, StillsIndex) else list(index.sequences)
+        if len(specs) > 1:
+            items = [dataclasses.replace(b, name=f"{label}/{b.name}") if isinstance(index, StillsIndex)
+                     else _Renamed(b, f"{label}/{b.name}") for b in items]
+        sources.append(Source(spec, label, Path(spec.root).expanduser().resolve(),
+                              None if isinstance(index, StillsIndex) else eff, index, items))
+    return sources
+
+
+def source_rates(sources: list[Source], pairs_per_sequence: int) -> list[float]:
+    """Pairs per sequence (or still image) of each source: the run makes `pairs_per_sequence` x all the
+    sequences and images of all sources, and source i gets weight_i / sum(weights) of them (the mixing
+    ratios OSTrack and pytracking sample datasets by). One source gets exactly `pairs_per_sequence`."""
+    total = pairs_per_sequence * sum(s.units for s in sources)
+    weights = sum(s.spec.weight for s in sources)
+    return [total * s.spec.weight / weights / max(1, s.units) for s in sources]
+
+
+def _round(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
 @dataclass
 class Plan:
     """What a prepare run will write: the sampled pairs cut into shards, and what decides their bytes."""
 
     root: Path
+    """The first LaSOT source's root (else the first source's): recorded for `eval` (`siamtool.workspace`)."""
     split: str
-    index: Any
+    sources: list[Source]
     train_sequences: list[Any]
     val_sequences: list[Any]
     chunks: list[list[PairSpec]]
@@ -446,26 +585,42 @@ class Plan:
     skipped: list[str]
     """Sequences sampling skipped (no usable frames)."""
     fingerprint: dict[str, Any]
+    source_pairs: dict[str, int] = field(default_factory=dict)
+    """Pairs planned per source label."""
 
     @property
     def total_pairs(self) -> int:
         return sum(len(c) for c in self.chunks)
 
+    @property
+    def index_skipped(self) -> list[str]:
+        return [line for s in self.sources for line in s.index.skipped]
+
+    @property
+    def missing(self) -> list[str]:
+        prefix = len(self.sources) > 1
+        return [f"{s.label}/{m}" if prefix else m for s in self.sources if not s.stills for m in s.index.missing]
+
+    def boxless_lines(self) -> list[str]:
+        return [line for s in self.sources if not s.stills for line in s.index.boxless_lines()]
+
 
 def prepare_shards(
-    lasot: str | Path, out: str | Path, cfg: Config, split: str = "train", workers: int = 1,
+    lasot: str | Path | None, out: str | Path, cfg: Config, split: str = "train", workers: int = 1,
     overwrite: bool = False, strict: bool = False, reporter: Reporter = SILENT,
     max_decode_factor: int = 8, decoder: str = "auto",
 ) -> PrepareSummary:
     """Write the shards of `split` under `out` (see the module docstring); resumes what exists.
 
-    `cfg.data` decides the pairs (set `cfg.data.pairs_per_sequence` for --pairs-per-sequence). Skipped
-    sequences, resumed shards and the write progress (task "pairs") go to `reporter`.
+    The sources are `lasot` (a LaSOT root, read as `lasot:ROOT`) followed by `cfg.data.sources`; a
+    source without its own split reads `split`. `cfg.data` decides the pairs (set
+    `cfg.data.pairs_per_sequence` for --pairs-per-sequence). Skipped sequences, resumed shards and the
+    write progress (task "pairs") go to `reporter`.
     """
     start = time.perf_counter()
-    root, out = Path(lasot).resolve(), Path(out)
-    index = index_lasot(root, split, require_images=True, strict=strict)
-    plan = plan_shards(index, root, split, cfg, reporter)
+    out = Path(out)
+    specs = ([SourceSpec("lasot", str(lasot))] if lasot is not None else []) + list(cfg.data.sources)
+    plan = plan_shards(resolve_sources(specs, split, strict), split, cfg, reporter)
     if out.exists() and not out.is_dir():
         raise SiamtoolError(f"--out {out}: exists and is not a folder; choose a folder for the shards")
     out.mkdir(parents=True, exist_ok=True)
@@ -476,7 +631,7 @@ def prepare_shards(
     except LockHeld as e:
         raise SiamtoolError(f"--out {out}: another `siamtool prepare` is writing there ({e.holder or 'pid unknown'});"
                             " wait for it to finish, or choose another --out") from None
-    summary.boxless_frames = index.boxless_lines()
+    summary.boxless_frames = plan.boxless_lines()
     return summary
 
 
@@ -484,6 +639,10 @@ def _report_index(index: Any, root: Path, split: str, reporter: Reporter) -> Non
     """Say what the split leaves out before anything is sampled: skipped, missing and boxless sequences."""
     for line in index.skipped:
         reporter.warning(line, label="skipped sequence")
+    if isinstance(index, StillsIndex):
+        reporter.status(f"{index.json_path}: {len(index.boxes)} usable boxes in {index.images} images "
+                        f"({index.small} too small to be a target)")
+        return
     if index.missing:
         reporter.warning(f"{len(index.missing)} sequence(s) of split {split!r} not under {root} "
                          f"(e.g. {', '.join(index.missing[:3])})", label=None)
@@ -497,31 +656,58 @@ def _report_index(index: Any, root: Path, split: str, reporter: Reporter) -> Non
                          f"are never sampled, e.g. {boxless[0]}")
 
 
-def plan_shards(index: Any, root: Path, split: str, cfg: Config, reporter: Reporter = SILENT) -> Plan:
+def _sample_source(src: Source, rate: float, val_names: set[str], data: DataConfig) -> tuple[list, list, list]:
+    """(training pairs, validation pairs, skipped lines) of one source at `rate` pairs per sequence."""
+    if src.stills:  # a box of an image in validation and another in training would leak: stills only train
+        return sample_still_pairs(src.sequences, data.seed, data.neg_prob, _round(rate * src.units)), [], []
+    train = [q for q in src.sequences if q.name not in val_names]
+    val = [q for q in src.sequences if q.name in val_names]
+    sampled = sample_pairs(train, data, total=_round(rate * len(train)))
+    val_sampled = sample_pairs(val, data, total=_round(rate * len(val))) if val else None
+    return (sampled.pairs, val_sampled.pairs if val_sampled else [],
+            sampled.skipped + (val_sampled.skipped if val_sampled else []))
+
+
+def _shuffled(pairs: list[PairSpec], seed: int, several: bool) -> list[PairSpec]:
+    """Mix the sources' pairs (each list is shuffled already; one source is kept as it is)."""
+    if not several:
+        return pairs
+    order = np.random.default_rng([seed, 0x50C]).permutation(len(pairs))
+    return [pairs[i] for i in order]
+
+
+def plan_shards(sources: list[Source], split: str, cfg: Config, reporter: Reporter = SILENT) -> Plan:
     """Sample the pairs of the training and validation sequences and cut them into shards (no I/O)."""
     data = cfg.data
-    _report_index(index, root, split, reporter)
-    train_seqs, val_seqs = split_sequences(index.sequences, data, root)
-    sampled = sample_pairs(train_seqs, data)
-    val_sampled = sample_pairs(val_seqs, data) if val_seqs else None
-    skipped = sampled.skipped + (val_sampled.skipped if val_sampled else [])
+    for src in sources:
+        _report_index(src.index, src.root, src.split or "all", reporter)
+    videos = [q for src in sources if not src.stills for q in src.sequences]
+    where = ", ".join(str(src.root) for src in sources)
+    train_seqs, val_seqs = split_sequences(videos, data, where) if videos else ([], [])
+    val_names = {q.name for q in val_seqs}
+    train_pairs, val_pairs, skipped, per_source = [], [], [], {}
+    for src, rate in zip(sources, source_rates(sources, data.pairs_per_sequence)):
+        t, v, sk = _sample_source(src, rate, val_names, data)
+        train_pairs += t
+        val_pairs += v
+        skipped += sk
+        per_source[src.label] = len(t) + len(v)
     for line in skipped:
         reporter.warning(line, label="skipped sequence")
-    if not sampled.pairs:
-        raise SiamtoolError(f"{root}: no pairs could be sampled for split {split!r} "
+    if not train_pairs:
+        raise SiamtoolError(f"{where}: no pairs could be sampled for split {split!r} "
                             f"({len(train_seqs)} usable training sequences)")
     if val_seqs:
         reporter.status(f"validation: {len(val_seqs)} sequences in their own shards, never in training "
                         f"({', '.join(sorted(s.name for s in val_seqs)[:6])}{', ...' if len(val_seqs) > 6 else ''})")
-    per = data.pairs_per_shard
-    chunks = [sampled.pairs[i:i + per] for i in range(0, len(sampled.pairs), per)]
-    splits = ["train"] * len(chunks)
-    if val_sampled is not None and val_sampled.pairs:
-        val_chunks = [val_sampled.pairs[i:i + per] for i in range(0, len(val_sampled.pairs), per)]
-        chunks += val_chunks
-        splits += ["val"] * len(val_chunks)
-    fingerprint = _fingerprint(cfg, root, split, sorted(s.name for s in index.sequences))
-    return Plan(root, split, index, train_seqs, val_seqs, chunks, splits, skipped, fingerprint)
+    several, per = len(sources) > 1, data.pairs_per_shard
+    train_pairs, val_pairs = _shuffled(train_pairs, data.seed, several), _shuffled(val_pairs, data.seed + 1, several)
+    chunks = [train_pairs[i:i + per] for i in range(0, len(train_pairs), per)]
+    val_chunks = [val_pairs[i:i + per] for i in range(0, len(val_pairs), per)]
+    root = next((src.root for src in sources if src.spec.kind == "lasot"), sources[0].root)
+    return Plan(root, split, sources, train_seqs, val_seqs, chunks + val_chunks,
+                ["train"] * len(chunks) + ["val"] * len(val_chunks), skipped,
+                _fingerprint(cfg, root, split, sources), per_source)
 
 
 def _check_resumable(out: Path, plan: Plan, overwrite: bool) -> None:
@@ -574,7 +760,8 @@ def _write(out: Path, cfg: Config, plan: Plan, workers: int, overwrite: bool, re
         (out / INDEX_NAME).unlink(missing_ok=True)
     attrs = {"config": yaml.safe_dump(cfg.to_dict(), sort_keys=False), "siamtool_version": __version__,
              "source_root": str(plan.root)}
-    tasks = [ShardTask(i, out / shard_name(i), chunks[i], params, attrs) for i in todo]
+    single = plan.sources[0].label if len(plan.sources) == 1 else None
+    tasks = [ShardTask(i, out / shard_name(i), chunks[i], params, attrs, single) for i in todo]
     timing = Timing()
     made = 0
     t_write = time.perf_counter()
@@ -621,31 +808,50 @@ def split_sequences(sequences: list[Any], data: DataConfig, root: Path) -> tuple
     return [s for s in sequences if s.name not in val], [s for s in sequences if s.name in val]
 
 
+def _read_back(path: Path, split: str, single: str | None) -> tuple[dict[str, Any], Counter, list[str]]:
+    """A shard's index.json entry (file, pairs, split, pairs per kind and per source), kinds and bad frames.
+    A shard written before sources were recorded belongs to the run's only source."""
+    with ShardReader(path) as r:
+        n = len(r)
+        kinds = Counter(int(k) for k in r.kinds())
+        bad = json.loads(r.attrs.get("skipped_frames", "[]"))
+        raw = r.attrs.get("sources")
+    by_source = json.loads(raw) if raw else ({single: n} if single is not None and n else {})
+    entry = {"file": path.name, "pairs": n, "split": split,
+             "kinds": {KIND_NAMES[k]: int(kinds[k]) for k in sorted(kinds)}, "sources": by_source}
+    return entry, kinds, bad
+
+
 def _finish(out: Path, cfg: Config, plan: Plan, made: int, seconds: float, write_seconds: float, timing: Timing,
             resumed: int) -> PrepareSummary:
     """Read every shard's counts back (so a resumed run reports the whole output) and write index.json."""
-    chunks, splits, index, root = plan.chunks, plan.splits, plan.index, plan.root
-    skipped_sequences = plan.skipped
+    chunks, splits, root = plan.chunks, plan.splits, plan.root
+    skipped_sequences = plan.index_skipped + plan.skipped
     val_sequences = sorted(s.name for s in plan.val_sequences)
-    shards, kinds, bad = [], Counter(), []
+    single = plan.sources[0].label if len(plan.sources) == 1 else None
+    shards, kinds, bad, per_source = [], Counter(), [], Counter()
     total_bytes = 0
     for i in range(len(chunks)):
-        path = out / shard_name(i)
-        with ShardReader(path) as r:
-            n = len(r)
-            kinds.update(int(k) for k in r.kinds())
-            bad += json.loads(r.attrs.get("skipped_frames", "[]"))
-        shards.append({"file": path.name, "pairs": n, "split": splits[i]})
-        total_bytes += path.stat().st_size
+        entry, shard_kinds, shard_bad = _read_back(out / shard_name(i), splits[i], single)
+        shards.append(entry)
+        kinds.update(shard_kinds)
+        per_source.update(entry["sources"])
+        bad += shard_bad
+        total_bytes += (out / shard_name(i)).stat().st_size
     pairs = sum(s["pairs"] for s in shards)
     by_kind = {KIND_NAMES[k]: int(kinds.get(k, 0)) for k in KIND_NAMES}
+    weights = sum(src.spec.weight for src in plan.sources)
+    sources = [{**src.record(), "share": src.spec.weight / weights, "sequences": len(src.sequences),
+                "images" if src.stills else "unit": src.units, "pairs": int(per_source.get(src.label, 0))}
+               for src in plan.sources]
+    for rec in sources:
+        rec.pop("unit", None)
     write_json_atomic(out / INDEX_NAME, {
         "format_version": FORMAT_VERSION, "siamtool_version": __version__, "source_root": str(root),
         "config": cfg.to_dict(), "template_size": cfg.data.template_size,
         "search_crop_size": search_crop_size(cfg.data), "shards": shards, "pairs": pairs,
-        "split": plan.split, "kinds": by_kind, "bytes": total_bytes, "skipped_frames": sorted(set(bad)),
-        "skipped_sequences": index.skipped + skipped_sequences, "val_sequences": val_sequences,
+        "split": plan.split, "sources": sources, "kinds": by_kind, "bytes": total_bytes,
+        "skipped_frames": sorted(set(bad)), "skipped_sequences": skipped_sequences, "val_sequences": val_sequences,
     })
     return PrepareSummary(out, pairs, by_kind, len(chunks), resumed, total_bytes, seconds, write_seconds, made,
-                          sorted(set(bad)), index.skipped + skipped_sequences, list(index.missing), timing,
-                          val_sequences)
+                          sorted(set(bad)), skipped_sequences, plan.missing, timing, val_sequences, sources=sources)

@@ -23,6 +23,7 @@ import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,8 @@ class PairSpec:
     search_frame: int
     search_path: Path
     search_box: tuple[float, float, float, float]
+    augment: Any = None
+    """`stills.StillAugment` for still-image pairs (the search crop is stretched and recoloured), else None."""
 
 
 @dataclass
@@ -104,15 +107,34 @@ def _kind_weights(data: DataConfig, possible: dict[int, bool]) -> tuple[list[int
     return kinds, w
 
 
-def sample_pairs(sequences: list[LasotSequence], data: DataConfig, pairs_per_sequence: int | None = None) -> SamplingResult:
+def spread(total: int, n: int, seed: int) -> list[int]:
+    """`total` pairs over `n` items: total // n each, and one more for a seeded choice of total % n of them
+    (so a source's share is met exactly whatever its size; no draw at all when n divides total)."""
+    if n <= 0:
+        return []
+    counts = [total // n] * n
+    rest = total % n
+    if rest:
+        for i in np.random.default_rng([seed, n, total, 0x5B]).choice(n, size=rest, replace=False):
+            counts[int(i)] += 1
+    return counts
+
+
+def sample_pairs(sequences: list[LasotSequence], data: DataConfig, pairs_per_sequence: int | None = None,
+                 total: int | None = None) -> SamplingResult:
     """Sample `pairs_per_sequence` (default data.pairs_per_sequence) pairs per sequence, then shuffle.
 
-    Deterministic in (data, the set of sequences and their annotations); see the module docstring.
+    `total` instead spreads that many pairs over the sequences (`spread`, in name order; a sequence with
+    no usable frame loses its share): how prepare meets a source's weighted share. Deterministic in
+    (data, the set of sequences and their annotations); see the module docstring.
     """
     n_pairs = data.pairs_per_sequence if pairs_per_sequence is None else pairs_per_sequence
+    ordered = sorted(sequences, key=lambda s: s.name)
+    counts = dict(zip((s.name for s in ordered), spread(n_pairs * len(ordered) if total is None else total,
+                                                        len(ordered), data.seed)))
     pools: dict[str, _Pool] = {}
     skipped: list[str] = []
-    for seq in sorted(sequences, key=lambda s: s.name):
+    for seq in ordered:
         pool = _Pool(seq)
         if pool.usable.size == 0:
             skipped.append(f"{seq.path}: no visible frame with a positive-size box, no pairs sampled")
@@ -131,7 +153,7 @@ def sample_pairs(sequences: list[LasotSequence], data: DataConfig, pairs_per_seq
         other = [n for n in names if pools[n].seq.class_name != pool.seq.class_name]
         weights = _kind_weights(data, {KIND_SAME_CLASS: bool(same), KIND_OTHER_CLASS: bool(other),
                                        KIND_ABSENT: pool.absent.size > 0})
-        for _ in range(n_pairs):
+        for _ in range(counts[name]):
             negative = weights is not None and rng.random() < data.neg_prob
             kind = KIND_POSITIVE if not negative else int(rng.choice(weights[0], p=weights[1]))
             if kind == KIND_ABSENT:
