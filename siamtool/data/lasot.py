@@ -41,7 +41,14 @@ _SPLIT_FILES = {"train": "training_set.txt", "test": "testing_set.txt", "extensi
 
 @dataclass
 class LasotSequence:
-    """One annotated sequence. `gt` is (N, 4) float64 x,y,w,h in LaSOT's 1-based pixels."""
+    """One annotated sequence of any layout (`siamtool.data.datasets`). `gt` is (N, 4) float64 x,y,w,h
+    in 1-based pixels (the raw-results convention every benchmark's toolkit scores in).
+
+    One type for every reader, so the sampler, prepare, the runner and the metrics never ask which
+    dataset a sequence came from. LaSOT fills only the first fields; other layouts add an explicit frame
+    list (`frames`), the annotation file (`gt_path`), GOT-10k's `cover` and `resolution`, and for test
+    splits that publish only the first box `gt_frames` = 1 (the other rows of `gt` are NaN).
+    """
 
     name: str
     class_name: str
@@ -51,10 +58,28 @@ class LasotSequence:
     out_of_view: np.ndarray
     n_images: int | None = None
     attributes: dict[str, bool] = field(default_factory=dict)
+    frames: list[Path] | None = None
+    """Explicit path of every frame (None: LaSOT's ``img/%08d.jpg``)."""
+    gt_path: Path | None = None
+    """The annotation file, for messages (None: ``path/groundtruth.txt``)."""
+    gt_frames: int | None = None
+    """Leading rows of `gt` that are annotations (None: all). GOT-10k test and TrackingNet TEST publish
+    only the first box: 1, and the rows after it are NaN (nothing to train on or score)."""
+    cover: np.ndarray | None = None
+    """GOT-10k's per-frame visible fraction 0..8 (`cover.label`); its metric leaves out cover 0."""
+    resolution: tuple[int, int] | None = None
+    """(width, height) of the frames where the dataset records it (GOT-10k `meta_info.ini`): the GOT-10k
+    metric clips both boxes to it."""
+    dataset: str = "lasot"
+    """The reader that made this sequence (a `siamtool.data.datasets.KINDS` name)."""
 
     @property
     def n_frames(self) -> int:
         return len(self.gt)
+
+    @property
+    def annotation_file(self) -> Path:
+        return self.gt_path if self.gt_path is not None else self.path / "groundtruth.txt"
 
     @property
     def absent(self) -> np.ndarray:
@@ -81,19 +106,26 @@ class LasotSequence:
             return ~(np.isfinite(self.gt).all(axis=1) & (self.gt[:, 2] > 0) & (self.gt[:, 3] > 0))
 
     def boxless_lines(self) -> list[str]:
-        """`groundtruth.txt:LINE: x,y,w,h` for each visible frame without a usable box (for messages)."""
-        gt_path = self.path / "groundtruth.txt"
-        return [f"{gt_path}:{i + 1}: {','.join(f'{v:g}' for v in self.gt[i])}"
-                for i in np.flatnonzero(self.visible & self.boxless)]
+        """`<annotation file>:LINE: x,y,w,h` for each annotated visible frame without a usable box."""
+        bad = np.flatnonzero(self.visible & self.boxless)
+        if self.gt_frames is not None:
+            bad = bad[bad < self.gt_frames]
+        return [f"{self.annotation_file}:{i + 1}: {','.join(f'{v:g}' for v in self.gt[i])}" for i in bad]
 
     def frame_path(self, i: int) -> Path:
         """Path of 0-based frame `i` (LaSOT names images from 00000001.jpg)."""
+        if self.frames is not None:
+            return self.frames[i]
         return self.path / "img" / f"{i + 1:08d}.jpg"
 
     @property
     def nlp(self) -> str:
         p = self.path / "nlp.txt"
         return p.read_text().strip() if p.is_file() else ""
+
+
+Sequence = LasotSequence
+"""The dataset-neutral name of the one sequence type."""
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -237,6 +269,11 @@ class Index:
     """One line per skipped sequence: the file (and line) and why."""
     on_disk: int = 0
     """Sequence folders found under the root, in the split or not (a split that keeps few is suspicious)."""
+    kind: str = "lasot"
+    """The reader (a `siamtool.data.datasets.KINDS` name): decides the metric and the results layout."""
+    split: str = "all"
+    attribute_names: dict[str, str] = field(default_factory=lambda: dict(ATTRIBUTES))
+    """Code -> long name of the per-sequence attributes this benchmark defines (empty: none)."""
 
     def boxless_lines(self) -> list[str]:
         """Every visible frame without a usable box, over all sequences (see `LasotSequence.boxless`)."""
@@ -267,4 +304,4 @@ def index_lasot(
             skipped.append(str(e))
     if not seqs and not skipped:
         raise DatasetError(f"{root}: no sequences of split {split!r} found (expected ROOT/<class>/<seq>/groundtruth.txt)")
-    return Index(seqs, missing, skipped, on_disk=len(available))
+    return Index(seqs, missing, skipped, on_disk=len(available), kind="lasot", split=split)

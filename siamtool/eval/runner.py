@@ -115,7 +115,7 @@ def track_sequence(tracker: Any, seq: LasotSequence, tracker_dir: Path,
     out = SequenceOutcome(seq.name, frames=seq.n_frames)
     init = from_lasot(seq.gt[0])
     if not (init[2] > 0 and init[3] > 0):
-        out.error = f"{seq.path / 'groundtruth.txt'}:1: the first box has no size, cannot initialise"
+        out.error = f"{seq.annotation_file}:1: the first box has no size, cannot initialise"
         return out
     first = read_image(seq.frame_path(0))
     if first is None:

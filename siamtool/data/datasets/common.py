@@ -1,0 +1,120 @@
+"""What every reader shares: natural sorting, frame listing, per-sequence error collection, the Index.
+
+A reader turns one download layout into `LasotSequence` objects (the one sequence type; see
+`siamtool.data.lasot`). The rules every reader follows, so that `prepare` and `eval` behave the same on
+every benchmark: ground truth stays 1-based x,y,w,h as the benchmark's toolkit scores it; a malformed
+sequence raises `DatasetError` naming the file (and line) in strict mode and is skipped with that line
+otherwise; a listed sequence that is not on disk goes to `Index.missing`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Callable, Iterable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from siamtool.data.lasot import Index, LasotSequence
+from siamtool.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders ``2.jpg`` before ``10.jpg`` (TrackingNet's frames are not zero-padded)."""
+    return [int(p) if p.isdigit() else p.lower() for p in _DIGITS.split(name)]
+
+
+def list_frames(folder: Path, require: bool = True) -> list[Path]:
+    """Image files of `folder` in natural order; a one-line error when the folder is missing."""
+    if not folder.is_dir():
+        if not require:
+            return []
+        raise DatasetError(f"{folder}: image folder missing (annotations-only data works for eval --results)")
+    names = [e.name for e in os.scandir(folder) if e.name.lower().endswith(IMAGE_SUFFIXES)]
+    return [folder / n for n in sorted(names, key=natural_key)]
+
+
+def check_count(frames: list[Path], n: int, folder: Path, gt_path: Path) -> None:
+    if len(frames) != n:
+        raise DatasetError(f"{folder}: {len(frames)} frames but {gt_path} has {n} lines")
+
+
+def first_box_only(gt: np.ndarray, n_frames: int) -> np.ndarray:
+    """A test split's one published box padded with NaN rows to `n_frames` (nothing to train or score)."""
+    out = np.full((n_frames, 4), np.nan)
+    out[: min(len(gt), n_frames)] = gt[:n_frames]
+    return out
+
+
+def no_flags(n: int) -> np.ndarray:
+    return np.zeros(n, dtype=bool)
+
+
+@cache
+def table(name: str) -> tuple[dict[str, str], ...]:
+    """Rows of a shipped table `siamtool/data/datasets/tables/<name>` (CSV with a header)."""
+    text = resources.files("siamtool.data.datasets").joinpath("tables", name).read_text()
+    return tuple(csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")))
+
+
+def read_names_file(path: Path) -> list[str]:
+    """Non-empty, non-comment lines of a list file (GOT-10k and VOT `list.txt`, a user's split file)."""
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not names:
+        raise DatasetError(f"{path}: lists no sequences")
+    return names
+
+
+def build_index(
+    kind: str,
+    split: str,
+    root: Path,
+    names: Iterable[str],
+    loaders: dict[str, Callable[[], LasotSequence]],
+    strict: bool,
+    attribute_names: dict[str, str] | None = None,
+    on_disk: int | None = None,
+) -> Index:
+    """Load each listed sequence that has a loader (the others are `missing`), collecting errors.
+
+    `loaders` maps a name found on disk to a function that loads it; a `DatasetError` skips the sequence
+    with its one-line reason, or raises in strict mode.
+    """
+    seqs, missing, skipped = [], [], []
+    for name in names:
+        load = loaders.get(name)
+        if load is None:
+            missing.append(name)
+            continue
+        try:
+            seq = load()
+        except DatasetError as e:
+            if strict:
+                raise
+            skipped.append(str(e))
+            continue
+        seq.dataset = kind
+        seqs.append(seq)
+    if not seqs and not skipped:
+        raise DatasetError(f"{root}: no {kind} sequences of split {split!r} found (see docs/data.md for the layout)")
+    return Index(seqs, missing, skipped, on_disk=len(loaders) if on_disk is None else on_disk, kind=kind,
+                 split=split, attribute_names=dict(attribute_names or {}))
+
+
+def custom_names(split: str, available: Iterable[str], known: Iterable[str]) -> list[str] | None:
+    """Names for a split that is 'all' or a file of names; None when `split` is one of `known`."""
+    if split in known:
+        return None
+    if split == "all":
+        return list(available)
+    p = Path(split)
+    if p.is_file():
+        return read_names_file(p)
+    raise DatasetError(f"unknown split {split!r}: use {', '.join([*known, 'all'])}, or a file listing sequence names")
