@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from siamtool import __version__
@@ -86,7 +87,8 @@ def handle_errors(fn):
         except SiamtoolError as e:
             if state.verbose:
                 raise
-            err.print(f"[bold red]error:[/] {one_line(str(e))}", highlight=False, soft_wrap=True)
+            # escape(): a message may quote text in brackets (KIND:ROOT[:SPLIT][@WEIGHT]) that rich would eat.
+            err.print(f"[bold red]error:[/] {escape(one_line(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
@@ -165,18 +167,30 @@ def _check_out_folder(option: str, path: Path | None) -> None:
 
 @app.command(cls=_Command, epilog=_examples(
     "siamtool prepare --lasot /data/LaSOT   (the LaSOT training split into ./shards)",
+    "siamtool prepare --data lasot:/data/LaSOT:train --data got10k:/data/GOT-10k:train@2 --data stills:/data/coco   "
+    "(three sources; GOT-10k gets half the pairs, LaSOT and the still images a quarter each)",
+    "siamtool prepare --config configs/got10k.yaml   (GOT-10k's protocol: its train split only)",
     "siamtool prepare --lasot my_videos --split all --out my_shards   (every sequence of a LaSOT-layout folder)",
     "siamtool prepare --show shards   (a PNG grid of stored pairs)"))
 @handle_errors
 def prepare(
-    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (ROOT/<class>/<seq>/img/...); recorded "
-                                               "in --out, where `eval` finds it. Required unless --show.")] = None,
+    lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (ROOT/<class>/<seq>/img/...): the same "
+                                               "as --data lasot:DIR; recorded in --out, where `eval` finds it.")]
+    = None,
+    data: Annotated[list[str] | None, typer.Option(
+        "--data", metavar="KIND:ROOT[:SPLIT][@WEIGHT]",
+        help="A dataset to sample from (repeatable): KIND lasot, got10k, trackingnet, lasot_ext, ... or stills "
+             "(COCO-like JSON of still images); SPLIT defaults to --split; WEIGHT (default 1) is the source's "
+             "share of the pairs. Replaces data.sources of the --config. See docs/data.md for roots with ':'.")]
+    = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the HDF5 shards.")] = Path("shards"),
-    split: Annotated[str, typer.Option("--split", help="train, test or extension (LaSOT's official lists), all "
-                                       "(every sequence under --lasot), or a file of sequence names.")]
+    split: Annotated[str, typer.Option("--split", help="The split of a source that names none: train, test or "
+                                       "extension (LaSOT's official lists), all (every sequence under the root), "
+                                       "or a file of sequence names.")]
     = "train",
     pairs_per_sequence: Annotated[int | None, typer.Option(
-        "--pairs-per-sequence", help="Pairs per sequence. Default: data.pairs_per_sequence (180).")] = None,
+        "--pairs-per-sequence", help="Pairs per sequence (on average over the sources: weights move pairs "
+                                     "between them). Default: data.pairs_per_sequence (180).")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Parallel writer processes. Default: CPU cores.")]
     = None,
     config: ConfigOpt = None,
@@ -188,9 +202,8 @@ def prepare(
     show: Annotated[Path | None, typer.Option("--show", help="Instead of preparing, draw a PNG grid of random "
                                               "pairs from the shards in this folder. Default: off.")] = None,
 ) -> None:
-    """Sample template/search pairs from LaSOT, pre-crop them and write HDF5 shards (resumable)."""
+    """Sample template/search pairs from one or several datasets, pre-crop them and write HDF5 shards (resumable)."""
     from siamtool.cli_render import RichReporter, print_prepare
-    from siamtool.config import load_config
     from siamtool.data.prepare import prepare_shards
     from siamtool.device import available_cores
 
@@ -200,20 +213,33 @@ def prepare(
 
         console.print(f"wrote {write_preview(show)}", highlight=False)
         return
-    if lasot is None:
-        raise SiamtoolError("--lasot is required: the LaSOT root folder (or use --show DIR to preview shards)")
-    cfg = load_config(config, set_ or [])
-    if pairs_per_sequence is not None:
-        if pairs_per_sequence <= 0:
-            raise SiamtoolError(f"--pairs-per-sequence must be > 0, got {pairs_per_sequence}")
-        cfg.data.pairs_per_sequence = pairs_per_sequence
+    cfg = _prepare_config(config, set_ or [], lasot, data or [], pairs_per_sequence)
     n_workers = available_cores() if workers is None else workers
     if n_workers < 1:
         raise SiamtoolError(f"--workers must be >= 1, got {n_workers}")
     with RichReporter(console) as reporter:
-        summary = prepare_shards(lasot, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,
+        summary = prepare_shards(None, out, cfg, split=split, workers=n_workers, overwrite=overwrite, strict=strict,
                                  reporter=reporter)
     print_prepare(summary, console)
+
+
+def _prepare_config(config: Path | None, sets: list[str], lasot: Path | None, data: list[str],
+                    pairs_per_sequence: int | None) -> Config:
+    """prepare's config: --lasot and --data (in that order) replace data.sources when given."""
+    from siamtool.config import SourceSpec, load_config, parse_source
+
+    cfg = load_config(config, sets)
+    given = ([SourceSpec("lasot", str(lasot))] if lasot is not None else []) + [parse_source(d) for d in data]
+    if given:
+        cfg.data.sources = given
+    if not cfg.data.sources:
+        raise SiamtoolError("--lasot DIR or --data KIND:ROOT[:SPLIT][@WEIGHT] is required (or data.sources in the "
+                            "--config); --show DIR previews shards instead")
+    if pairs_per_sequence is not None:
+        if pairs_per_sequence <= 0:
+            raise SiamtoolError(f"--pairs-per-sequence must be > 0, got {pairs_per_sequence}")
+        cfg.data.pairs_per_sequence = pairs_per_sequence
+    return cfg
 
 
 # -------------------------------------------------------------------------------------------- train

@@ -149,6 +149,9 @@ def print_prepare(s: PrepareSummary, console: Console) -> None:
     rows = [("shards", f"{s.out} ({s.shards} files, {s.resumed} resumed)"),
             ("pairs", f"{s.pairs:,} ({s.pairs_made:,} written now, {s.pairs_per_second:,.0f} pairs/s)")]
     rows += [(f"  {kind}", f"{n:,}") for kind, n in s.kinds.items()]
+    if len(s.sources) > 1:
+        rows += [(f"  from {src['label']}", f"{src['pairs']:,} (weight {src['weight']:g}, {src['share']:.0%} of the "
+                  f"pairs; {src['root']}{':' + src['split'] if src['split'] else ''})") for src in s.sources]
     rows += [("bytes", f"{s.bytes / 1e6:,.1f} MB ({s.bytes_per_pair / 1e3:.1f} kB/pair)"),
              ("skipped frames", f"{len(s.skipped_frames)} unreadable images, {len(s.boxless_frames)} visible "
                                 "frames without a usable box"),

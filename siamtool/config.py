@@ -40,7 +40,7 @@ class SourceSpec:
 
     def __str__(self) -> str:
         split = f":{self.split}" if self.split else ""
-        return f"{self.kind}:{self.root}{split}@{self.weight:g}"
+        return f"{self.kind}:{self.root}{split}" + (f"@{self.weight:g}" if self.weight != 1 else "")
 
 
 _SPLIT_WORD = re.compile(r"^[A-Za-z0-9_,.-]+$")
@@ -65,7 +65,7 @@ def parse_source(text: str, where: str = "--data") -> SourceSpec:
     kind, colon, rest = body.partition(":")
     if not colon or not kind.strip() or not rest.strip():
         raise ConfigError(f"{where} {text!r}: expected KIND:ROOT[:SPLIT][@WEIGHT], e.g. got10k:/data/GOT-10k:train@2")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", kind.strip().lower()):
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", kind.strip().lower()):
         raise ConfigError(f"{where} {text!r}: {kind!r} is not a dataset kind (lasot, got10k, stills, ...)")
     root, split = rest, None
     left, sep, right = rest.rpartition(":")

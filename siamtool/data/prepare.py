@@ -51,6 +51,7 @@ import yaml
 
 from siamtool import __version__
 from siamtool.config import Config, DataConfig, SourceSpec
+from siamtool.data.datasets import ALIASES, KINDS, index_dataset, resolve_kind
 from siamtool.data.lasot import index_lasot
 from siamtool.data.sampling import PairSpec, sample_pairs
 from siamtool.data.shards import (
@@ -66,7 +67,7 @@ from siamtool.data.shards import (
     write_shard,
 )
 from siamtool.data.stills import StillsIndex, augment_box, augment_crop, index_stills, sample_still_pairs
-from siamtool.errors import ConfigError, SiamtoolError
+from siamtool.errors import ConfigError, DatasetError, SiamtoolError
 from siamtool.fileio import LockHeld, exclusive_lock, write_json_atomic
 from siamtool.geometry import CropWindow, crop, reduced_decode_factor
 from siamtool.images import decode_reduced
@@ -516,7 +517,9 @@ class Source:
 def index_source(spec: SourceSpec, split: str | None, strict: bool) -> Any:
     """The seam between prepare and the dataset readers: a source's kind, root and split -> its index.
 
-    lasot and stills are read here; any other kind goes to `siamtool.data.datasets.index_dataset`.
+    lasot (as before) and stills are read here; every other kind (or alias: uav123, otb2013, ...) goes to
+    `siamtool.data.datasets.index_dataset`. A split that publishes only the first box (GOT-10k test,
+    TrackingNet TEST) has nothing to sample and is refused.
     """
     root = Path(spec.root).expanduser().resolve()
     if spec.kind == STILLS:
@@ -526,11 +529,15 @@ def index_source(spec: SourceSpec, split: str | None, strict: bool) -> Any:
     if spec.kind == "lasot":
         return index_lasot(root, split or "train", require_images=True, strict=strict)
     try:
-        from siamtool.data.datasets import index_dataset  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; this build reads lasot and "
-                          "stills") from None
-    return index_dataset(spec.kind, root, split, require_images=True, strict=strict)
+        resolve_kind(spec.kind)
+    except DatasetError:
+        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; use {', '.join((*KINDS, STILLS))} "
+                          f"(or {', '.join(ALIASES)})") from None
+    index = index_dataset(spec.kind, root, split, require_images=True, strict=strict)
+    if index.sequences and all(q.gt_frames is not None for q in index.sequences):
+        raise ConfigError(f"--data {spec}: split {index.split!r} publishes only each sequence's first box, nothing "
+                          "to sample pairs from; use a split with full annotations (train)")
+    return index
 
 
 def resolve_sources(specs: list[SourceSpec], split: str, strict: bool) -> list[Source]:
@@ -841,11 +848,9 @@ def _finish(out: Path, cfg: Config, plan: Plan, made: int, seconds: float, write
     pairs = sum(s["pairs"] for s in shards)
     by_kind = {KIND_NAMES[k]: int(kinds.get(k, 0)) for k in KIND_NAMES}
     weights = sum(src.spec.weight for src in plan.sources)
-    sources = [{**src.record(), "share": src.spec.weight / weights, "sequences": len(src.sequences),
-                "images" if src.stills else "unit": src.units, "pairs": int(per_source.get(src.label, 0))}
-               for src in plan.sources]
-    for rec in sources:
-        rec.pop("unit", None)
+    sources = [{**src.record(), "share": src.spec.weight / weights,
+                **({"images": src.units, "boxes": len(src.sequences)} if src.stills else {"sequences": src.units}),
+                "pairs": int(per_source.get(src.label, 0))} for src in plan.sources]
     write_json_atomic(out / INDEX_NAME, {
         "format_version": FORMAT_VERSION, "siamtool_version": __version__, "source_root": str(root),
         "config": cfg.to_dict(), "template_size": cfg.data.template_size,

@@ -369,7 +369,7 @@ def test_cli_end_to_end_and_show(synthetic_lasot, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["prepare"], "--lasot is required"),
+    (["prepare"], "--lasot DIR or --data KIND:ROOT[:SPLIT][@WEIGHT] is required"),
     (["prepare", "--lasot", "/nonexistent/lasot"], "/nonexistent/lasot: dataset folder not found"),
     (["prepare", "--show", "/nonexistent/shards"], "no shard index"),
     (["prepare", "--lasot", ".", "--workers", "0"], "--workers must be >= 1"),
