@@ -51,7 +51,7 @@ import yaml
 
 from siamtool import __version__
 from siamtool.config import Config, DataConfig, SourceSpec
-from siamtool.data.datasets import ALIASES, KINDS, index_dataset, resolve_kind
+from siamtool.data.datasets import ALIASES, KINDS, index_dataset, resolve_kind, splits
 from siamtool.data.lasot import index_lasot
 from siamtool.data.sampling import PairSpec, sample_pairs
 from siamtool.data.shards import (
@@ -528,11 +528,6 @@ def index_source(spec: SourceSpec, split: str | None, strict: bool) -> Any:
         return index_stills(root, require_images=True, strict=strict)
     if spec.kind == "lasot":
         return index_lasot(root, split or "train", require_images=True, strict=strict)
-    try:
-        resolve_kind(spec.kind)
-    except DatasetError:
-        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; use {', '.join((*KINDS, STILLS))} "
-                          f"(or {', '.join(ALIASES)})") from None
     index = index_dataset(spec.kind, root, split, require_images=True, strict=strict)
     if index.sequences and all(q.gt_frames is not None for q in index.sequences):
         raise ConfigError(f"--data {spec}: split {index.split!r} publishes only each sequence's first box, nothing "
@@ -549,17 +544,38 @@ def resolve_sources(specs: list[SourceSpec], split: str, strict: bool) -> list[S
     seen: Counter = Counter()
     sources = []
     for spec in specs:
+        _check_kind(spec)
         seen[spec.kind] += 1
         label = spec.kind if seen[spec.kind] == 1 else f"{spec.kind}{seen[spec.kind]}"
-        eff = spec.split if spec.kind == STILLS else (spec.split or split)
-        index = index_source(spec, eff, strict)
+        index = index_source(spec, _split_of(spec, split), strict)
         items = index.boxes if isinstance(index, StillsIndex) else list(index.sequences)
         if len(specs) > 1:
             items = [dataclasses.replace(b, name=f"{label}/{b.name}") if isinstance(index, StillsIndex)
                      else _Renamed(b, f"{label}/{b.name}") for b in items]
-        sources.append(Source(spec, label, Path(spec.root).expanduser().resolve(),
-                              None if isinstance(index, StillsIndex) else eff, index, items))
+        read = None if isinstance(index, StillsIndex) else str(getattr(index, "split", _split_of(spec, split)))
+        sources.append(Source(spec, label, Path(spec.root).expanduser().resolve(), read, index, items))
     return sources
+
+
+def _check_kind(spec: SourceSpec) -> None:
+    if spec.kind in (STILLS, "lasot"):
+        return
+    try:
+        resolve_kind(spec.kind)
+    except DatasetError:
+        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; use {', '.join((*KINDS, STILLS))} "
+                          f"(or {', '.join(ALIASES)})") from None
+
+
+def _split_of(spec: SourceSpec, split: str) -> str | None:
+    """The split a source reads: its own, else prepare's `split` where the dataset has that split (lasot:
+    always), else the dataset's default (lasot_ext: extension; an alias like uav123 implies its own)."""
+    if spec.split is not None or spec.kind == STILLS:
+        return spec.split
+    if spec.kind == "lasot":
+        return split
+    kind, implied = resolve_kind(spec.kind)
+    return split if implied is None and (split == "all" or split in splits(kind)) else None
 
 
 def source_rates(sources: list[Source], pairs_per_sequence: int) -> list[float]:

@@ -427,3 +427,12 @@ def test_cli_bad_specs_are_one_line_exit_2(args, message):
 def test_cli_stills_with_a_split_is_refused(stills):
     res = CliRunner().invoke(app, ["prepare", "--data", f"stills:{stills}:train"])
     assert res.exit_code == 2 and "still images have no split (got 'train')" in res.output
+
+
+def test_a_source_without_a_split_reads_prepares_split_where_the_dataset_has_it(got10k):
+    (got, ) = prep.resolve_sources([SourceSpec("got10k", str(got10k))], "train", strict=False)
+    assert got.split == "train" and len(got.sequences) == 4
+    # Where the dataset has no such split, or its kind implies one, the dataset's own default is read.
+    assert prep._split_of(SourceSpec("lasot_ext", "/x"), "train") is None
+    assert prep._split_of(SourceSpec("got10k", "/x"), "train") == "train"
+    assert prep._split_of(SourceSpec("got10k", "/x", "val"), "train") == "val"
