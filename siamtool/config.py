@@ -321,7 +321,12 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The tree as plain data. An empty `data.sources` is left out: the fingerprints of everything made
+        before sources existed (eval results, feature caches, exports) hash this dict and stay valid."""
+        d = asdict(self)
+        if not d["data"]["sources"]:
+            del d["data"]["sources"]
+        return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -436,3 +436,11 @@ def test_a_source_without_a_split_reads_prepares_split_where_the_dataset_has_it(
     assert prep._split_of(SourceSpec("lasot_ext", "/x"), "train") is None
     assert prep._split_of(SourceSpec("got10k", "/x"), "train") == "train"
     assert prep._split_of(SourceSpec("got10k", "/x", "val"), "train") == "val"
+
+
+def test_an_empty_source_list_leaves_every_other_fingerprint_as_it_was():
+    """Eval results, feature caches and exports hash `cfg.to_dict()`: without sources it has no new key."""
+    cfg = Config()
+    assert "sources" not in cfg.to_dict()["data"]
+    cfg.data.sources = [SourceSpec("lasot", "/d")]
+    assert cfg.to_dict()["data"]["sources"] == [{"kind": "lasot", "root": "/d", "split": None, "weight": 1.0}]
