@@ -175,13 +175,14 @@ def _check_out_folder(option: str, path: Path | None) -> None:
 @handle_errors
 def prepare(
     lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (ROOT/<class>/<seq>/img/...): the same "
-                                               "as --data lasot:DIR; recorded in --out, where `eval` finds it.")]
+                                               "as --data lasot:DIR; recorded in --out, where `eval` finds it. "
+                                               "Default: none (then --data or data.sources).")]
     = None,
     data: Annotated[list[str] | None, typer.Option(
         "--data", metavar="KIND:ROOT[:SPLIT][@WEIGHT]",
         help="A dataset to sample from (repeatable): KIND lasot, got10k, trackingnet, lasot_ext, ... or stills "
              "(COCO-like JSON of still images); SPLIT defaults to --split; WEIGHT (default 1) is the source's "
-             "share of the pairs. Replaces data.sources of the --config. See docs/data.md for roots with ':'.")]
+             "share of the pairs. See docs/data.md for roots with ':'. Default: data.sources of the --config.")]
     = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for the HDF5 shards.")] = Path("shards"),
     split: Annotated[str, typer.Option("--split", help="The split of a source that names none: train, test or "

@@ -20,6 +20,7 @@ DataLoader worker process is not safe to use.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -304,18 +305,24 @@ def write_shard(path: str | Path, pairs: Sequence[Pair], attrs: dict[str, Any]) 
     """
     path = Path(path)
     n = len(pairs)
+    # Built in memory, written with plain file I/O: HDF5 writing to a full disk fails inside its own flush
+    # and close, and the half-closed file objects it leaves crashed the interpreter at exit (a segfault
+    # after the one-line "disk full" error). A shard is ~13 MB; a write() that fails is a clean OSError.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for key, value in {"format_version": FORMAT_VERSION, **attrs}.items():
+            f.attrs[key] = value
+        f.create_dataset("template", (n,), dtype=_VLEN_U8, data=_vlen([p.template_jpeg for p in pairs]))
+        f.create_dataset("search", (n,), dtype=_VLEN_U8, data=_vlen([p.search_jpeg for p in pairs]))
+        f.create_dataset("template_box", data=_rows([p.template_box for p in pairs], (n, 4), np.float32))
+        f.create_dataset("search_box", data=_rows([p.search_box for p in pairs], (n, 4), np.float32))
+        f.create_dataset("kind", data=np.array([p.kind for p in pairs], dtype=np.uint8).reshape(n))
+        f.create_dataset("sequence", data=[p.sequence for p in pairs], dtype=_STR, shape=(n,))
+        f.create_dataset("search_sequence", data=[p.search_sequence for p in pairs], dtype=_STR, shape=(n,))
+        f.create_dataset("frames", data=_rows([p.frames for p in pairs], (n, 2), np.int32))
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in {"format_version": FORMAT_VERSION, **attrs}.items():
-                f.attrs[key] = value
-            f.create_dataset("template", (n,), dtype=_VLEN_U8, data=_vlen([p.template_jpeg for p in pairs]))
-            f.create_dataset("search", (n,), dtype=_VLEN_U8, data=_vlen([p.search_jpeg for p in pairs]))
-            f.create_dataset("template_box", data=_rows([p.template_box for p in pairs], (n, 4), np.float32))
-            f.create_dataset("search_box", data=_rows([p.search_box for p in pairs], (n, 4), np.float32))
-            f.create_dataset("kind", data=np.array([p.kind for p in pairs], dtype=np.uint8).reshape(n))
-            f.create_dataset("sequence", data=[p.sequence for p in pairs], dtype=_STR, shape=(n,))
-            f.create_dataset("search_sequence", data=[p.search_sequence for p in pairs], dtype=_STR, shape=(n,))
-            f.create_dataset("frames", data=_rows([p.frames for p in pairs], (n, 2), np.int32))
+        with open(tmp, "wb") as out:
+            out.write(buffer.getbuffer())
         size = tmp.stat().st_size
     return size
 
