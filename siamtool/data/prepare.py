@@ -6,7 +6,7 @@ Order of work:
      malformed sequences skipped with file and line unless strict),
   2. sample every pair up front in the main process (`sampling.sample_pairs` per video source,
      `stills.sample_still_pairs` for still images; each source gets its weighted share of the pairs,
-     `source_rates`; deterministic, so the pairs do not depend on --workers) and cut the list into
+     `source_totals`; deterministic, so the pairs do not depend on --workers) and cut the list into
      shards of `data.pairs_per_shard`,
   3. compare the run's fingerprint with `<out>/prepare.json`: the same -> resume (complete shards are
      kept, stray temp files removed), different -> refused unless --overwrite,
@@ -42,6 +42,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -524,13 +525,13 @@ def index_source(spec: SourceSpec, split: str | None, strict: bool) -> Any:
     root = Path(spec.root).expanduser().resolve()
     if spec.kind == STILLS:
         if split not in (None, "all"):
-            raise ConfigError(f"--data {spec}: still images have no split (got {split!r}); write stills:ROOT")
+            raise ConfigError(f"source {spec}: still images have no split (got {split!r}); write stills:ROOT")
         return index_stills(root, require_images=True, strict=strict)
     if spec.kind == "lasot":
         return index_lasot(root, split or "train", require_images=True, strict=strict)
     index = index_dataset(spec.kind, root, split, require_images=True, strict=strict)
     if index.sequences and all(q.gt_frames is not None for q in index.sequences):
-        raise ConfigError(f"--data {spec}: split {index.split!r} publishes only each sequence's first box, nothing "
+        raise ConfigError(f"source {spec}: split {index.split!r} publishes only each sequence's first box, nothing "
                           "to sample pairs from; use a split with full annotations (train)")
     return index
 
@@ -563,7 +564,7 @@ def _check_kind(spec: SourceSpec) -> None:
     try:
         resolve_kind(spec.kind)
     except DatasetError:
-        raise ConfigError(f"--data {spec}: unknown dataset kind {spec.kind!r}; use {', '.join((*KINDS, STILLS))} "
+        raise ConfigError(f"source {spec}: unknown dataset kind {spec.kind!r}; use {', '.join((*KINDS, STILLS))} "
                           f"(or {', '.join(ALIASES)})") from None
 
 
@@ -578,13 +579,19 @@ def _split_of(spec: SourceSpec, split: str) -> str | None:
     return split if implied is None and (split == "all" or split in splits(kind)) else None
 
 
-def source_rates(sources: list[Source], pairs_per_sequence: int) -> list[float]:
-    """Pairs per sequence (or still image) of each source: the run makes `pairs_per_sequence` x all the
-    sequences and images of all sources, and source i gets weight_i / sum(weights) of them (the mixing
-    ratios OSTrack and pytracking sample datasets by). One source gets exactly `pairs_per_sequence`."""
+def source_totals(sources: list[Source], pairs_per_sequence: int) -> list[int]:
+    """Pairs of each source: the run makes `pairs_per_sequence` x all the sequences and still images of
+    all sources, and source i gets weight_i / sum(weights) of them (the mixing ratios OSTrack and
+    pytracking sample datasets by), rounded by largest remainder so they add up exactly. One source
+    gets exactly `pairs_per_sequence` per sequence."""
     total = pairs_per_sequence * sum(s.units for s in sources)
-    weights = sum(s.spec.weight for s in sources)
-    return [total * s.spec.weight / weights / max(1, s.units) for s in sources]
+    weights = [Fraction(s.spec.weight) for s in sources]
+    quotas = [total * w / sum(weights) for w in weights]
+    counts = [math.floor(q) for q in quotas]
+    by_remainder = sorted(range(len(sources)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in by_remainder[:total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def _round(x: float) -> int:
@@ -679,14 +686,16 @@ def _report_index(index: Any, root: Path, split: str, reporter: Reporter) -> Non
                          f"are never sampled, e.g. {boxless[0]}")
 
 
-def _sample_source(src: Source, rate: float, val_names: set[str], data: DataConfig) -> tuple[list, list, list]:
-    """(training pairs, validation pairs, skipped lines) of one source at `rate` pairs per sequence."""
+def _sample_source(src: Source, total: int, val_names: set[str], data: DataConfig) -> tuple[list, list, list]:
+    """(training pairs, validation pairs, skipped lines) of one source's `total` pairs; a video source's
+    validation sequences get their share of them."""
     if src.stills:  # a box of an image in validation and another in training would leak: stills only train
-        return sample_still_pairs(src.sequences, data.seed, data.neg_prob, _round(rate * src.units)), [], []
+        return sample_still_pairs(src.sequences, data.seed, data.neg_prob, total), [], []
     train = [q for q in src.sequences if q.name not in val_names]
     val = [q for q in src.sequences if q.name in val_names]
-    sampled = sample_pairs(train, data, total=_round(rate * len(train)))
-    val_sampled = sample_pairs(val, data, total=_round(rate * len(val))) if val else None
+    n_train = _round(total * len(train) / max(1, len(src.sequences)))
+    sampled = sample_pairs(train, data, total=n_train)
+    val_sampled = sample_pairs(val, data, total=total - n_train) if val else None
     return (sampled.pairs, val_sampled.pairs if val_sampled else [],
             sampled.skipped + (val_sampled.skipped if val_sampled else []))
 
@@ -709,8 +718,8 @@ def plan_shards(sources: list[Source], split: str, cfg: Config, reporter: Report
     train_seqs, val_seqs = split_sequences(videos, data, where) if videos else ([], [])
     val_names = {q.name for q in val_seqs}
     train_pairs, val_pairs, skipped, per_source = [], [], [], {}
-    for src, rate in zip(sources, source_rates(sources, data.pairs_per_sequence)):
-        t, v, sk = _sample_source(src, rate, val_names, data)
+    for src, total in zip(sources, source_totals(sources, data.pairs_per_sequence)):
+        t, v, sk = _sample_source(src, total, val_names, data)
         train_pairs += t
         val_pairs += v
         skipped += sk

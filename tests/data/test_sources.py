@@ -414,7 +414,7 @@ def test_cli_prepares_several_sources_and_resumes(synthetic_lasot, stills, tmp_p
 @pytest.mark.parametrize("args,message", [
     (["--data", "lasot"], "--data 'lasot': expected KIND:ROOT[:SPLIT][@WEIGHT]"),
     (["--data", "lasot:/x@0"], "--data lasot:/x@0: the weight must be a number > 0"),
-    (["--data", "nope:/tmp"], "--data nope:/tmp: unknown dataset kind 'nope'; use lasot, "),
+    (["--data", "nope:/tmp"], "source nope:/tmp: unknown dataset kind 'nope'; use lasot, "),
     (["--data", "got10k:/nonexistent/got:train"], "/nonexistent/got: dataset folder not found"),
     (["--data", "stills:/nonexistent/coco"], "/nonexistent/coco/annotations.json: stills annotations not found"),
 ])
@@ -444,3 +444,20 @@ def test_an_empty_source_list_leaves_every_other_fingerprint_as_it_was():
     assert "sources" not in cfg.to_dict()["data"]
     cfg.data.sources = [SourceSpec("lasot", "/d")]
     assert cfg.to_dict()["data"]["sources"] == [{"kind": "lasot", "root": "/d", "split": None, "weight": 1.0}]
+
+
+def test_cli_reads_the_sources_of_the_config_and_data_replaces_them(synthetic_lasot, stills, got10k, tmp_path):
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(f"data:\n  pairs_per_shard: 64\n  sources:\n    - {{kind: got10k, root: '{got10k}', split: train}}\n"
+                   f"    - stills:{stills}@3\n")
+    res = CliRunner().invoke(app, ["prepare", "--config", str(cfg), "--out", str(tmp_path / "a"),
+                                   "--pairs-per-sequence", "2", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    # 2 x (4 + 3) = 14 pairs, 1 : 3.
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert [(s["label"], s["pairs"]) for s in index["sources"]] == [("got10k", 4), ("stills", 10)]
+    assert index["source_root"] == str(got10k.resolve())  # no LaSOT source: the first source's root
+    res = CliRunner().invoke(app, ["prepare", "--config", str(cfg), "--data", f"lasot:{synthetic_lasot}:all",
+                                   "--out", str(tmp_path / "b"), "--pairs-per-sequence", "2", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert [s["label"] for s in json.loads((tmp_path / "b" / "index.json").read_text())["sources"]] == ["lasot"]
