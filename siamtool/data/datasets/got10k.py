@@ -40,7 +40,7 @@ def detect(root: Path) -> bool:
     for folder in (root, *(root / s for s in SPLITS)):
         if (folder / "list.txt").is_file():
             first = read_names_file(folder / "list.txt")[0]
-            if (folder / first / "groundtruth.txt").is_file() or first.startswith("GOT-10k_"):
+            if first.startswith("GOT-10k_") or (folder / first / "meta_info.ini").is_file():
                 return True
     return False
 
