@@ -53,8 +53,11 @@ def first_box_only(gt: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
-def no_flags(n: int) -> np.ndarray:
-    return np.zeros(n, dtype=bool)
+def zero_rows(gt: np.ndarray) -> np.ndarray:
+    """Rows that are exactly 0,0,0,0: LaSOT's way to write "absent", which layouts without absence flags
+    (TrackingNet, OTB) can only say so. Read as absent, they score as in LaSOT's layout (pytracking would
+    let them pass normalized precision) and are never sampled."""
+    return (gt == 0).all(axis=1)
 
 
 @cache

@@ -6,7 +6,8 @@ frame ranges (David 300-770, BlurCar1 247-988, BlurCar3 3-359, BlurCar4 18-397, 
 Freeman3 1-460, Freeman4 1-283, Diving 1-215), Tiger1 scored from frame 6 (its first 5 rows are left
 out), two targets in Jogging and Skating2 (``groundtruth_rect.1/.2.txt`` -> Jogging-1, Jogging-2, ...),
 Human4 from ``groundtruth_rect.2.txt``, Board's 5-digit image names, the class and the 11 attributes.
-A sequence folder that is not in the table (split 'all') is read as its whole ``img`` folder.
+A sequence folder that is not in the table (split 'all') is read as its whole ``img`` folder. A 0,0,0,0
+row (none in OTB-100 itself) is read as absent, as LaSOT writes it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, list_frames, table
+from siamtool.data.datasets.common import build_index, check_count, list_frames, table, zero_rows
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 
@@ -74,7 +75,7 @@ def load_sequence(root: Path, name: str, row: dict[str, str] | None, require_ima
     n = len(gt)
     attributes = {a: row[a] == "1" for a in ATTRIBUTES} if row else {}
     return LasotSequence(name=name, class_name=row["class"] if row else name, path=folder, gt=gt,
-                         full_occlusion=np.zeros(n, bool), out_of_view=np.zeros(n, bool),
+                         full_occlusion=zero_rows(gt), out_of_view=np.zeros(n, bool),
                          n_images=n if require_images else None, attributes=attributes, frames=frames or None,
                          gt_path=gt_path, dataset="otb")
 

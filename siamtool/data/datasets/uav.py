@@ -10,6 +10,7 @@ video from image 1, as long as its annotation file. The 12 attributes are read f
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def load_sequence(root: Path, uav_set: str, name: str, require_images: bool) -> 
             if not p.is_file():
                 raise DatasetError(f"{p}: missing ({gt_path} has {len(gt)} lines from image {start})")
     absent = np.isnan(gt).all(axis=1)
-    prefix = video.rstrip("0123456789_s").rstrip("_")
+    prefix = re.match(r"[A-Za-z]*", video).group(0)
     return LasotSequence(name=name, class_name=_CLASSES.get(prefix, prefix), path=folder, gt=gt,
                          full_occlusion=absent, out_of_view=np.zeros(len(gt), bool),
                          n_images=len(gt) if require_images else None,
