@@ -196,3 +196,24 @@ def test_detection_names_and_errors(tmp_path, synthetic_lasot):
     assert default_split("lasot") == "test" and default_split("got10k") == "val" and set(LAYOUTS) < set(KINDS)
     with pytest.raises(DatasetError, match="unknown benchmark 'imagenet'"):
         resolve_kind("imagenet")
+
+
+def test_nan_where_the_layout_cannot_mean_absent_is_one_line(source, tmp_path):
+    root = write_layout("trackingnet", source.sequences, tmp_path / "TN", split="TRAIN_0")
+    anno = root / "TRAIN_0" / "anno" / "dog-1.txt"
+    lines = anno.read_text().splitlines()
+    lines[6] = "nan,nan,nan,nan"
+    anno.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"TRAIN_0/anno/dog-1.txt:7: NaN in the box"):
+        index_dataset("trackingnet", root, "TRAIN_0", strict=True)
+    got = write_layout("got10k", source.sequences, tmp_path / "G", split="val")
+    gt_file = got / "val" / "cat-1" / "groundtruth.txt"
+    absent = np.flatnonzero(source.sequences[0].absent)
+    lines = gt_file.read_text().splitlines()
+    lines[absent[0]] = "nan,nan,nan,nan"  # allowed: absence.label says the target is absent there
+    gt_file.write_text("\n".join(lines) + "\n")
+    assert index_dataset("got10k", got, "val", strict=True).sequences[0].absent[absent[0]]
+    lines[0] = "nan,nan,nan,nan"
+    gt_file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"cat-1/groundtruth.txt:1: NaN"):
+        index_dataset("got10k", got, "val", strict=True)

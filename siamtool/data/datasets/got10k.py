@@ -20,6 +20,7 @@ from siamtool.data.datasets.common import (
     first_box_only,
     list_frames,
     read_names_file,
+    refuse_nan,
 )
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
@@ -97,6 +98,7 @@ def load_sequence(folder: Path, test: bool, require_images: bool) -> LasotSequen
     n = len(gt)
     absent = read_label(folder / "absence.label", n, gt_path, required=not test)
     cover = read_label(folder / "cover.label", n, gt_path, required=not test)
+    refuse_nan(gt[:1] if test else gt, gt_path, None if absent is None else absent.astype(bool))
     meta_path = folder / "meta_info.ini"
     meta = read_meta(meta_path)
     return LasotSequence(

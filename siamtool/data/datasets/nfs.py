@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, custom_names, list_frames
+from siamtool.data.datasets.common import build_index, custom_names, list_frames, refuse_nan
 from siamtool.data.lasot import Index, LasotSequence
 from siamtool.errors import DatasetError
 
@@ -71,6 +71,7 @@ def load_sequence(root: Path, name: str, require_images: bool) -> LasotSequence:
                                f"at 30 fps{' (every 8th of the 240 fps rows)' if dense else ''}")
         n = min(len(corners), n_img)
         corners, lost, frames = corners[:n], lost[:n], frames[:n]
+    refuse_nan(corners, gt_path, lost)
     gt = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
     n = len(gt)
     return LasotSequence(name=name, class_name=label or name.rstrip("0123456789_"), path=folder, gt=gt,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, list_frames, table, zero_rows
+from siamtool.data.datasets.common import build_index, check_count, list_frames, refuse_nan, table, zero_rows
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 
@@ -60,6 +60,7 @@ def load_sequence(root: Path, name: str, row: dict[str, str] | None, require_ima
     if not gt_path.is_file():
         raise DatasetError(f"{gt_path}: missing (is {folder} an OTB sequence folder?)")
     gt = parse_boxes(gt_path)
+    refuse_nan(gt, gt_path)
     if row is not None:
         omit = int(row["omit"])
         expected = int(row["end"]) - int(row["start"]) + 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, first_box_only, list_frames, zero_rows
+from siamtool.data.datasets.common import build_index, check_count, first_box_only, list_frames, refuse_nan, zero_rows
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 
@@ -41,6 +41,7 @@ def chunks_of(split: str) -> list[str]:
 def load_sequence(chunk_dir: Path, name: str, test: bool, require_images: bool) -> LasotSequence:
     gt_path = chunk_dir / "anno" / f"{name}.txt"
     gt = parse_boxes(gt_path)
+    refuse_nan(gt, gt_path)
     frame_dir = chunk_dir / "frames" / name
     frames = list_frames(frame_dir, require=require_images or test)
     if test:
