@@ -419,10 +419,13 @@ def _eval_tracker(kind: str, root: Path, split: str, out: Path, checkpoint: Path
              f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
              f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
              f"{run.threads} thread(s)); {TIMED}"]
-    if "submission" in report:
-        print_lines(console, *lines, f"submission: {report['submission']}",
-                    f"{split} publishes only the first box, so siamtool cannot score it: upload the zip at "
-                    f"{report['server']}; the score comes from the server")
+    if run.submission is not None:
+        from siamtool.eval.submission import SERVERS
+
+        lines += [f"submission: {run.submission}", f"the {split} split is scored by the benchmark's server: upload "
+                  f"the zip at {SERVERS[kind]}; the score comes from the server"]
+    if not report:
+        print_lines(console, *lines)
         return
     print_report(report, console, kind)
     print_lines(console, *lines, f"report: {report_json or out / REPORT_FILE}")

@@ -162,6 +162,14 @@ def test_checkpoint_gives_the_same_boxes_in_got10k_layout_and_zips_the_test_spli
     assert r.exit_code == 0, r.output
     with zipfile.ZipFile(tmp_path / "tn" / "tiny-run-tiny-trackingnet-TEST.zip") as z:
         assert sorted(z.namelist()) == sorted(f"{s.name}.txt" for s in source.sequences)
+    assert not (tmp_path / "tn" / "report.json").exists()
+    # A TEST folder with every box (e.g. one's own annotations) is zipped and also scored (the run resumes).
+    for s in source.sequences:
+        np.savetxt(tn / "TEST" / "anno" / f"{s.name}.txt", s.gt, delimiter=",", fmt="%.17g")
+    r = runner.invoke(app, [*common, "--root", str(tn), "--out", str(tmp_path / "tn")])
+    assert r.exit_code == 0, r.output
+    scored = json.loads((tmp_path / "tn" / "report.json").read_text())["trackers"]["tiny-run-tiny"]
+    assert scored["success_auc"] == pytest.approx(runs["lasot"]["success_auc"], abs=1e-6)
 
     r = runner.invoke(app, ["eval", "--benchmark", "got10k", "--root", str(got), "--split", "test",
                             "--results", str(tmp_path / "lasot" / "tiny-run-tiny"), "--out", str(tmp_path / "x")])
