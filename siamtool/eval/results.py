@@ -34,16 +34,20 @@ FRAME1_TOLERANCE = 0.01
 """Pixels: a frame-1 box within this of the GT counts as the GT (results are often written rounded)."""
 
 
-def clean_boxes(boxes: np.ndarray, convention: str = "pytracking") -> np.ndarray:
+def clean_boxes(boxes: np.ndarray, convention: str = "pytracking", gt: np.ndarray | None = None) -> np.ndarray:
     """Replace the rows the convention does not score as written by the previous (already fixed) row.
 
-    pytracking replaces boxes with a zero width or height, the official toolkit also NaN rows and
-    negative sizes. Frame 1 is never replaced here (it is replaced by the GT when scoring), so a bad
-    frame 1 propagates to frame 2 exactly as in both toolkits. Vectorised as a forward fill.
+    pytracking replaces boxes with a zero width or height, except where the GT row is NaN (UAV's absent
+    frames: there the zero box stays, and a zero box right after it is replaced by it, as pytracking's
+    loop does); the official toolkit also replaces NaN rows and negative sizes. Frame 1 is never replaced
+    here (it is replaced by the GT when scoring), so a bad frame 1 propagates to frame 2 exactly as in
+    both toolkits. Vectorised as a forward fill.
     """
     boxes = np.array(boxes, dtype=np.float64)
     if check_convention(convention) == "pytracking":
         bad = (boxes[:, 2:] == 0).any(axis=1)
+        if gt is not None:
+            bad &= ~np.isnan(gt).any(axis=1)
     else:
         with np.errstate(invalid="ignore"):
             bad = np.isnan(boxes).any(axis=1) | (boxes[:, 2:] <= 0).any(axis=1)
@@ -190,7 +194,7 @@ def load_tracker_results(
             out.missing.append(seq.name)
         else:
             raw = read_raw_result(path, seq.n_frames, convention)
-            boxes = clean_boxes(raw, convention)
+            boxes = clean_boxes(raw, convention, seq.gt)
             out.raw[seq.name] = raw
             out.boxes[seq.name] = boxes
             out.frame1[seq.name] = boxes[0] - seq.gt[0]  # cleaning never touches frame 1

@@ -182,3 +182,13 @@ def test_benchmark_without_root_and_unknown_layout_are_one_line(tmp_path):
     (tmp_path / "data").mkdir()
     r = runner.invoke(app, ["eval", "--root", str(tmp_path / "data"), "--results", str(tmp_path)])
     assert r.exit_code == 2 and "no known dataset layout" in r.output
+
+
+def test_zero_boxes_on_nan_gt_frames_stay_as_pytracking_leaves_them():
+    from siamtool.eval.results import clean_boxes
+
+    gt = np.array([[1, 1, 9, 9], [1, 1, 9, 9], [np.nan] * 4, [1, 1, 9, 9]], float)
+    boxes = np.array([[1, 1, 9, 9], [2, 2, 9, 9], [3, 3, 0, 0], [4, 4, 0, 0]], float)
+    # Frame 3's GT is NaN: its zero box is kept, and frame 4's zero box takes it (pytracking's loop).
+    np.testing.assert_array_equal(clean_boxes(boxes, "pytracking", gt)[3], [3, 3, 0, 0])
+    np.testing.assert_array_equal(clean_boxes(boxes, "pytracking")[3], [2, 2, 9, 9])
