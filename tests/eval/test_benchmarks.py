@@ -192,3 +192,23 @@ def test_zero_boxes_on_nan_gt_frames_stay_as_pytracking_leaves_them():
     # Frame 3's GT is NaN: its zero box is kept, and frame 4's zero box takes it (pytracking's loop).
     np.testing.assert_array_equal(clean_boxes(boxes, "pytracking", gt)[3], [3, 3, 0, 0])
     np.testing.assert_array_equal(clean_boxes(boxes, "pytracking")[3], [2, 2, 9, 9])
+
+
+@pytest.mark.slow
+def test_atom_published_results_score_the_same_in_got10k_and_trackingnet_layouts(tmp_path):
+    """The LaSOT test annotations written out as GOT-10k and TrackingNet folders: ATOM's published raw
+    results (flat, and in GOT-10k's <seq>/<seq>_001.txt) give LaSOT's numbers to 1e-6."""
+    source = index_dataset("lasot", shared("lasot_test_annos"), "test", require_images=False)
+    atom = shared("raw_results", "ATOM")
+    want = evaluate_results({"ATOM": atom}, source, plots=False)["trackers"]["ATOM"]
+    assert want["success_auc"] == pytest.approx(51.4338, abs=1e-4)
+    got10k_results = tmp_path / "got10k-results" / "ATOM"
+    for s in source.sequences:
+        (got10k_results / s.name).mkdir(parents=True)
+        (got10k_results / s.name / f"{s.name}_001.txt").write_bytes((atom / f"{s.name}.txt").read_bytes())
+    for kind, split, results in (("got10k", "val", got10k_results), ("trackingnet", "TRAIN_0", atom)):
+        root = write_layout(kind, source.sequences, tmp_path / kind, split, images=False)
+        index = index_dataset(kind, root, split, require_images=False, strict=True)
+        got = evaluate_results({"ATOM": results}, index, plots=False)["trackers"]["ATOM"]
+        for key in SCORES:
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (kind, key)
