@@ -126,24 +126,30 @@ def test_got10k_ao_sr_equal_the_official_toolkit(tmp_path, monkeypatch):
     assert 5 < ours["ao"] < 95  # the random set exercises both ends
 
 
-def test_checkpoint_gives_the_same_boxes_in_got10k_layout_and_zips_the_test_splits(synthetic_lasot, tiny_checkpoint,
+def test_checkpoint_gives_the_same_boxes_in_each_layout_and_zips_the_test_splits(synthetic_lasot, tiny_checkpoint,
                                                                                       tmp_path):
     source = index_dataset("lasot", synthetic_lasot, "all")
     got = write_layout("got10k", source.sequences, tmp_path / "GOT-10k", split="val")
     write_layout("got10k", source.sequences, got, split="test")
     tn = write_layout("trackingnet", source.sequences, tmp_path / "TrackingNet", split="TEST")
+    write_layout("trackingnet", source.sequences, tn, split="TRAIN_0")
+    otb = write_layout("otb", source.sequences, tmp_path / "OTB")
     common = ["--device", "cpu", "eval", "--checkpoint", str(tiny_checkpoint)]
     runs = {}
     for label, args in (("lasot", ["--lasot", str(synthetic_lasot), "--split", "all"]),
-                        ("got10k", ["--benchmark", "got10k", "--root", str(got), "--split", "val"])):
+                        ("got10k", ["--benchmark", "got10k", "--root", str(got), "--split", "val"]),
+                        ("trackingnet", ["--root", str(tn), "--split", "TRAIN_0"]),
+                        ("otb", ["--benchmark", "otb", "--root", str(otb), "--split", "all"])):
         r = runner.invoke(app, [*common, *args, "--out", str(tmp_path / label)])
         assert r.exit_code == 0, r.output
         runs[label] = json.loads((tmp_path / label / "report.json").read_text())["trackers"]["tiny-run-tiny"]
         for s in source.sequences:
             runs[label, s.name] = np.loadtxt(tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt", delimiter=",")
-    for s in source.sequences:
-        np.testing.assert_array_equal(runs["got10k", s.name], runs["lasot", s.name])
-    assert runs["got10k"]["success_auc"] == pytest.approx(runs["lasot"]["success_auc"], abs=1e-6)
+    for kind in ("got10k", "trackingnet", "otb"):
+        for s in source.sequences:
+            np.testing.assert_array_equal(runs[kind, s.name], runs["lasot", s.name])
+        for key in SCORES:
+            assert runs[kind][key] == pytest.approx(runs["lasot"][key], abs=1e-6)
     assert {"ao", "sr50", "sr75"} <= set(runs["got10k"])
 
     r = runner.invoke(app, [*common, "--benchmark", "got10k", "--root", str(got), "--split", "test",
