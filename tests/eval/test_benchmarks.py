@@ -218,3 +218,22 @@ def test_atom_published_results_score_the_same_in_got10k_and_trackingnet_layouts
         got = evaluate_results({"ATOM": results}, index, plots=False)["trackers"]["ATOM"]
         for key in SCORES:
             assert got[key] == pytest.approx(want[key], abs=1e-6), (kind, key)
+
+
+@pytest.mark.slow
+def test_checkpoint_on_the_real_sequences_gives_the_same_boxes_in_got10k_and_trackingnet_layouts(tiny_checkpoint,
+                                                                                                   tmp_path):
+    real = shared("real_lasot")
+    source = index_dataset("lasot", real, "all")
+    got = write_layout("got10k", source.sequences, tmp_path / "GOT-10k", split="val")
+    tn = write_layout("trackingnet", source.sequences, tmp_path / "TrackingNet", split="TRAIN_0")
+    common = ["--device", "cpu", "eval", "--checkpoint", str(tiny_checkpoint), "--set", "eval.plots=false"]
+    for label, args in (("lasot", ["--lasot", str(real), "--split", "all"]),
+                        ("got10k", ["--root", str(got), "--split", "val"]),
+                        ("trackingnet", ["--root", str(tn), "--split", "TRAIN_0"])):
+        r = runner.invoke(app, [*common, *args, "--out", str(tmp_path / label)])
+        assert r.exit_code == 0, r.output
+    for s in source.sequences:
+        want = (tmp_path / "lasot" / "tiny-run-tiny" / f"{s.name}.txt").read_text()
+        for label in ("got10k", "trackingnet"):
+            assert (tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt").read_text() == want, (label, s.name)
