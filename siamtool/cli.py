@@ -311,14 +311,26 @@ def _remove_unstarted_run(run_dir: Path) -> None:
 @app.command("eval", cls=_Command, epilog=_examples(
     "siamtool eval --split test   (after prepare and train in this folder: their LaSOT root and newest run)",
     "siamtool eval --lasot /data/LaSOT --checkpoint runs/base/best.pt --workers 2",
-    "siamtool eval --lasot /data/LaSOT --results results/ATOM --results results/mine   (score raw results)"))
+    "siamtool eval --lasot /data/LaSOT --results results/ATOM --results results/mine   (score raw results)",
+    "siamtool eval --benchmark got10k --root /data/GOT-10k --split val --results results/ATOM   (AO, SR0.50, SR0.75)",
+    "siamtool eval --benchmark trackingnet --root /data/TrackingNet --split TEST   (writes the server's zip)",
+    "siamtool eval --root /data/OTB100 --results results/ATOM   (the layout is detected)"))
 @handle_errors
 def eval_(
     lasot: Annotated[Path | None, typer.Option("--lasot", help="LaSOT root (annotations; images only to run a "
-                                               "tracker). Default: the root `prepare` recorded in ./shards, else "
-                                               "$SIAMTOOL_LASOT, else eval.lasot.")] = None,
-    split: Annotated[str, typer.Option("--split", help="test, train, extension, all, or a file of sequence names.")]
-    = "test",
+                                               "tracker); means --benchmark lasot --root DIR. Default: the root "
+                                               "`prepare` recorded in ./shards, else $SIAMTOOL_LASOT, else "
+                                               "eval.lasot.")] = None,
+    benchmark: Annotated[str | None, typer.Option("--benchmark", metavar="NAME", help="lasot, lasot_ext, got10k, "
+                                                  "trackingnet, otb (otb100, otb2013, otb50), uav (uav123, uav20l, "
+                                                  "uav123_10fps), nfs or vot. Default: detected from --root, else "
+                                                  "lasot.")] = None,
+    root: Annotated[Path | None, typer.Option("--root", help="The benchmark's folder as its download unpacks "
+                                              "(docs/data.md). Default: the LaSOT root, as for --lasot.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="The benchmark's split (LaSOT: test, train, extension, "
+                                              "all; GOT-10k: val, test, train; TrackingNet: TEST, TRAIN_0..11, train; "
+                                              "OTB: otb100, otb2013, otb50; UAV: UAV123, UAV20L, UAV123_10fps) or a "
+                                              "file of sequence names. Default: its evaluation split.")] = None,
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Run this trained tracker (a .pt or a run "
                                                     "folder), then score it. Default: the newest run in ./runs, "
                                                     "else the shipped tracker (when no --onnx/--results).")]
@@ -326,8 +338,8 @@ def eval_(
     onnx: Annotated[Path | None, typer.Option("--onnx", help="Run an exported tracker (folder from export). "
                                               "Default: none.")] = None,
     results: Annotated[list[Path] | None, typer.Option("--results", metavar="DIR", help="Score existing raw "
-                                                       "results: one folder "
-                                                       "per tracker (repeatable). Default: none.")] = None,
+                                                       "results: one folder per tracker (repeatable), <seq>.txt or "
+                                                       "GOT-10k's <seq>/<seq>_001.txt. Default: none.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder for results, plots and reports.")]
     = Path("results"),
     workers: Annotated[int, typer.Option("--workers", help="Parallel tracking processes on CPU (on CUDA: one "
@@ -346,18 +358,19 @@ def eval_(
     config: ConfigOpt = None,
     set_: Annotated[list[str] | None, _set_option("eval.plots=false")] = None,
 ) -> None:
-    """Score trackers on LaSOT: success AUC, precision, normalized precision, per attribute, with plots."""
+    """Score trackers on a benchmark: success AUC, precision, normalized precision (GOT-10k: AO, SR), per
+    attribute, with plots; GOT-10k test and TrackingNet TEST: the evaluation server's zip."""
     _check_out_folder("--out", out)
     cfg = _eval_config(config, set_, convention, skip_missing)
     if not results and checkpoint is None and onnx is None:
         checkpoint, implied = _default_eval_tracker()
     else:
         implied = []
-    lasot = _eval_lasot(lasot, cfg, implied)
+    kind, root, split = _eval_benchmark(benchmark, root, lasot, split, cfg, implied)
     if checkpoint is not None or onnx is not None:
-        _eval_tracker(lasot, split, out, checkpoint, onnx, cfg, workers, name, results, report_json)
+        _eval_tracker(kind, root, split, out, checkpoint, onnx, cfg, workers, name, results, report_json)
     else:
-        _eval_results(lasot, split, out, cfg, results, report_json)
+        _eval_results(kind, root, split, out, cfg, results, report_json)
 
 
 def _eval_config(config: Path | None, set_: list[str] | None, convention: str | None, skip_missing: bool) -> Config:
@@ -385,21 +398,40 @@ def _default_eval_tracker() -> tuple[Path, list[str]]:
     return default_checkpoint(), ["the shipped default tracker (no trained run in ./runs)"]
 
 
-def _eval_lasot(lasot: Path | None, cfg: Config, implied: list[str]) -> Path:
-    """The LaSOT root; says in one line what `eval` chose on its own (the root, the tracker)."""
+def _eval_benchmark(benchmark: str | None, root: Path | None, lasot: Path | None, split: str | None, cfg: Config,
+                    implied: list[str]) -> tuple[str, Path, str]:
+    """(kind, root, split) from --benchmark/--root/--lasot/--split; says in one line what `eval` chose itself.
+
+    `--lasot DIR` means `--benchmark lasot --root DIR`; without a root a LaSOT-family benchmark finds its root
+    as before (`siamtool.workspace.resolve_lasot`); any other benchmark needs --root.
+    """
+    from siamtool.data.datasets import default_split, detect_kind, resolve_kind
     from siamtool.workspace import resolve_lasot
 
-    lasot, lasot_source = resolve_lasot(lasot, cfg.eval.lasot)
-    if lasot_source != "--lasot":
-        implied.insert(0, f"LaSOT root {lasot} ({lasot_source})")
+    if root is not None and lasot is not None:
+        raise SiamtoolError("--lasot DIR and --root DIR both given: --lasot DIR means --benchmark lasot --root DIR; "
+                            "pass one of them")
+    kind, implied_split = resolve_kind(benchmark) if benchmark else ("lasot", None)
+    if root is None and kind in ("lasot", "lasot_ext"):
+        root, source = resolve_lasot(lasot, cfg.eval.lasot)
+        if source != "--lasot":
+            implied.insert(0, f"LaSOT root {root} ({source})")
+    elif root is None:
+        raise SiamtoolError(f"--benchmark {benchmark} needs --root DIR: the folder its download unpacks to "
+                            "(docs/data.md lists each layout)")
+    elif benchmark is None:
+        kind = detect_kind(root)
+        implied.insert(0, f"benchmark {kind} (the layout of {root}; --benchmark to choose)")
     if implied:
         Console().print(f"eval: {'; '.join(implied)}", highlight=False, soft_wrap=True)
-    return lasot
+    return kind, Path(root), split or implied_split or default_split(kind)
 
 
-def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, onnx: Path | None, cfg: Config,
-                  workers: int, name: str | None, results: list[Path] | None, report_json: Path | None) -> None:
-    """`eval --checkpoint/--onnx`: track the split, score it (with any --results beside it), print both."""
+def _eval_tracker(kind: str, root: Path, split: str, out: Path, checkpoint: Path | None, onnx: Path | None,
+                  cfg: Config, workers: int, name: str | None, results: list[Path] | None,
+                  report_json: Path | None) -> None:
+    """`eval --checkpoint/--onnx`: track the split, score it (with any --results beside it), print both; a
+    server-scored test split gets its submission zip instead of scores."""
     from siamtool.cli_render import RichReporter, print_lines, print_report
     from siamtool.device import resolve_device
     from siamtool.eval.report import REPORT_FILE, tracker_dirs
@@ -407,33 +439,40 @@ def _eval_tracker(lasot: Path, split: str, out: Path, checkpoint: Path | None, o
 
     with RichReporter(err) as reporter:
         run, report = evaluate_tracker(
-            lasot, split, out, TrackerSpec(checkpoint, onnx, cfg), resolve_device(state.device), state.device,
-            workers, name, tracker_dirs(results) if results else None, report_json, reporter=reporter)
+            root, split, out, TrackerSpec(checkpoint, onnx, cfg), resolve_device(state.device), state.device,
+            workers, name, tracker_dirs(results) if results else None, report_json, reporter=reporter, kind=kind)
     console = Console()
-    print_report(report, console)
-    print_lines(console,
-                f"results: {run.directory} ({run.sequences} sequences, {run.resumed} resumed, "
-                f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
-                f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
-                f"{run.threads} thread(s)); {TIMED}",
-                f"report: {report_json or out / REPORT_FILE}")
+    lines = [f"results: {run.directory} ({run.sequences} sequences, {run.resumed} resumed, "
+             f"{run.corrupt_frames} unreadable frames, {run.lost_frames} frames reported lost)",
+             f"speed: {run.fps:.1f} FPS per process on {run.device} ({run.processes} process(es) x "
+             f"{run.threads} thread(s)); {TIMED}"]
+    if run.submission is not None:
+        from siamtool.eval.submission import SERVERS
+
+        lines += [f"submission: {run.submission}", f"the {split} split is scored by the benchmark's server: upload "
+                  f"the zip at {SERVERS[kind]}; the score comes from the server"]
+    if not report:
+        print_lines(console, *lines)
+        return
+    print_report(report, console, kind)
+    print_lines(console, *lines, f"report: {report_json or out / REPORT_FILE}")
 
 
-def _eval_results(lasot: Path, split: str, out: Path, cfg: Config, results: list[Path] | None,
+def _eval_results(kind: str, root: Path, split: str, out: Path, cfg: Config, results: list[Path] | None,
                   report_json: Path | None) -> None:
     """`eval --results`: score existing raw results and print the tables."""
     from siamtool.cli_render import RichReporter, print_lines, print_report
-    from siamtool.data.lasot import index_lasot
+    from siamtool.data.datasets import index_dataset
     from siamtool.eval.report import PLOT_FILES, REPORT_FILE, evaluate_results, tracker_dirs
 
-    index = index_lasot(lasot, split, require_images=False)
+    index = index_dataset(kind, root, split, require_images=False)
     with RichReporter(err) as reporter:
         report = evaluate_results(
             tracker_dirs(results), index, out_dir=out, report_path=report_json, convention=cfg.eval.convention,
             skip_missing=cfg.eval.skip_missing, split=split, plots=cfg.eval.plots, reporter=reporter,
         )
     console = Console()
-    print_report(report, console)
+    print_report(report, console, kind)
     print_lines(console, f"report: {report_json or out / REPORT_FILE}")
     if cfg.eval.plots:
         print_lines(console, f"plots: {', '.join(str(out / f) for f in PLOT_FILES.values())}")

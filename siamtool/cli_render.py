@@ -29,7 +29,7 @@ from rich.text import Text
 from siamtool.app.demo import DemoSummary
 from siamtool.data.prepare import PrepareSummary
 from siamtool.engine.trainer import TrainResult
-from siamtool.eval.report import attribute_note
+from siamtool.eval.report import BENCHMARK_TITLES, attribute_note
 from siamtool.export.onnx import ExportResult
 from siamtool.weights import is_default
 
@@ -184,22 +184,28 @@ def print_train(r: TrainResult, console: Console) -> None:
     console.print(_key_value_table(rows))
 
 
-def summary_table(report: dict[str, Any]) -> Table:
-    """Tracker, AUC, P_norm, P, sequences: best AUC first, four decimals (the toolkits' numbers exactly)."""
-    table = Table(title=f"LaSOT {report['split']} ({report['convention']} convention)")
+def summary_table(report: dict[str, Any], benchmark: str = "lasot") -> Table:
+    """Tracker, AUC, P_norm, P, sequences: best AUC first, four decimals (the toolkits' numbers exactly).
+
+    GOT-10k adds its official AO, SR0.50 and SR0.75 (and sorts by AO)."""
+    bench = BENCHMARK_TITLES.get(benchmark, benchmark)
+    table = Table(title=f"{bench} {report['split']} ({report['convention']} convention)")
     table.add_column("tracker")
-    for col in ("AUC", "P_norm", "P", "sequences"):
-        table.add_column(col, justify="right")
     trackers = report["trackers"]
-    for name in sorted(trackers, key=lambda n: -trackers[n]["success_auc"]):
+    got10k = all("ao" in t for t in trackers.values())
+    columns = (("ao", "AO"), ("sr50", "SR0.50"), ("sr75", "SR0.75")) if got10k else ()
+    columns += (("success_auc", "AUC"), ("norm_precision_20", "P_norm"), ("precision_20", "P"))
+    for _, title in columns:
+        table.add_column(title, justify="right")
+    table.add_column("sequences", justify="right")
+    for name in sorted(trackers, key=lambda n: -trackers[n][columns[0][0]]):
         t = trackers[name]
-        table.add_row(name, f"{t['success_auc']:.4f}", f"{t['norm_precision_20']:.4f}", f"{t['precision_20']:.4f}",
-                      str(t["sequences"]))
+        table.add_row(name, *(f"{t[key]:.4f}" for key, _ in columns), str(t["sequences"]))
     return table
 
 
 def attribute_table(report: dict[str, Any]) -> Table | None:
-    """Success AUC per LaSOT attribute and tracker (None when the sequences carry no attributes)."""
+    """Success AUC per attribute (LaSOT, OTB or UAV) and tracker (None when the sequences carry none)."""
     trackers = report["trackers"]
     first = next(iter(trackers.values()))["per_attribute"]
     if not first:
@@ -219,13 +225,13 @@ def attribute_table(report: dict[str, Any]) -> Table | None:
     return table
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
-    """The summary table, then the per-attribute table."""
-    console.print(summary_table(report))
+def print_report(report: dict[str, Any], console: Console, benchmark: str = "lasot") -> None:
+    """The summary table, then the per-attribute table (`benchmark`: a `siamtool.data.datasets` kind)."""
+    console.print(summary_table(report, benchmark))
     attrs = attribute_table(report)
     if attrs is not None:
         console.print(attrs)
-    note = attribute_note(report)
+    note = attribute_note(report, benchmark)
     if note:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 

@@ -19,6 +19,11 @@ Both: frame 1 is replaced by the GT; success = IoU strictly greater than each of
 AUC is the plain mean of those 21 points; precision = error <= t for t = 0..50 px, reported at 20 px;
 normalized precision thresholds 0..0.5 step 0.01, reported at 0.20; every frame, absent ones included,
 stays in the denominator (dividing by visible frames only inflates AUC by about a point).
+
+Other benchmarks (`dataset`): pytracking scores LaSOT, LaSOT_ext, TrackingNet, OTB, NfS and VOT boxes
+with the rules above, and UAV123 with one difference: a frame whose GT is invalid (NaN: the target is
+absent; or a size <= 0) *passes* precision (error -1) as well as normalized precision, and fails success.
+GOT-10k's own numbers are AO and SR (`got10k_scores`), computed as the official ``got10k`` toolkit does.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from siamtool.errors import SiamtoolError
 from siamtool.geometry import iou_xywh
 
 CONVENTIONS = ("pytracking", "official")
+INVALID_PASSES_PRECISION = ("uav",)
+"""Datasets whose invalid-GT frames pass precision in pytracking's analysis (its ``dataset in ['uav']``)."""
 CENTRE_THRESHOLDS = np.arange(51, dtype=np.float64)
 """Precision thresholds in pixels, 0..50."""
 NORM_THRESHOLDS = np.arange(51, dtype=np.float64) / 100.0
@@ -123,13 +130,15 @@ def frame_errors(
     absent: np.ndarray,
     convention: str = "pytracking",
     first_frames: np.ndarray | None = None,
+    dataset: str = "lasot",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame (IoU, centre error, normalized centre error) with the convention's failure markers.
 
     `pred` and `gt` are (N, 4) x,y,w,h in the same pixel convention, `pred` already cleaned by
     `results.clean_boxes` (same length as `gt`). `first_frames` (default ``[0]``) are the rows that start
     a sequence when several are concatenated; they are replaced by the GT here. A failure is encoded as
-    IoU -1 / error +inf and a forced pass as error -1, so thresholding needs no special cases.
+    IoU -1 / error +inf and a forced pass as error -1, so thresholding needs no special cases. `dataset`
+    (a `siamtool.data.datasets` kind) selects pytracking's per-dataset rule (UAV, see the module docstring).
     """
     check_convention(convention)
     pred = np.array(pred, dtype=np.float64)
@@ -144,9 +153,10 @@ def frame_errors(
     if convention == "pytracking":
         invalid = ~((gt[:, 2] > 0) & (gt[:, 3] > 0)) | absent
         iou[invalid] = -1.0
-        err[invalid] = np.inf
+        err[invalid] = -1.0 if dataset in INVALID_PASSES_PRECISION else np.inf
         norm[invalid] = -1.0
-        norm[absent] = np.inf
+        if dataset not in INVALID_PASSES_PRECISION:
+            norm[absent] = np.inf
     else:
         invalid = ~(gt > 0).all(axis=1)
         iou[invalid] = -1.0
@@ -179,7 +189,8 @@ def _counts(values: np.ndarray, seq_id: np.ndarray, n_seq: int, thresholds: np.n
 
 
 def batch_curves(
-    preds: list[np.ndarray], gts: list[np.ndarray], absents: list[np.ndarray], convention: str = "pytracking"
+    preds: list[np.ndarray], gts: list[np.ndarray], absents: list[np.ndarray], convention: str = "pytracking",
+    dataset: str = "lasot",
 ) -> Curves:
     """Success (S, 21), precision (S, 51) and normalized precision (S, 51) curves of S sequences at once.
 
@@ -190,7 +201,7 @@ def batch_curves(
         raise ValueError("a sequence has no frames")
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     iou, err, norm = frame_errors(np.concatenate(preds), np.concatenate(gts), np.concatenate(absents),
-                                  convention, first_frames=starts)
+                                  convention, first_frames=starts, dataset=dataset)
     seq_id = np.repeat(np.arange(len(gts)), lengths)
     n = lengths[:, None].astype(np.float64)
     s = len(gts)
@@ -223,3 +234,48 @@ def mean_curve(curves: np.ndarray, convention: str = "pytracking") -> np.ndarray
             return np.zeros(curves.shape[1])
         curves = kept
     return curves.mean(axis=0)
+
+
+# ------------------------------------------------------------------------------------------- GOT-10k
+
+
+def got10k_ious(pred: np.ndarray, gt: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """IoU per frame exactly as the got10k toolkit's ``rect_iou(..., bound=resolution)``.
+
+    Both boxes are first clipped to the image (x to [0, W], then w to [0, W - x]; likewise y, h), areas
+    are plain w*h (no +1), and the IoU is ``inter / (union + eps)`` clipped to [0, 1].
+    """
+    boxes = []
+    for b in (np.array(pred, dtype=np.float64), np.array(gt, dtype=np.float64)):
+        b[:, 0] = np.clip(b[:, 0], 0, resolution[0])
+        b[:, 1] = np.clip(b[:, 1], 0, resolution[1])
+        b[:, 2] = np.clip(b[:, 2], 0, resolution[0] - b[:, 0])
+        b[:, 3] = np.clip(b[:, 3], 0, resolution[1] - b[:, 1])
+        boxes.append(b)
+    p, g = boxes
+    x1 = np.maximum(p[:, 0], g[:, 0])
+    y1 = np.maximum(p[:, 1], g[:, 1])
+    x2 = np.minimum(p[:, 0] + p[:, 2], g[:, 0] + g[:, 2])
+    y2 = np.minimum(p[:, 1] + p[:, 3], g[:, 1] + g[:, 3])
+    inter = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    union = np.prod(p[:, 2:], axis=1) + np.prod(g[:, 2:], axis=1) - inter
+    return np.clip(inter / (union + np.finfo(float).eps), 0.0, 1.0)
+
+
+def got10k_sequence_ious(pred: np.ndarray, gt: np.ndarray, cover: np.ndarray, resolution: tuple[int, int]) -> np.ndarray:
+    """The IoUs one GOT-10k sequence contributes: frame 1 left out, then frames with cover 0 left out."""
+    ious = got10k_ious(pred[1:], gt[1:], resolution)
+    return ious[np.asarray(cover)[1:] > 0]
+
+
+def got10k_scores(ious: np.ndarray) -> dict[str, float]:
+    """AO, SR0.50 and SR0.75 in percent from IoUs pooled over every frame of every sequence.
+
+    As the toolkit: AO is the mean IoU, SR_t the fraction of IoUs strictly greater than t (its success
+    curve uses ``np.linspace(0, 1, 101)``, whose 0.5 and 0.75 are exact).
+    """
+    ious = np.asarray(ious, dtype=np.float64)
+    if ious.size == 0:
+        raise ValueError("no frames to score (every frame has cover 0)")
+    return {"ao": float(np.mean(ious)) * 100.0, "sr50": float(np.mean(ious > 0.5)) * 100.0,
+            "sr75": float(np.mean(ious > 0.75)) * 100.0}

@@ -1,4 +1,8 @@
-"""Score trackers from raw-result folders against a LaSOT `Index`: JSON report, tables, plots.
+"""Score trackers from raw-result folders against a benchmark `Index`: JSON report, tables, plots.
+
+The index's `kind` (`siamtool.data.datasets`) picks pytracking's per-dataset rule in the curves, the
+attribute table (LaSOT's 14, OTB's 11, UAV's 12) and, for GOT-10k, the official AO / SR0.50 / SR0.75
+next to the curves (each tracker and each sequence gets ``ao``, ``sr50``, ``sr75``).
 
 `evaluate_results` is the one entry point, used by `siamtool eval --results` and by the runner that
 tracks with a checkpoint and then scores its results folder. Trackers are always compared on the same
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from siamtool import __version__
-from siamtool.data.lasot import ATTRIBUTES, Index, LasotSequence, lasot_frame_counts
+from siamtool.data.lasot import Index, LasotSequence, lasot_frame_counts
 from siamtool.errors import DatasetError, SiamtoolError
 from siamtool.eval.metrics import (
     CENTRE_THRESHOLDS,
@@ -24,12 +28,17 @@ from siamtool.eval.metrics import (
     Curves,
     batch_curves,
     check_convention,
+    got10k_scores,
+    got10k_sequence_ious,
     overlap_thresholds,
 )
 from siamtool.eval.results import TrackerResults, frame1_warnings, load_tracker_results
 from siamtool.fileio import atomic_path, write_json_atomic
 from siamtool.reporting import Reporter, WarningsReporter
 
+LASOT_KINDS = ("lasot", "lasot_ext")
+BENCHMARK_TITLES = {"lasot": "LaSOT", "lasot_ext": "LaSOT_ext", "got10k": "GOT-10k", "trackingnet": "TrackingNet",
+                    "otb": "OTB", "uav": "UAV", "nfs": "NfS", "vot": "VOT"}
 PLOT_FILES = {"success": "success.png", "precision": "precision.png", "norm_precision": "norm_precision.png"}
 """Plot file names inside the output folder."""
 REPORT_FILE = "report.json"
@@ -91,6 +100,17 @@ def check_annotations(index: Index, split: str, skip_missing: bool, reporter: Re
 
 
 
+def check_scorable(index: Index) -> None:
+    """A test split that publishes only the first box cannot be scored here: say where the score comes from."""
+    test = [s for s in index.sequences if s.gt_frames is not None]
+    if test:
+        bench = BENCHMARK_TITLES.get(index.kind, index.kind)
+        raise DatasetError(
+            f"{test[0].annotation_file}: {bench} {index.split} publishes only the first box, so it is scored by the "
+            f"benchmark's evaluation server: run the tracker with --checkpoint to write the submission zip, or "
+            "score a split with full annotations")
+
+
 def _load_all(
     trackers: Mapping[str, Path], sequences: list[LasotSequence], convention: str, reporter: Reporter
 ) -> list[TrackerResults]:
@@ -104,13 +124,13 @@ def _load_all(
     return out
 
 
-def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], convention: str) -> dict[str, Any]:
+def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], convention: str, index: Index) -> dict[str, Any]:
     per_seq = batch_curves([res.boxes[s.name] for s in sequences], [s.gt for s in sequences],
-                           [s.absent for s in sequences], convention)
+                           [s.absent for s in sequences], convention, dataset=index.kind)
     overall = per_seq.mean(convention)
     per_attribute: dict[str, Any] = {}
     if any(s.attributes for s in sequences):
-        for code, long_name in ATTRIBUTES.items():
+        for code, long_name in index.attribute_names.items():
             rows = np.array([bool(s.attributes.get(code)) for s in sequences])
             entry: dict[str, Any] = {"name": long_name, "sequences": int(rows.sum())}
             if rows.any():
@@ -118,7 +138,7 @@ def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], conventi
             else:
                 entry.update({"success_auc": None, "precision_20": None, "norm_precision_20": None})
             per_attribute[code] = entry
-    return {
+    out = {
         **_scores(overall),
         "sequences": len(sequences),
         "success_curve": (overall.success * 100).tolist(),
@@ -127,15 +147,33 @@ def _score_tracker(res: TrackerResults, sequences: list[LasotSequence], conventi
         "per_sequence": {s.name: _scores(per_seq[i]) for i, s in enumerate(sequences)},
         "per_attribute": per_attribute,
     }
+    if index.kind == "got10k":
+        _add_got10k_scores(out, res, sequences)
+    return out
 
 
-def _attribute_coverage(sequences: list[LasotSequence]) -> dict[str, Any]:
-    """Which scored sequences carry LaSOT attributes, and which LaSOT-named ones were refused them.
+def _add_got10k_scores(entry: dict[str, Any], res: TrackerResults, sequences: list[LasotSequence]) -> None:
+    """GOT-10k's AO, SR0.50, SR0.75 (percent) for the tracker (pooled frames) and each sequence."""
+    ious = []
+    for s in sequences:
+        if s.cover is None or s.resolution is None:
+            what = "cover.label" if s.cover is None else "meta_info.ini (its resolution)"
+            raise DatasetError(f"{s.path / what.split(' ')[0]}: missing; GOT-10k's AO needs the cover labels and "
+                               "the resolution of every scored sequence")
+        seq_ious = got10k_sequence_ious(res.raw[s.name], s.gt, s.cover, s.resolution)
+        ious.append(seq_ious)
+        if seq_ious.size:
+            entry["per_sequence"][s.name].update(got10k_scores(seq_ious))
+    entry.update(got10k_scores(np.concatenate(ious)))
+
+
+def _attribute_coverage(sequences: list[LasotSequence], kind: str = "lasot") -> dict[str, Any]:
+    """Which scored sequences carry attributes, and which LaSOT-named ones were refused LaSOT's.
 
     A sequence gets LaSOT's attributes only when its name and frame count are LaSOT's (`load_sequence`):
     a user's own `person-2` is other footage, and LaSOT person-2's 14 flags would misfile its score.
     """
-    counts = lasot_frame_counts()
+    counts = lasot_frame_counts() if kind in LASOT_KINDS else {}
     foreign = [s for s in sequences if not s.attributes and s.name in counts]
     return {
         "sequences": sum(1 for s in sequences if s.attributes),
@@ -168,6 +206,7 @@ def evaluate_results(
     if not results:
         raise SiamtoolError("no results folders to score")
     reporter = reporter or WarningsReporter(EvalWarning)
+    check_scorable(index)
     check_annotations(index, split, skip_missing, reporter)
     boxless = index.boxless_lines()
     if boxless:
@@ -177,18 +216,18 @@ def evaluate_results(
     loaded = _load_all({k: Path(v) for k, v in results.items()}, sequences, convention, reporter)
     scored = _common_sequences(loaded, sequences, skip_missing, reporter)
     report = {
-        "trackers": {res.name: _score_tracker(res, scored, convention) for res in loaded},
+        "trackers": {res.name: _score_tracker(res, scored, convention, index) for res in loaded},
         "convention": convention,
         "split": split,
         "siamtool_version": __version__,
-        "attributes": _attribute_coverage(scored),
+        "attributes": _attribute_coverage(scored, index.kind),
     }
     if report_path is None and out_dir is not None:
         report_path = Path(out_dir) / REPORT_FILE
     if report_path is not None:
         write_json_atomic(report_path, report)
     if plots and out_dir is not None:
-        write_plots(report, out_dir)
+        write_plots(report, out_dir, index.kind)
     return report
 
 
@@ -229,7 +268,7 @@ _PLOTS = {
 }
 
 
-def write_plots(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+def write_plots(report: dict[str, Any], out_dir: str | Path, benchmark: str = "lasot") -> dict[str, Path]:
     """One PNG per metric, one curve per tracker, best first, the score in the legend. Atomic writes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -251,7 +290,8 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
         if key != "success":
             ax.axvline(xs[REPORT_INDEX], color="0.5", lw=1, linestyle=":")
         n = next(iter(trackers.values()))["sequences"]
-        ax.set_title(f"{title}\nLaSOT {report['split']}: {n} sequences, {report['convention']} convention",
+        bench = BENCHMARK_TITLES.get(benchmark, benchmark)
+        ax.set_title(f"{title}\n{bench} {report['split']}: {n} sequences, {report['convention']} convention",
                      fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("Success rate (%)" if key == "success" else "Precision (%)")
@@ -270,12 +310,16 @@ def write_plots(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
 # ------------------------------------------------------------------------------------------- notes
 
 
-def attribute_note(report: dict[str, Any]) -> str | None:
+def attribute_note(report: dict[str, Any], benchmark: str = "lasot") -> str | None:
     """One line on the sequences the per-attribute table leaves out (None when it covers them all)."""
     cov = report.get("attributes") or {}
     covered, left, foreign = cov.get("sequences", 0), cov.get("left_out") or [], cov.get("not_lasot_footage") or {}
     if not left or (not covered and not foreign):
         return None  # every sequence is covered, or none claims to be LaSOT: nothing to explain
+    if benchmark not in LASOT_KINDS:
+        bench = BENCHMARK_TITLES.get(benchmark, benchmark)
+        return (f"the per-attribute table covers {covered} of {covered + len(left)} sequences; {len(left)} have no "
+                f"{bench} attributes ({_listed(left)})")
     why = ""
     if foreign:
         name, n = next(iter(foreign.items()))

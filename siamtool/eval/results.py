@@ -1,5 +1,9 @@
 """Raw result files: one ``<sequence>.txt`` per sequence, one ``x,y,w,h`` line per frame (1-based pixels).
 
+A results folder may use any benchmark's layout: flat ``<seq>.txt`` (LaSOT, TrackingNet, OTB, UAV, NfS,
+pytracking), GOT-10k's ``<seq>/<seq>_001.txt`` (the first repetition is read), and the names pytracking
+gives some sequences (``uav_bike1``, ``nfs_Gymnastics``, ``Jogging_1`` for ``Jogging-1``).
+
 The reading rules decide which published result sets score at all, so they follow the toolkits:
 
 * comma or tab separated (spaces are accepted too); a file longer than the sequence is cut to its
@@ -30,16 +34,20 @@ FRAME1_TOLERANCE = 0.01
 """Pixels: a frame-1 box within this of the GT counts as the GT (results are often written rounded)."""
 
 
-def clean_boxes(boxes: np.ndarray, convention: str = "pytracking") -> np.ndarray:
+def clean_boxes(boxes: np.ndarray, convention: str = "pytracking", gt: np.ndarray | None = None) -> np.ndarray:
     """Replace the rows the convention does not score as written by the previous (already fixed) row.
 
-    pytracking replaces boxes with a zero width or height, the official toolkit also NaN rows and
-    negative sizes. Frame 1 is never replaced here (it is replaced by the GT when scoring), so a bad
-    frame 1 propagates to frame 2 exactly as in both toolkits. Vectorised as a forward fill.
+    pytracking replaces boxes with a zero width or height, except where the GT row is NaN (UAV's absent
+    frames: there the zero box stays, and a zero box right after it is replaced by it, as pytracking's
+    loop does); the official toolkit also replaces NaN rows and negative sizes. Frame 1 is never replaced
+    here (it is replaced by the GT when scoring), so a bad frame 1 propagates to frame 2 exactly as in
+    both toolkits. Vectorised as a forward fill.
     """
     boxes = np.array(boxes, dtype=np.float64)
     if check_convention(convention) == "pytracking":
         bad = (boxes[:, 2:] == 0).any(axis=1)
+        if gt is not None:
+            bad &= ~np.isnan(gt).any(axis=1)
     else:
         with np.errstate(invalid="ignore"):
             bad = np.isnan(boxes).any(axis=1) | (boxes[:, 2:] <= 0).any(axis=1)
@@ -57,6 +65,11 @@ def read_result_file(path: str | Path, n_frames: int, convention: str = "pytrack
     Raises `DatasetError` (one line naming the file and line) for a short file and, in the pytracking
     convention, NaN values or negative sizes anywhere in the file (pytracking checks before cutting).
     """
+    return clean_boxes(read_raw_result(path, n_frames, convention), convention)
+
+
+def read_raw_result(path: str | Path, n_frames: int, convention: str = "pytracking") -> np.ndarray:
+    """`read_result_file` without the cleaning: the (n_frames, 4) boxes as written, checked the same way."""
     path = Path(path)
     boxes = parse_boxes(path)
     if check_convention(convention) == "pytracking":
@@ -80,7 +93,7 @@ def read_result_file(path: str | Path, n_frames: int, convention: str = "pytrack
             f"{path}:{len(boxes) + 1}: file ends after {len(boxes)} lines but the sequence has {n_frames} frames "
             "(a result file needs one x,y,w,h line per frame; re-run the tracker on this sequence)"
         )
-    return clean_boxes(boxes[:n_frames], convention)
+    return boxes[:n_frames]
 
 
 @dataclass
@@ -94,10 +107,26 @@ class TrackerResults:
     missing: list[str] = field(default_factory=list)
     frame1: dict[str, np.ndarray] = field(default_factory=dict)
     """Sequence name -> frame-1 box minus GT frame-1 box, as written (before frame 1 is replaced)."""
+    raw: dict[str, np.ndarray] = field(default_factory=dict)
+    """Sequence name -> the boxes as written, cut to the GT length, not cleaned (the GOT-10k toolkit scores
+    them so: a box without size has IoU 0 there)."""
+
+
+def _names(sequence: str) -> list[str]:
+    """The file names a sequence's results may have: its own, and pytracking's spellings of it."""
+    out = [sequence, sequence.replace("-", "_"), f"uav_{sequence}", f"nfs_{sequence}"]
+    return list(dict.fromkeys(out))
 
 
 def result_path(directory: str | Path, sequence: str) -> Path:
-    return Path(directory) / f"{sequence}.txt"
+    """The result file of `sequence` in `directory`, in whichever layout it is (see the module docstring);
+    the flat ``<seq>.txt`` path when there is none (callers test `is_file`)."""
+    directory = Path(directory)
+    for name in _names(sequence):
+        for p in (directory / f"{name}.txt", directory / name / f"{name}_001.txt"):
+            if p.is_file():
+                return p
+    return directory / f"{sequence}.txt"
 
 
 def check_results_dir(directory: str | Path) -> Path:
@@ -105,7 +134,7 @@ def check_results_dir(directory: str | Path) -> Path:
     directory = Path(directory)
     if not directory.is_dir():
         raise DatasetError(f"{directory}: results folder not found (expected one <sequence>.txt per sequence)")
-    if not any(p.suffix == ".txt" for p in directory.iterdir()):
+    if not any(p.suffix == ".txt" or (p.is_dir() and any(p.glob(f"{p.name}_[0-9]*.txt"))) for p in directory.iterdir()):
         raise DatasetError(f"{directory}: no .txt result files (expected {directory}/<sequence>.txt, e.g. airplane-1.txt)")
     return directory
 
@@ -164,7 +193,9 @@ def load_tracker_results(
         if not path.is_file():
             out.missing.append(seq.name)
         else:
-            boxes = read_result_file(path, seq.n_frames, convention)
+            raw = read_raw_result(path, seq.n_frames, convention)
+            boxes = clean_boxes(raw, convention, seq.gt)
+            out.raw[seq.name] = raw
             out.boxes[seq.name] = boxes
             out.frame1[seq.name] = boxes[0] - seq.gt[0]  # cleaning never touches frame 1
         if count_done is not None:

@@ -1,4 +1,4 @@
-"""Run a tracker over a LaSOT split and write raw results, then score them (`siamtool eval --checkpoint`).
+"""Run a tracker over a benchmark split and write raw results, then score them (`siamtool eval --checkpoint`).
 
 Output, per tracker (`<out>/<tracker>/`):
 
@@ -36,10 +36,12 @@ import torch
 
 from siamtool import __version__
 from siamtool.config import Config
-from siamtool.data.lasot import Index, LasotSequence, index_lasot
+from siamtool.data.datasets import SERVER_SPLITS, index_dataset
+from siamtool.data.lasot import Index, LasotSequence
 from siamtool.device import available_cores
 from siamtool.errors import SiamtoolError
 from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
+from siamtool.eval.submission import submission_path, write_submission
 from siamtool.fileio import write_json_atomic, write_text_atomic
 from siamtool.geometry import from_lasot, to_lasot
 from siamtool.images import read_image
@@ -233,6 +235,8 @@ class RunSummary:
     threads: int = 1
     device: str = "cpu"
     wall_seconds: float = 0.0
+    submission: Path | None = None
+    """The zip written for the benchmark's evaluation server (GOT-10k test, TrackingNet TEST), else None."""
 
     @property
     def fps(self) -> float:
@@ -416,22 +420,31 @@ def evaluate_tracker(
     others: dict[str, Path] | None = None,
     report_json: Path | None = None,
     reporter: Reporter = SILENT,
+    kind: str = "lasot",
 ) -> tuple[RunSummary, dict[str, Any]]:
-    """`eval --checkpoint`: track the split (resumable), then score it with `evaluate_results`.
+    """`eval --checkpoint`: track the split of the `kind` benchmark under `lasot` (its root; resumable),
+    then score it with `evaluate_results`.
 
     `others` are existing results folders ({name: folder}) scored alongside, e.g. published baselines.
-    The JSON report gets a "tracking" entry with the FPS and what was timed.
+    The JSON report gets a "tracking" entry with the FPS and what was timed. A split scored by the
+    benchmark's server (GOT-10k test, TrackingNet TEST) also gets its submission zip (`summary.submission`);
+    as published it has only the first box, so nothing is scored here and the report is {}.
     """
     ecfg = spec.cfg.eval
-    index = index_lasot(lasot, split, require_images=True)
+    index = index_dataset(kind, lasot, split, require_images=True)
     # Refuse an incomplete split before hours of tracking, with the same rule and words as scoring.
-    check_annotations(index, split, ecfg.skip_missing, reporter)
+    check_annotations(index, index.split, ecfg.skip_missing, reporter)
     summary = run_tracker(index, out, spec, device, requested_device, workers, name, reporter)
     for line in summary.failed:
         reporter.warning(line)
+    if index.split.lower() in (s.lower() for s in SERVER_SPLITS.get(index.kind, ())):
+        summary.submission = write_submission(index, summary.directory,
+                                              submission_path(out, summary.tracker, index.kind, index.split))
+    if any(s.gt_frames is not None for s in index.sequences):
+        return summary, {}
     results = {summary.tracker: summary.directory, **(others or {})}
     report = evaluate_results(results, index, out_dir=out, report_path=report_json, convention=ecfg.convention,
-                              skip_missing=ecfg.skip_missing, split=split, plots=ecfg.plots, reporter=reporter)
+                              skip_missing=ecfg.skip_missing, split=index.split, plots=ecfg.plots, reporter=reporter)
     add_timing_to_report(Path(report_json) if report_json else Path(out) / REPORT_FILE, summary)
     return summary, report
 

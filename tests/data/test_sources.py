@@ -365,8 +365,10 @@ def test_validation_sequences_are_named_with_their_source(synthetic_lasot, still
 def test_a_first_box_only_split_is_refused(got10k, tmp_path):
     test = got10k / "test"
     shutil.copytree(got10k / "train", test)
-    for gt in test.glob("*/groundtruth.txt"):
+    for gt in test.glob("*/groundtruth.txt"):  # as published: the first box, no labels
         gt.write_text(gt.read_text().splitlines()[0] + "\n")
+        for name in ("absence.label", "cover.label", "cut_by_image.label"):
+            (gt.parent / name).unlink()
     cfg = Config()
     cfg.data.sources = [SourceSpec("got10k", str(got10k), "test")]
     with pytest.raises(ConfigError, match="publishes only each sequence's first box"):

@@ -36,9 +36,11 @@ ALIASES: dict[str, tuple[str, str]] = {
     "uav123_10fps": ("uav", "UAV123_10fps"), "got-10k": ("got10k", "val"), "lasotext": ("lasot_ext", "extension"),
 }
 """Benchmark names papers use -> (kind, split)."""
+SERVER_SPLITS: dict[str, tuple[str, ...]] = {"got10k": got10k.TEST_SPLITS, "trackingnet": trackingnet.TEST_SPLITS}
+"""Splits scored by the benchmark's evaluation server: `eval --checkpoint` zips their results."""
 _DETECT_ORDER = ("trackingnet", "got10k", "uav", "vot", "nfs", "otb", "lasot")
 
-__all__ = ["ALIASES", "KINDS", "Index", "LasotSequence", "Sequence", "default_split", "detect_kind", "index_dataset",
+__all__ = ["ALIASES", "KINDS", "SERVER_SPLITS", "Index", "LasotSequence", "Sequence", "default_split", "detect_kind", "index_dataset",
            "resolve_kind", "splits"]
 
 

@@ -53,8 +53,23 @@ def first_box_only(gt: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
-def no_flags(n: int) -> np.ndarray:
-    return np.zeros(n, dtype=bool)
+def refuse_nan(gt: np.ndarray, gt_path: Path, absent: np.ndarray | None = None) -> None:
+    """A NaN box where the layout has no way to say "absent" (or the frame is not flagged absent) is bad
+    input: one line naming the file and line. UAV and VOT write NaN for absent and do not call this."""
+    bad = np.isnan(gt).any(axis=1)
+    if absent is not None:
+        bad &= ~absent
+    if bad.any():
+        line = int(np.argmax(bad)) + 1
+        raise DatasetError(f"{gt_path}:{line}: NaN in the box of a frame the dataset does not mark absent "
+                           "(fix the annotation, or use --skip-missing / a split without this sequence)")
+
+
+def zero_rows(gt: np.ndarray) -> np.ndarray:
+    """Rows that are exactly 0,0,0,0: LaSOT's way to write "absent", which layouts without absence flags
+    (TrackingNet, OTB) can only say so. Read as absent, they score as in LaSOT's layout (pytracking would
+    let them pass normalized precision) and are never sampled."""
+    return (gt == 0).all(axis=1)
 
 
 @cache

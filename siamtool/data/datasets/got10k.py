@@ -1,7 +1,7 @@
 """GOT-10k: ``ROOT/{train,val,test}/list.txt`` and ``ROOT/<split>/GOT-10k_Val_000001/``.
 
 A sequence folder holds ``00000001.jpg ...`` directly, ``groundtruth.txt`` (x,y,w,h, comma separated;
-the test split has only the frame-1 box), ``absence.label`` (0/1 per line: the target is absent),
+the test split has only the frame-1 box; a test folder with every box is read and scored like val), ``absence.label`` (0/1 per line: the target is absent),
 ``cover.label`` (0..8 per line: the visible fraction in eighths), ``cut_by_image.label`` and
 ``meta_info.ini`` (``object_class`` gives same-class negatives, ``resolution: (W, H)`` bounds the boxes in
 the metric). `--root` may be the dataset folder or one split's folder (the one with ``list.txt``).
@@ -20,6 +20,7 @@ from siamtool.data.datasets.common import (
     first_box_only,
     list_frames,
     read_names_file,
+    refuse_nan,
 )
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
@@ -40,7 +41,7 @@ def detect(root: Path) -> bool:
     for folder in (root, *(root / s for s in SPLITS)):
         if (folder / "list.txt").is_file():
             first = read_names_file(folder / "list.txt")[0]
-            if (folder / first / "groundtruth.txt").is_file() or first.startswith("GOT-10k_"):
+            if first.startswith("GOT-10k_") or (folder / first / "meta_info.ini").is_file():
                 return True
     return False
 
@@ -87,8 +88,9 @@ def load_sequence(folder: Path, test: bool, require_images: bool) -> LasotSequen
     if not gt_path.is_file():
         raise DatasetError(f"{gt_path}: missing (is {folder} a GOT-10k sequence folder?)")
     gt = parse_boxes(gt_path)
-    frames = list_frames(folder, require=require_images or test)
-    if test:
+    first_only = test and len(gt) == 1  # a test split as published; a fully annotated one is scored
+    frames = list_frames(folder, require=require_images or first_only)
+    if first_only:
         if not frames:
             raise DatasetError(f"{folder}: no frames (a test sequence's length is its frame count)")
         gt = first_box_only(gt, len(frames))
@@ -97,13 +99,14 @@ def load_sequence(folder: Path, test: bool, require_images: bool) -> LasotSequen
     n = len(gt)
     absent = read_label(folder / "absence.label", n, gt_path, required=not test)
     cover = read_label(folder / "cover.label", n, gt_path, required=not test)
+    refuse_nan(gt[:1] if first_only else gt, gt_path, None if absent is None else absent.astype(bool))
     meta_path = folder / "meta_info.ini"
     meta = read_meta(meta_path)
     return LasotSequence(
         name=folder.name, class_name=meta.get("object_class", "unknown"), path=folder, gt=gt,
         full_occlusion=np.zeros(n, bool) if absent is None else absent.astype(bool),
         out_of_view=np.zeros(n, bool), n_images=len(frames) if frames else None,
-        frames=frames or None, gt_path=gt_path, gt_frames=1 if test else None, cover=cover,
+        frames=frames or None, gt_path=gt_path, gt_frames=1 if first_only else None, cover=cover,
         resolution=_resolution(meta, meta_path), dataset="got10k")
 
 

@@ -1,6 +1,6 @@
 """TrackingNet: ``ROOT/TRAIN_0`` ... ``ROOT/TRAIN_11`` and ``ROOT/TEST``, each with ``anno/<seq>.txt``
-(x,y,w,h, comma separated; TEST has only the frame-1 box) and ``frames/<seq>/0.jpg, 1.jpg, ...`` (0-based,
-not zero-padded: natural order). Splits: ``TEST``, ``train`` (all twelve chunks), one chunk ``TRAIN_3``,
+(x,y,w,h, comma separated; TEST has only the frame-1 box, and a TEST folder with every box is scored) and ``frames/<seq>/0.jpg, 1.jpg, ...`` (0-based,
+not zero-padded: natural order); a 0,0,0,0 row means the target is absent. Splits: ``TEST``, ``train`` (all twelve chunks), one chunk ``TRAIN_3``,
 or several ``TRAIN_0,TRAIN_4``. TrackingNet's layout records no object class: each sequence is its own
 class (the sampler then draws no same-class negatives from it)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, first_box_only, list_frames
+from siamtool.data.datasets.common import build_index, check_count, first_box_only, list_frames, refuse_nan, zero_rows
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 
@@ -41,18 +41,20 @@ def chunks_of(split: str) -> list[str]:
 def load_sequence(chunk_dir: Path, name: str, test: bool, require_images: bool) -> LasotSequence:
     gt_path = chunk_dir / "anno" / f"{name}.txt"
     gt = parse_boxes(gt_path)
+    first_only = test and len(gt) == 1  # a test split as published; a fully annotated one is scored
+    refuse_nan(gt, gt_path)
     frame_dir = chunk_dir / "frames" / name
-    frames = list_frames(frame_dir, require=require_images or test)
-    if test:
+    frames = list_frames(frame_dir, require=require_images or first_only)
+    if first_only:
         if not frames:
             raise DatasetError(f"{frame_dir}: no frames (a TEST sequence's length is its frame count)")
         gt = first_box_only(gt, len(frames))
     elif require_images:
         check_count(frames, len(gt), frame_dir, gt_path)
     n = len(gt)
-    return LasotSequence(name=name, class_name=name, path=frame_dir, gt=gt, full_occlusion=np.zeros(n, bool),
+    return LasotSequence(name=name, class_name=name, path=frame_dir, gt=gt, full_occlusion=zero_rows(gt),
                          out_of_view=np.zeros(n, bool), n_images=len(frames) if frames else None,
-                         frames=frames or None, gt_path=gt_path, gt_frames=1 if test else None,
+                         frames=frames or None, gt_path=gt_path, gt_frames=1 if first_only else None,
                          dataset="trackingnet")
 
 

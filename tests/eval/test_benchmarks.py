@@ -1,0 +1,239 @@
+"""`eval` on every benchmark layout: the same footage and results give the same scores in each layout,
+GOT-10k's AO/SR equal the official got10k toolkit's, and the server-scored test splits become zips."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from siamtool.cli import app
+from siamtool.data.datasets import index_dataset
+from siamtool.data.datasets.write import write_layout
+from siamtool.eval.metrics import frame_errors
+from siamtool.eval.report import evaluate_results
+from tests.conftest import shared
+
+runner = CliRunner()
+SCORES = ("success_auc", "precision_20", "norm_precision_20")
+READ_SPLIT = {"lasot": "all", "got10k": "val", "trackingnet": "TRAIN_0", "otb": "all", "nfs": "all", "vot": "list",
+              "uav": "UAV123"}
+
+
+def _noisy_results(sequences, directory: Path, seed: int = 0, got10k: bool = False) -> Path:
+    """A tracker's results: the GT moved by noise (and frames where it lost the target), flat or GOT-10k layout."""
+    rng = np.random.default_rng(seed)
+    for s in sequences:
+        boxes = np.nan_to_num(s.gt, nan=10.0) + rng.normal(0, 6, s.gt.shape)
+        boxes[:, 2:] = np.abs(boxes[:, 2:]) + 1
+        boxes[rng.random(len(boxes)) < 0.1] = (5, 5, 20, 20)
+        path = directory / s.name / f"{s.name}_001.txt" if got10k else directory / f"{s.name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savetxt(path, boxes, delimiter=",", fmt="%.3f")
+    return directory
+
+
+def _scores(kind: str, root: Path, results: Path) -> dict:
+    index = index_dataset(kind, root, READ_SPLIT[kind], require_images=False, strict=True)
+    return evaluate_results({"trk": results}, index, plots=False)["trackers"]["trk"]
+
+
+@pytest.fixture(params=["synthetic", "real"])
+def footage(request, synthetic_lasot) -> Path:
+    """The synthetic LaSOT folder, and the 5 real sequences of ../shared (skipped where absent)."""
+    return synthetic_lasot if request.param == "synthetic" else shared("real_lasot")
+
+
+def test_same_results_score_the_same_in_every_layout(footage, tmp_path):
+    source = index_dataset("lasot", footage, "all", strict=True)
+    flat = _noisy_results(source.sequences, tmp_path / "flat" / "trk")
+    want = _scores("lasot", footage, flat)
+    for kind in ("got10k", "trackingnet", "otb", "nfs", "vot"):
+        root = write_layout(kind, source.sequences, tmp_path / kind, images=False)
+        results = _noisy_results(source.sequences, tmp_path / f"{kind}-res" / "trk", got10k=kind == "got10k")
+        got = _scores(kind, root, results)
+        for key in SCORES:
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (kind, key)
+        for name, per in want["per_sequence"].items():
+            for key in SCORES:
+                assert got["per_sequence"][name][key] == pytest.approx(per[key], abs=1e-6), (kind, name, key)
+    # UAV123 scores its own way (pytracking): a frame without a valid GT box passes precision.
+    uav = _scores("uav", write_layout("uav", source.sequences, tmp_path / "uav", images=False), flat)
+    assert uav["success_auc"] == pytest.approx(want["success_auc"], abs=1e-6)
+    if any(s.absent.any() for s in source.sequences):
+        assert uav["precision_20"] > want["precision_20"]
+
+
+def test_uav_rule_invalid_frames_pass_precision():
+    gt = np.array([[1, 1, 10, 10], [np.nan] * 4, [1, 1, 10, 10]], float)
+    pred = np.array([[1, 1, 10, 10], [50, 50, 10, 10], [1, 1, 10, 10]], float)
+    absent = np.isnan(gt).any(axis=1)
+    iou, err, norm = frame_errors(pred, gt, absent, dataset="uav")
+    assert iou[1] == -1 and err[1] == -1 and norm[1] == -1
+    iou, err, norm = frame_errors(pred, gt, absent, dataset="lasot")
+    assert iou[1] == -1 and err[1] == np.inf and norm[1] == np.inf
+
+
+def _random_got10k(root: Path, results: Path, rng: np.random.Generator) -> None:
+    """A GOT-10k val folder and one tracker's results with everything the AO rules touch: boxes past the
+    image border, cover 0 frames, zero-size and far-away predictions, a frame 1 that is not the GT."""
+    names = [f"GOT-10k_Val_{i:06d}" for i in range(1, 7)]
+    (root / "val").mkdir(parents=True)
+    (root / "val" / "list.txt").write_text("\n".join(names) + "\n")
+    for name in names:
+        n, (w, h) = int(rng.integers(12, 40)), (int(rng.integers(200, 640)), int(rng.integers(150, 480)))
+        gt = np.column_stack([rng.uniform(-20, w - 10, n), rng.uniform(-20, h - 10, n),
+                              rng.uniform(5, 120, n), rng.uniform(5, 120, n)])
+        cover = rng.integers(0, 9, n)
+        cover[rng.random(n) < 0.2] = 0
+        pred = gt + rng.normal(0, 15, gt.shape)
+        pred[:, 2:] = np.abs(pred[:, 2:])
+        pred[rng.random(n) < 0.1, 2:] = 0.0
+        pred[rng.random(n) < 0.1, :2] += 500
+        d = root / "val" / name
+        d.mkdir()
+        for i in range(n):
+            (d / f"{i + 1:08d}.jpg").write_bytes(b"")
+        np.savetxt(d / "groundtruth.txt", gt, delimiter=",", fmt="%.4f")
+        for label, values in (("cover", cover), ("absence", cover == 0), ("cut_by_image", np.zeros(n))):
+            np.savetxt(d / f"{label}.label", values, fmt="%d")
+        (d / "meta_info.ini").write_text(f"[METAINFO]\nobject_class: car\nresolution: ({w}, {h})\n")
+        (results / name).mkdir(parents=True)
+        np.savetxt(results / name / f"{name}_001.txt", pred, delimiter=",", fmt="%.4f")
+        np.savetxt(results / name / f"{name}_time.txt", rng.uniform(0.01, 0.05, n), fmt="%.6f")  # the toolkit needs it
+
+
+def test_got10k_ao_sr_equal_the_official_toolkit(tmp_path, monkeypatch):
+    toolkit = pytest.importorskip("got10k.experiments", reason="pip install got10k six (the dev extra)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root, results = tmp_path / "GOT-10k", tmp_path / "res" / "GOT-10k" / "trk"  # the toolkit's layout
+    _random_got10k(root, results, np.random.default_rng(21))
+    monkeypatch.chdir(tmp_path)
+    official = toolkit.ExperimentGOT10k(str(root), subset="val", result_dir=str(tmp_path / "res"),
+                                        report_dir=str(tmp_path / "rep")).report(["trk"])["trk"]
+    ours = evaluate_results({"trk": results}, index_dataset("got10k", root, "val"), plots=False)["trackers"]["trk"]
+    assert ours["ao"] == pytest.approx(official["overall"]["ao"] * 100, abs=1e-9)
+    assert ours["sr50"] == pytest.approx(official["overall"]["sr"] * 100, abs=1e-9)
+    assert ours["sr75"] == pytest.approx(official["overall"]["succ_curve"][75] * 100, abs=1e-9)
+    for name, seq in official["seq_wise"].items():
+        assert ours["per_sequence"][name]["ao"] == pytest.approx(seq["ao"] * 100, abs=1e-9)
+    assert 5 < ours["ao"] < 95  # the random set exercises both ends
+
+
+def test_checkpoint_gives_the_same_boxes_in_each_layout_and_zips_the_test_splits(synthetic_lasot, tiny_checkpoint,
+                                                                                      tmp_path):
+    source = index_dataset("lasot", synthetic_lasot, "all")
+    got = write_layout("got10k", source.sequences, tmp_path / "GOT-10k", split="val")
+    write_layout("got10k", source.sequences, got, split="test")
+    tn = write_layout("trackingnet", source.sequences, tmp_path / "TrackingNet", split="TEST")
+    write_layout("trackingnet", source.sequences, tn, split="TRAIN_0")
+    otb = write_layout("otb", source.sequences, tmp_path / "OTB")
+    common = ["--device", "cpu", "eval", "--checkpoint", str(tiny_checkpoint)]
+    runs = {}
+    for label, args in (("lasot", ["--lasot", str(synthetic_lasot), "--split", "all"]),
+                        ("got10k", ["--benchmark", "got10k", "--root", str(got), "--split", "val"]),
+                        ("trackingnet", ["--root", str(tn), "--split", "TRAIN_0"]),
+                        ("otb", ["--benchmark", "otb", "--root", str(otb), "--split", "all"])):
+        r = runner.invoke(app, [*common, *args, "--out", str(tmp_path / label)])
+        assert r.exit_code == 0, r.output
+        runs[label] = json.loads((tmp_path / label / "report.json").read_text())["trackers"]["tiny-run-tiny"]
+        for s in source.sequences:
+            runs[label, s.name] = np.loadtxt(tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt", delimiter=",")
+    for kind in ("got10k", "trackingnet", "otb"):
+        for s in source.sequences:
+            np.testing.assert_array_equal(runs[kind, s.name], runs["lasot", s.name])
+        for key in SCORES:
+            assert runs[kind][key] == pytest.approx(runs["lasot"][key], abs=1e-6)
+    assert {"ao", "sr50", "sr75"} <= set(runs["got10k"])
+
+    r = runner.invoke(app, [*common, "--benchmark", "got10k", "--root", str(got), "--split", "test",
+                            "--out", str(tmp_path / "test")])
+    assert r.exit_code == 0, r.output
+    zip_path = tmp_path / "test" / "tiny-run-tiny-got10k-test.zip"
+    assert str(zip_path.name) in r.output.replace("\n", "") and "server" in r.output
+    with zipfile.ZipFile(zip_path) as z:
+        assert sorted(z.namelist()) == sorted(f"{s.name}/{s.name}_{part}.txt" for s in source.sequences
+                                              for part in ("001", "time"))
+        boxes = np.loadtxt(z.open("cat-1/cat-1_001.txt"), delimiter=",")
+        assert boxes.shape == (40, 4) and len(z.read("cat-1/cat-1_time.txt").splitlines()) == 40
+    np.testing.assert_allclose(boxes, runs["lasot", "cat-1"], atol=1e-3)
+
+    r = runner.invoke(app, [*common, "--root", str(tn), "--out", str(tmp_path / "tn")])  # detected, TEST
+    assert r.exit_code == 0, r.output
+    with zipfile.ZipFile(tmp_path / "tn" / "tiny-run-tiny-trackingnet-TEST.zip") as z:
+        assert sorted(z.namelist()) == sorted(f"{s.name}.txt" for s in source.sequences)
+    assert not (tmp_path / "tn" / "report.json").exists()
+    # A TEST folder with every box (e.g. one's own annotations) is zipped and also scored (the run resumes).
+    for s in source.sequences:
+        np.savetxt(tn / "TEST" / "anno" / f"{s.name}.txt", s.gt, delimiter=",", fmt="%.17g")
+    r = runner.invoke(app, [*common, "--root", str(tn), "--out", str(tmp_path / "tn")])
+    assert r.exit_code == 0, r.output
+    scored = json.loads((tmp_path / "tn" / "report.json").read_text())["trackers"]["tiny-run-tiny"]
+    assert scored["success_auc"] == pytest.approx(runs["lasot"]["success_auc"], abs=1e-6)
+
+    r = runner.invoke(app, ["eval", "--benchmark", "got10k", "--root", str(got), "--split", "test",
+                            "--results", str(tmp_path / "lasot" / "tiny-run-tiny"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "evaluation server" in r.output and "Traceback" not in r.output
+
+
+def test_benchmark_without_root_and_unknown_layout_are_one_line(tmp_path):
+    r = runner.invoke(app, ["eval", "--benchmark", "got10k", "--results", str(tmp_path)])
+    assert r.exit_code == 2 and "--benchmark got10k needs --root DIR" in r.output
+    (tmp_path / "data").mkdir()
+    r = runner.invoke(app, ["eval", "--root", str(tmp_path / "data"), "--results", str(tmp_path)])
+    assert r.exit_code == 2 and "no known dataset layout" in r.output
+
+
+def test_zero_boxes_on_nan_gt_frames_stay_as_pytracking_leaves_them():
+    from siamtool.eval.results import clean_boxes
+
+    gt = np.array([[1, 1, 9, 9], [1, 1, 9, 9], [np.nan] * 4, [1, 1, 9, 9]], float)
+    boxes = np.array([[1, 1, 9, 9], [2, 2, 9, 9], [3, 3, 0, 0], [4, 4, 0, 0]], float)
+    # Frame 3's GT is NaN: its zero box is kept, and frame 4's zero box takes it (pytracking's loop).
+    np.testing.assert_array_equal(clean_boxes(boxes, "pytracking", gt)[3], [3, 3, 0, 0])
+    np.testing.assert_array_equal(clean_boxes(boxes, "pytracking")[3], [2, 2, 9, 9])
+
+
+@pytest.mark.slow
+def test_atom_published_results_score_the_same_in_got10k_and_trackingnet_layouts(tmp_path):
+    """The LaSOT test annotations written out as GOT-10k and TrackingNet folders: ATOM's published raw
+    results (flat, and in GOT-10k's <seq>/<seq>_001.txt) give LaSOT's numbers to 1e-6."""
+    source = index_dataset("lasot", shared("lasot_test_annos"), "test", require_images=False)
+    atom = shared("raw_results", "ATOM")
+    want = evaluate_results({"ATOM": atom}, source, plots=False)["trackers"]["ATOM"]
+    assert want["success_auc"] == pytest.approx(51.4338, abs=1e-4)
+    got10k_results = tmp_path / "got10k-results" / "ATOM"
+    for s in source.sequences:
+        (got10k_results / s.name).mkdir(parents=True)
+        (got10k_results / s.name / f"{s.name}_001.txt").write_bytes((atom / f"{s.name}.txt").read_bytes())
+    for kind, split, results in (("got10k", "val", got10k_results), ("trackingnet", "TRAIN_0", atom)):
+        root = write_layout(kind, source.sequences, tmp_path / kind, split, images=False)
+        index = index_dataset(kind, root, split, require_images=False, strict=True)
+        got = evaluate_results({"ATOM": results}, index, plots=False)["trackers"]["ATOM"]
+        for key in SCORES:
+            assert got[key] == pytest.approx(want[key], abs=1e-6), (kind, key)
+
+
+@pytest.mark.slow
+def test_checkpoint_on_the_real_sequences_gives_the_same_boxes_in_got10k_and_trackingnet_layouts(tiny_checkpoint,
+                                                                                                   tmp_path):
+    real = shared("real_lasot")
+    source = index_dataset("lasot", real, "all")
+    got = write_layout("got10k", source.sequences, tmp_path / "GOT-10k", split="val")
+    tn = write_layout("trackingnet", source.sequences, tmp_path / "TrackingNet", split="TRAIN_0")
+    common = ["--device", "cpu", "eval", "--checkpoint", str(tiny_checkpoint), "--set", "eval.plots=false"]
+    for label, args in (("lasot", ["--lasot", str(real), "--split", "all"]),
+                        ("got10k", ["--root", str(got), "--split", "val"]),
+                        ("trackingnet", ["--root", str(tn), "--split", "TRAIN_0"])):
+        r = runner.invoke(app, [*common, *args, "--out", str(tmp_path / label)])
+        assert r.exit_code == 0, r.output
+    for s in source.sequences:
+        want = (tmp_path / "lasot" / "tiny-run-tiny" / f"{s.name}.txt").read_text()
+        for label in ("got10k", "trackingnet"):
+            assert (tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt").read_text() == want, (label, s.name)
