@@ -19,7 +19,7 @@ from siamtool.data import prepare as prep
 from siamtool.data.shards import KIND_OTHER_CLASS, KIND_POSITIVE, KIND_SAME_CLASS, ShardReader, load_shard_index
 from siamtool.data.stills import MIN_BOX_SIDE, STRETCH, index_stills
 from siamtool.errors import ConfigError, DatasetError
-from siamtool.geometry import from_lasot, iou_xywh, template_window
+from siamtool.geometry import crop, from_lasot, iou_xywh, template_window
 from tests.conftest import REPO, Recorder, shared
 
 # ------------------------------------------------------------------------------------- data in code
@@ -463,3 +463,55 @@ def test_cli_reads_the_sources_of_the_config_and_data_replaces_them(synthetic_la
                                    "--out", str(tmp_path / "b"), "--pairs-per-sequence", "2", "--workers", "1"])
     assert res.exit_code == 0, res.output
     assert [s["label"] for s in json.loads((tmp_path / "b" / "index.json").read_text())["sources"]] == ["lasot"]
+
+
+def test_source_totals_add_up_and_follow_the_weights():
+    def src(kind: str, units: int, weight: float):
+        seqs = [type("S", (), {"name": f"{kind}{i}"})() for i in range(units)]
+        return prep.Source(SourceSpec(kind, "/x", None, weight), kind, Path("/x"), None, None, seqs)
+
+    assert prep.source_totals([src("lasot", 7, 1.0)], 10) == [70]  # one source: pairs_per_sequence each
+    totals = prep.source_totals([src("a", 3, 1.0), src("b", 3, 1.0), src("c", 4, 1.0)], 1)
+    assert sum(totals) == 10 and sorted(totals) == [3, 3, 4]  # 10/3 each, the remainder by largest fraction
+    assert prep.source_totals([src("a", 1, 1.0), src("b", 100, 3.0)], 4) == [101, 303]
+
+
+def test_spread_meets_the_total_with_a_seeded_remainder():
+    from siamtool.data.sampling import spread
+
+    assert spread(12, 4, 0) == [3, 3, 3, 3]
+    counts = spread(14, 4, 0)
+    assert sum(counts) == 14 and sorted(counts) == [3, 3, 4, 4] and counts == spread(14, 4, 0)
+    assert {tuple(spread(14, 4, seed)) for seed in range(20)} != {tuple(counts)}  # the seed picks who gets more
+    assert spread(5, 0, 0) == []
+
+
+def test_a_trackingnet_chunk_mixes_in_and_its_0_based_frames_are_the_right_ones(synthetic_lasot, tmp_path):
+    """TrackingNet names frames 0.jpg, 1.jpg, ...: every crop of a TrackingNet pair is closer to the same
+    crop of the right LaSOT frame than of the next one (a frame off-by-one would invert that)."""
+    from siamtool.data.datasets.write import write_layout
+    from siamtool.data.lasot import index_lasot
+
+    seqs = index_lasot(synthetic_lasot, "all").sequences
+    tn = write_layout("trackingnet", seqs, tmp_path / "tn", "TRAIN_0")
+    cfg = Config()
+    cfg.data.pairs_per_sequence, cfg.data.pairs_per_shard = 6, 64
+    cfg.data.sources = [SourceSpec("lasot", str(synthetic_lasot), "all"),
+                        SourceSpec("trackingnet", str(tn), "TRAIN_0", 1.0)]
+    summary = prep.prepare_shards(None, tmp_path / "o", cfg, workers=1)
+    assert {s["label"]: (s["split"], s["pairs"]) for s in summary.sources} == \
+        {"lasot": ("all", 24), "trackingnet": ("TRAIN_0", 24)}
+    dirs = {p.parent.name: p.parent for p in synthetic_lasot.glob("*/*/groundtruth.txt")}
+    checked = 0
+    for p in pairs_of(tmp_path / "o"):
+        if not p.sequence.startswith("trackingnet/") or not 0 < int(p.frames[0]) < 38:
+            continue
+        name, t = p.sequence.split("/")[1], int(p.frames[0])
+        box = from_lasot(np.loadtxt(dirs[name] / "groundtruth.txt", delimiter=",")[t])
+        window = template_window(box, 0.5, 128)
+        stored = cv2.imdecode(p.template_jpeg, cv2.IMREAD_COLOR).astype(float)
+        error = [float(np.abs(stored - crop(cv2.imread(str(dirs[name] / "img" / f"{f + 1:08d}.jpg")), window)).mean())
+                 for f in (t - 1, t, t + 1)]
+        assert error[1] < min(error[0], error[2]), (p.sequence, t, error)
+        checked += 1
+    assert checked >= 8
