@@ -67,13 +67,17 @@ class TorchBackend:
             self.model.half()
         self.stride = int(model.stride)
         self.search_size = int(model.search_size)
+        self.cfg: Config | None = None
+        """The checkpoint's config when built by `from_checkpoint` (what `Tracker(backend)` tracks with)."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
                         half: bool = False) -> tuple[TorchBackend, Config]:
         """Load a checkpoint written by `siamtool train`; returns the backend and the training config."""
         model, cfg = load_model(path, torch.device(device))
-        return cls(model, device, half), cfg
+        backend = cls(model, device, half)
+        backend.cfg = cfg  # the checkpoint's settings, for Tracker(backend) without a config
+        return backend, cfg
 
     @torch.inference_mode()
     def template(self, crop_rgb: np.ndarray) -> torch.Tensor:
