@@ -24,27 +24,9 @@ from siamtool.errors import SiamtoolError
 from siamtool.onnx_format import REPORT_FILE, TRACK_KEY
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.tracker import Tracker
-from tests.conftest import tiny_config
+from tests.onnx_fixtures import save_tuned
 
 runner = CliRunner()
-TUNED = ("track.window_influence=0.1", "track.lost_threshold=0.1", "track.lost_ratio=0.3", "track.scale=head")
-"""Tracking settings unlike the library defaults, as the shipped checkpoint's are."""
-
-
-def save_tuned(path: Path, seed: int = 0) -> Path:
-    """A tiny random checkpoint whose config carries `TUNED` tracking settings (plumbing only)."""
-    from siamtool.engine.checkpoint import save_checkpoint
-    from tests.onnx_fixtures import STABLE, stable_model
-
-    cfg = tiny_config(*STABLE, *TUNED, backbone="resnet18")
-    return save_checkpoint(path, stable_model(cfg, seed), cfg)
-
-
-@pytest.fixture(scope="module")
-def tuned_checkpoint(tmp_path_factory) -> Path:
-    return save_tuned(tmp_path_factory.mktemp("tuned") / "tuned-run" / "tuned.pt")
-
-
 @pytest.fixture(scope="module")
 def tuned_export(tuned_checkpoint, tmp_path_factory) -> Path:
     from siamtool.export.onnx import export_checkpoint
