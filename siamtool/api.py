@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from siamtool.config import Config, config_with
-from siamtool.device import resolve_device
+from siamtool.device import device_name
 from siamtool.errors import SiamtoolError
 from siamtool.onnx_format import TEMPLATE_FILE
 from siamtool.reporting import Reporter, WarningsReporter
@@ -145,7 +145,7 @@ def load_tracker(checkpoint: str | Path | None = None, *, device: Any = "auto", 
     if color not in COLORS:
         raise SiamtoolError(f"color={color!r}: expected one of {', '.join(COLORS)}")
     user = _user_config(runtime, track_overrides)
-    dev = resolve_device(device, what="device=")
+    dev = device_name(device, what="device=")
     source, onnx = _tracker_source(checkpoint)
     if onnx is not None and runtime == "torch":
         raise SiamtoolError(f"{onnx}: an export folder runs with runtime='onnx' or 'opencv', not 'torch'")

@@ -175,3 +175,15 @@ def test_a_first_cpu_run_announces_the_export_as_a_warning(tuned_checkpoint, tmp
         warnings.simplefilter("error")
         siamtool.load_tracker(fresh, device="cpu")  # cached now: silent
         siamtool.load_tracker(save_tuned(tmp_path / "other.pt", seed=12), device="cpu", runtime="torch")
+
+
+def test_loading_an_export_on_cpu_does_not_import_torch(tuned_checkpoint, tuned_export):
+    """The ONNX path (an export folder, or a checkpoint whose export is cached) runs without torch: importing
+    it was most of the load time (benchmarks/load_time.py)."""
+    siamtool.load_tracker(tuned_checkpoint, device="cpu")  # fills this session's export cache
+    for source in (tuned_export, tuned_checkpoint):
+        code = (f"import sys, numpy as np, siamtool; t = siamtool.load_tracker({str(source)!r}, device='cpu'); "
+                "frame = np.zeros((120, 160, 3), np.uint8); frame[40:70, 60:90] = 255; t.init(frame, (60, 40, 30, 30)); "
+                "ok, box = t.update(frame); print(type(t.backend).__name__, len(box), 'torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.split() == ["OnnxBackend", "4", "False"]

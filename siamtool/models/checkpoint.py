@@ -14,13 +14,14 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from siamtool.config import Config, config_from_dict, parse_override
 from siamtool.errors import SiamtoolError
-from siamtool.models.siamese import build_model, feature_fingerprint
+
+if TYPE_CHECKING:
+    import torch
+# torch and the model are imported where used: `checkpoint_path` is on the torch-free ONNX load path.
 
 FORMAT = "siamtool-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +48,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     _check_archive(path)
+    import torch
+
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle of foreign classes, not a torch file...
@@ -87,6 +90,8 @@ def _check_finite(path: Path, state: Any) -> None:
     """Refuse weights holding NaN or inf (a diverged run saved them): every result would be garbage."""
     if not isinstance(state, dict):
         return
+    import torch
+
     for name, tensor in state.items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SiamtoolError(f"{path}: weight {name!r} holds NaN or inf values (training diverged or the file "
@@ -113,6 +118,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     `overrides` can point it elsewhere on this machine, e.g. ``["model.weights=/models/dinov3-vits16",
     "model.local_files_only=true"]``.
     """
+    from siamtool.models.siamese import build_model, feature_fingerprint
+
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, source=f"{path} (config)")
     model = build_model(cfg)

@@ -26,7 +26,6 @@ from typing import Any
 
 from siamtool import __version__
 from siamtool.errors import SiamtoolError
-from siamtool.export.onnx import export_checkpoint
 from siamtool.fileio import exclusive_lock
 from siamtool.models.checkpoint import checkpoint_path, load_checkpoint
 from siamtool.onnx_format import FORMAT_VERSION, export_spec
@@ -107,6 +106,8 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: R
         load_checkpoint(path)
         reporter.warning(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, "
                          f"into {folder} (--set track.backend=torch, or runtime='torch' in Python, skips this)", label=None)
+        from siamtool.export.onnx import export_checkpoint  # torch: only for the one-off export
+
         result = export_checkpoint(path, folder, fp16=False)
         if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
             # NaN or inf from the model itself, not an export problem: PyTorch would track with it too.
