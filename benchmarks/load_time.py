@@ -2,9 +2,11 @@
 the ONNX export cache exists (issue #22's goal: under 2 s).
 
 Each repetition starts a new Python process (what a script pays) and times, inside it, from before
-``import siamtool`` to the returned tracker, split into the imports (`siamtool.api`: torch, OpenCV,
-onnxruntime) and the `load_tracker` call (cache lookup, checkpoint hash, two onnxruntime sessions); a
-second kind of process times ``import torch`` alone, the floor any torch-importing path pays. The two
+``import siamtool`` to the returned tracker, split into the imports (`siamtool.api`: OpenCV, onnxruntime;
+torch too before the ONNX path stopped importing it) and the `load_tracker` call (cache lookup, checkpoint
+hash, two onnxruntime sessions); a second kind of process times ``import torch`` alone, the floor any
+torch-importing path pays. Run it from an older checkout to measure the code as it was: the processes
+import the siamtool of the folder this script is in. The two
 kinds alternate, so both see the same machine load (this CPU is shared); reported are the median and the
 best (minimum) of each, and the 1-minute load average. The first call fills the cache (`SIAMTOOL_CACHE`,
 default ~/.cache/siamtool) if it is empty and is not counted.

@@ -22,8 +22,8 @@ from siamtool.errors import SiamtoolError
 try:
     from got10k.trackers import Tracker as _ToolkitTracker
 except ImportError:  # one line, not a traceback, for a missing optional extra
-    raise SiamtoolError("the got10k adapter needs the got10k toolkit: pip install 'siamtool[got10k]' "
-                        "(got10k and six)") from None
+    raise SiamtoolError("the got10k adapter needs the got10k toolkit: pip install got10k six (siamtool's "
+                        "`got10k` extra)") from None
 
 
 class SiamtoolTracker(_ToolkitTracker):

@@ -35,8 +35,8 @@ def _trax() -> Any:
         import trax.region  # noqa: F401
         import trax.server  # noqa: F401
     except ImportError:
-        raise SiamtoolError("siamtool vot needs the TraX protocol library: pip install 'siamtool[vot]' "
-                            "(the vot-trax package)") from None
+        raise SiamtoolError("siamtool vot needs the TraX protocol library: pip install vot-trax (siamtool's "
+                            "`vot` extra)") from None
     return trax
 
 
