@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "siamtool"
 
 LAYERS: list[tuple[str, ...]] = [
     ("siamtool", "errors", "fileio", "device", "provenance", "reporting", "pool", "config", "geometry", "images",
-     "weights", "onnx_format"),
+     "weights", "onnx_format", "checkpoint_files"),
     ("models",),
     ("data",),
     ("export",),

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from siamtool import __version__
+from siamtool.checkpoint_files import checkpoint_path
 from siamtool.errors import SiamtoolError
 from siamtool.fileio import exclusive_lock
-from siamtool.models.checkpoint import checkpoint_path, load_checkpoint
 from siamtool.onnx_format import FORMAT_VERSION, export_spec
 from siamtool.provenance import file_digest, text_digest
 from siamtool.reporting import SILENT, Reporter
@@ -102,11 +102,13 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: R
             except SiamtoolError:
                 if runtime == "opencv" and _complete(folder):
                     raise  # OpenCV refuses a good export (an op it lacks): exporting again would not help
+        from siamtool.models.checkpoint import load_checkpoint  # torch: only for the one-off export
+
         # A corrupt or foreign checkpoint fails here, in one line, before the export is announced.
         load_checkpoint(path)
         reporter.warning(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, "
                          f"into {folder} (--set track.backend=torch, or runtime='torch' in Python, skips this)", label=None)
-        from siamtool.export.onnx import export_checkpoint  # torch: only for the one-off export
+        from siamtool.export.onnx import export_checkpoint
 
         result = export_checkpoint(path, folder, fp16=False)
         if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
