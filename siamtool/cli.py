@@ -663,6 +663,33 @@ def demo(
         raise typer.Exit(130)
 
 
+# ---------------------------------------------------------------------------------------------- vot
+
+
+@app.command(cls=_Command, epilog=_examples(
+    "trackers.ini:  [siamtool]  label = siamtool  protocol = trax  command = siamtool vot",
+    "vot test siamtool   (in the folder of trackers.ini: the toolkit's dummy sequence)",
+    "command = siamtool vot --checkpoint runs/base/best.pt --set track.window_influence=0.2"))
+@handle_errors
+def vot(
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Tracker: a .pt written by `siamtool train`, "
+                                                    "its run folder, or a folder written by `siamtool export`. "
+                                                    "Default: the shipped tracker.")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="auto (onnxruntime on CPU, PyTorch on CUDA), torch, onnx "
+                                         "or opencv.")] = "auto",
+    set_: Annotated[list[str] | None, _set_option("track.window_influence=0.2", " of the track section")] = None,
+    log: Annotated[Path | None, typer.Option("--log", help="Write libtrax's protocol log here. Default: none.")]
+    = None,
+) -> None:
+    """Serve the tracker over TraX for the VOT toolkit (started by it; stdin/stdout are the protocol)."""
+    from siamtool.cli_render import RichReporter
+    from siamtool.integrations.vot import serve
+
+    with RichReporter(err) as reporter:
+        serve(checkpoint, overrides=set_ or [], device=state.device, runtime=runtime, reporter=reporter,
+              log=str(log) if log else False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="siamtool")

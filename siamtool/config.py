@@ -565,6 +565,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+def config_with(values: dict[str, Any], source: str) -> Config:
+    """Defaults with `values` (a nested mapping, e.g. ``{"track": {"window_influence": 0.2}}``) applied and
+    recorded as the user's, like `load_config` does for a file: the Python API's keyword overrides take
+    the same checks (unknown keys with the closest valid one, types, ranges) and win over a checkpoint's
+    settings one key at a time (`explicit_keys`)."""
+    cfg = Config()
+    _apply(cfg, values, "", source)
+    _check_values(cfg, source)
+    cfg.__dict__["_explicit"] = frozenset(_dotted(values))
+    return cfg
+
+
 def config_from_dict(data: dict[str, Any], source: str = "checkpoint") -> Config:
     """Rebuild a Config saved with `to_dict` (e.g. inside a checkpoint or shard attributes)."""
     cfg = Config()

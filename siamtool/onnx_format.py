@@ -12,9 +12,11 @@ load them, and the OpenCV runtime needs neither.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,9 +132,41 @@ def export_graph_files(path: str | Path) -> tuple[Path, Path]:
     return files
 
 
+TRACK_KEY = "track"
+"""export.json's key for the tracking settings (`config.TrackConfig`) the exported model runs with: the
+checkpoint's own, tuned on its validation sequences, so a runtime that reads the folder tracks like
+`siamtool track --checkpoint` does instead of with the library defaults. A person may edit them there;
+they win over the copy inside the graphs' config metadata."""
+
+
+def track_settings(cfg: Config) -> dict[str, Any]:
+    """The `TRACK_KEY` entry of export.json for an export of a model with config `cfg` (the one writer)."""
+    return {TRACK_KEY: dataclasses.asdict(cfg.track)}
+
+
+def read_track_settings(path: str | Path) -> dict[str, Any] | None:
+    """The tracking settings export.json of the export folder `path` carries; None for a folder without
+    them (written by an older siamtool: its graphs' config metadata still holds the checkpoint's). One
+    line naming the file when it is unreadable."""
+    report = Path(path) / REPORT_FILE
+    if not report.is_file():
+        return None
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SiamtoolError(f"{report}: not readable JSON ({e}); export the checkpoint again") from None
+    track = data.get(TRACK_KEY) if isinstance(data, dict) else None
+    if track is not None and not isinstance(track, dict):
+        raise SiamtoolError(f"{report}: '{TRACK_KEY}' must be a mapping of track settings, got {track!r}")
+    return track
+
+
 def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
                 search_meta: dict[str, str] | None = None) -> ExportSpec:
     """Check that a folder holds one siamtool export of this format and read its config and sizes.
+
+    The config is the one stored in the graphs with export.json's tracking settings (`read_track_settings`)
+    on top, so every runtime tracks with the exported model's own settings.
 
     `template_meta`/`search_meta` are the graphs' metadata_props when the runtime already has them
     (onnxruntime reads them while loading); otherwise they are read from the files with `onnx`.
@@ -143,6 +177,9 @@ def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
     s_meta = read_metadata(search_path) if search_meta is None else dict(search_meta)
     check_pair_metadata(t_meta, s_meta, str(path))
     cfg = config_from_dict(json.loads(t_meta["config"]), source=f"{template_path} (config)")
+    track = read_track_settings(path)
+    if track is not None:
+        cfg = config_from_dict({**cfg.to_dict(), TRACK_KEY: track}, source=f"{path / REPORT_FILE} ({TRACK_KEY})")
     spec = ExportSpec(path, template_path, search_path, t_meta, cfg, int(t_meta["template_size"]),
                       int(t_meta["search_size"]), int(t_meta["stride"]), t_meta["precision"], t_meta["export_id"])
     if (cfg.data.template_size, cfg.data.search_size) != (spec.template_size, spec.search_size):

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _CHUNK = 1 << 20
 
 
@@ -42,6 +40,8 @@ def state_digest(state: Mapping[str, Any]) -> str:
 
     Raw bytes (a uint8 view) rather than values, so bfloat16 and other dtypes numpy lacks hash too.
     """
+    import torch  # here, not at the top: the export cache hashes files on the torch-free ONNX load path
+
     h = hashlib.sha256()
     for name, tensor in sorted(state.items()):
         h.update(name.encode())

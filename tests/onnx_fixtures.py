@@ -96,6 +96,24 @@ def stable_export(stable_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
+TUNED = ("track.window_influence=0.1", "track.lost_threshold=0.1", "track.lost_ratio=0.3", "track.scale=head")
+"""Tracking settings unlike the library defaults, as the shipped checkpoint's are."""
+
+
+def save_tuned(path: Path, seed: int = 0) -> Path:
+    """A tiny random checkpoint whose config carries `TUNED` tracking settings (plumbing only)."""
+    from siamtool.engine.checkpoint import save_checkpoint
+
+    cfg = tiny_config(*STABLE, *TUNED, backbone="resnet18")
+    return save_checkpoint(path, stable_model(cfg, seed), cfg)
+
+
+@pytest.fixture(scope="session")
+def tuned_checkpoint(tmp_path_factory) -> Path:
+    """A run folder `tuned-run/` with `tuned.pt` (`save_tuned`)."""
+    return save_tuned(tmp_path_factory.mktemp("tuned") / "tuned-run" / "tuned.pt")
+
+
 def sequence_frames(n: int, fallback: Path) -> tuple[list, object, str]:
     """The first `n` frames (BGR) and 0-based first box of real_lasot bag-1, else of synthetic cat-1."""
     import cv2

@@ -77,6 +77,7 @@ from siamtool.onnx_format import (
     TEMPLATE_OUTPUTS,
     onnx_session,
     to_nchw,
+    track_settings,
 )
 from siamtool.provenance import file_digest, state_digest, text_digest
 from siamtool.reporting import SILENT, Reporter
@@ -257,6 +258,8 @@ class ExportResult:
     pairs: list[GraphPair]
     seconds: float
     exporter: str = "torch.onnx.export(dynamo=False) (TorchScript-based)"
+    track: dict[str, Any] = field(default_factory=dict)
+    """export.json's tracking settings (`onnx_format.track_settings`): the model's own, read by every runtime."""
 
     @property
     def passed(self) -> bool:
@@ -271,6 +274,7 @@ class ExportResult:
                         "bytes": p.bytes, "max_diff": p.diffs, "units": _units(p.precision),
                         "tolerance": p.tolerance, "passed": p.passed}
                        for p in self.pairs],
+            **self.track,
         }
 
 
@@ -436,7 +440,7 @@ def export_model(
         pairs = [_export_pair(model, cfg, sample, staging, precision, settings, export_id, checkpoint_sha256,
                               reporter) for precision in settings.precisions]
         result = ExportResult(out, export_id, settings.opset, sample.source, "CPUExecutionProvider", pairs,
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, track=track_settings(cfg))
         _publish(staging, out, result, cfg)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,35 +10,24 @@ Files are loaded with ``weights_only=True``: a checkpoint is data, never code.
 from __future__ import annotations
 
 import copy
-import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
+from siamtool.checkpoint_files import STEP_PATTERN, checkpoint_path, latest_checkpoint, list_checkpoints
 from siamtool.config import Config, config_from_dict, parse_override
 from siamtool.errors import SiamtoolError
-from siamtool.models.siamese import build_model, feature_fingerprint
+
+if TYPE_CHECKING:
+    import torch
+# torch and the model are imported where used. The path helpers live in `siamtool.checkpoint_files` (the
+# torch-free ONNX load path needs them) and are re-exported here:
+__all__ = ["FORMAT", "FORMAT_VERSION", "STEP_PATTERN", "checkpoint_config", "checkpoint_path", "latest_checkpoint",
+           "list_checkpoints", "load_checkpoint", "load_model"]
 
 FORMAT = "siamtool-checkpoint"
 FORMAT_VERSION = 1
-STEP_PATTERN = re.compile(r"^step-(\d+)\.pt$")
-"""File names of the step checkpoints a training run keeps in its checkpoints/ folder."""
-
-
-def checkpoint_path(path: str | Path) -> Path:
-    """The file a checkpoint argument means: the file itself, or for a run folder its best model, else its
-    newest step checkpoint (also for a checkpoints/ folder). Every reader (load, export cache) uses this."""
-    path = Path(path)
-    if path.is_dir():
-        best = path / "best.pt"
-        found = best if best.is_file() else latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise SiamtoolError(f"{path}: no checkpoint in this folder (expected best.pt or checkpoints/step-*.pt)")
-        return found
-    return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -47,6 +36,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise SiamtoolError(f"{path}: checkpoint not found")
     _check_archive(path)
+    import torch
+
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated zip, pickle of foreign classes, not a torch file...
@@ -87,6 +78,8 @@ def _check_finite(path: Path, state: Any) -> None:
     """Refuse weights holding NaN or inf (a diverged run saved them): every result would be garbage."""
     if not isinstance(state, dict):
         return
+    import torch
+
     for name, tensor in state.items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SiamtoolError(f"{path}: weight {name!r} holds NaN or inf values (training diverged or the file "
@@ -113,6 +106,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     `overrides` can point it elsewhere on this machine, e.g. ``["model.weights=/models/dinov3-vits16",
     "model.local_files_only=true"]``.
     """
+    from siamtool.models.siamese import build_model, feature_fingerprint
+
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, source=f"{path} (config)")
     model = build_model(cfg)
@@ -125,17 +120,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
                           f"({cfg.model.backbone}: checksum {got:.6g} vs {expected:.6g}); results may be off",
                           stacklevel=2)
     return model.to(device).eval(), cfg
-
-
-def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of the step checkpoints in a folder, oldest first."""
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return []
-    out = [(int(m.group(1)), p) for p in d.iterdir() if (m := STEP_PATTERN.match(p.name))]
-    return sorted(out)
-
-
-def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    found = list_checkpoints(ckpt_dir)
-    return found[-1][1] if found else None

@@ -17,20 +17,22 @@ PyTorch, onnxruntime or a test double produce identical tracking as long as they
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from siamtool.config import Config, config_from_dict, explicit_keys
 from siamtool.errors import SiamtoolError
-from siamtool.models.checkpoint import load_model
-from siamtool.models.decode import decode
 from siamtool.reporting import SILENT, Reporter
 from siamtool.tracking.cache import cached_onnx_backend, use_onnx
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.opencv_backend import OpenCVBackend
 from siamtool.weights import is_default
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported by `TorchBackend` and `crop_to_tensor` when used: loading an ONNX export on CPU
+# (`load_backend` through the export cache) must not pay for it (`benchmarks/load_time.py`).
 
 
 @runtime_checkable
@@ -44,6 +46,8 @@ class Backend(Protocol):
 
 def crop_to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """uint8 H x W x 3 -> (1, 3, H, W) float 0..255: the model normalises internally (docs/contracts.md)."""
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(crop_rgb)).to(device=device, non_blocking=True)
     return t.permute(2, 0, 1).unsqueeze(0).to(dtype)
 
@@ -58,6 +62,11 @@ class TorchBackend:
     returns_features = True
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", half: bool = False) -> None:
+        import torch
+
+        from siamtool.models.decode import decode
+
+        self._torch = torch
         self._decode = decode
         self.device = torch.device(device)
         self.half = bool(half) and self.device.type == "cuda"
@@ -67,26 +76,32 @@ class TorchBackend:
             self.model.half()
         self.stride = int(model.stride)
         self.search_size = int(model.search_size)
+        self.cfg: Config | None = None
+        """The checkpoint's config when built by `from_checkpoint` (what `Tracker(backend)` tracks with)."""
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str = "cpu",
                         half: bool = False) -> tuple[TorchBackend, Config]:
         """Load a checkpoint written by `siamtool train`; returns the backend and the training config."""
-        model, cfg = load_model(path, torch.device(device))
-        return cls(model, device, half), cfg
+        from siamtool.models.checkpoint import load_model
 
-    @torch.inference_mode()
+        model, cfg = load_model(path, device)
+        backend = cls(model, device, half)
+        backend.cfg = cfg  # the checkpoint's settings, for Tracker(backend) without a config
+        return backend, cfg
+
     def template(self, crop_rgb: np.ndarray) -> torch.Tensor:
-        return self.model.template(crop_to_tensor(crop_rgb, self.device, self.dtype))
+        with self._torch.inference_mode():
+            return self.model.template(crop_to_tensor(crop_rgb, self.device, self.dtype))
 
-    @torch.inference_mode()
     def search(self, crop_rgb: np.ndarray, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        heat, box_raw, feat = self.model.search_with_features(crop_to_tensor(crop_rgb, self.device, self.dtype),
-                                                              features)
-        score, boxes = self._decode(heat.float(), box_raw.float(), self.stride, self.search_size)
-        return (score[0].cpu().numpy().astype(np.float32, copy=False),
-                boxes[0].cpu().numpy().astype(np.float32, copy=False),
-                feat[0].float().cpu().numpy())
+        with self._torch.inference_mode():
+            heat, box_raw, feat = self.model.search_with_features(crop_to_tensor(crop_rgb, self.device, self.dtype),
+                                                                  features)
+            score, boxes = self._decode(heat.float(), box_raw.float(), self.stride, self.search_size)
+            return (score[0].cpu().numpy().astype(np.float32, copy=False),
+                    boxes[0].cpu().numpy().astype(np.float32, copy=False),
+                    feat[0].float().cpu().numpy())
 
 
 def merge_tracking_config(trained: Config, user: Config) -> Config:
@@ -135,23 +150,25 @@ def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
     return Path(onnx).resolve().name  # type: ignore[arg-type]
 
 
-def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.device,
+def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.device | str,
                  user_cfg: Config, reporter: Reporter = SILENT) -> tuple[Backend, Config, str]:
     """Open the tracker a command was given: returns (backend, merged config, `tracker_name`).
 
     A checkpoint may be a file or a run folder (`models.checkpoint.checkpoint_path` picks the file).
     `user_cfg.track.backend` picks its runtime: by default onnxruntime on CPU, through an export cached
     per checkpoint (`siamtool.tracking.cache`, which reports a first export through `reporter`), PyTorch
-    on CUDA; `opencv` runs the export (cached, or the --onnx folder) in OpenCV's DNN module.
+    on CUDA; `opencv` runs the export (cached, or the --onnx folder) in OpenCV's DNN module. `device` may
+    be a string ("cpu", `device.device_name`): the ONNX paths then never import torch.
     """
     runtime = user_cfg.track.backend
+    device_type = getattr(device, "type", str(device).split(":")[0])
 
     require_tracker(checkpoint, onnx)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
             raise SiamtoolError(f"--checkpoint {checkpoint}: file not found")
-        cached = (cached_onnx_backend(checkpoint, device, reporter, runtime) if use_onnx(runtime, device.type)
+        cached = (cached_onnx_backend(checkpoint, device, reporter, runtime) if use_onnx(runtime, device_type)
                   else None)
         if cached is not None:
             backend, trained = cached, cached.cfg

@@ -18,16 +18,16 @@ removed afterwards). An export that fails its check is not used: tracking falls 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from siamtool import __version__
+from siamtool.checkpoint_files import checkpoint_path
 from siamtool.errors import SiamtoolError
-from siamtool.export.onnx import export_checkpoint
 from siamtool.fileio import exclusive_lock
-from siamtool.models.checkpoint import checkpoint_path, load_checkpoint
 from siamtool.onnx_format import FORMAT_VERSION, export_spec
 from siamtool.provenance import file_digest, text_digest
 from siamtool.reporting import SILENT, Reporter
@@ -45,12 +45,10 @@ def cache_root() -> Path:
 
 
 def onnxruntime_available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether onnx and onnxruntime are installed, without importing them: importing onnx alone took longer
+    than loading the shipped tracker's cached export (`benchmarks/load_time.py`), and the cached path
+    never needs it (onnxruntime reads the graphs' metadata)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxruntime"))
 
 
 def use_onnx(backend: str, device_type: str) -> bool:
@@ -104,10 +102,14 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: R
             except SiamtoolError:
                 if runtime == "opencv" and _complete(folder):
                     raise  # OpenCV refuses a good export (an op it lacks): exporting again would not help
+        from siamtool.models.checkpoint import load_checkpoint  # torch: only for the one-off export
+
         # A corrupt or foreign checkpoint fails here, in one line, before the export is announced.
         load_checkpoint(path)
         reporter.warning(f"first CPU run of {path}: exporting it to ONNX for onnxruntime (faster on CPU), once, "
-                         f"into {folder} (--set track.backend=torch skips this)", label=None)
+                         f"into {folder} (--set track.backend=torch, or runtime='torch' in Python, skips this)", label=None)
+        from siamtool.export.onnx import export_checkpoint
+
         result = export_checkpoint(path, folder, fp16=False)
         if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
             # NaN or inf from the model itself, not an export problem: PyTorch would track with it too.

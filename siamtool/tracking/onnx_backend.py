@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from siamtool.config import Config
+from siamtool.device import thread_budget
 from siamtool.errors import SiamtoolError
 from siamtool.onnx_format import crop_to_input, export_graph_files, export_spec, onnx_session
 
@@ -86,11 +86,11 @@ class OnnxBackend:
     def from_dir(cls, path: str | Path, device: Any = None, threads: int | None = None) -> tuple[OnnxBackend, Config]:
         """The backend and the config stored in the export (what `load_backend` needs).
 
-        `threads` defaults to torch's thread count: callers (eval workers, benchmarks) set their CPU
-        budget with `torch.set_num_threads`, and onnxruntime should keep to the same budget.
+        `threads` defaults to `device.thread_budget()`, torch's thread count: callers (eval workers,
+        benchmarks) set their CPU budget with `torch.set_num_threads`, and onnxruntime should keep to it.
         """
         if threads is None:
-            threads = torch.get_num_threads()
+            threads = thread_budget()
         backend = cls(path, default_providers(device), threads)
         return backend, backend.cfg
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from siamtool.config import Config
+from siamtool.device import thread_budget
 from siamtool.errors import SiamtoolError
 from siamtool.images import quiet_opencv
 from siamtool.onnx_format import SEARCH_OUTPUTS, crop_to_input, export_spec
@@ -86,7 +86,7 @@ class OpenCVBackend:
             warnings.warn("track.backend=opencv runs the graphs on the CPU (OpenCV's pip wheels have no CUDA "
                           "DNN backend); use track.backend=onnx or torch for the GPU", stacklevel=2)
         if threads is None:
-            threads = torch.get_num_threads()
+            threads = thread_budget()
         backend = cls(path, threads)
         return backend, backend.cfg
 

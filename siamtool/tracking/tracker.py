@@ -42,14 +42,16 @@ Every knob is in the `track:` config section.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from siamtool.config import Config
+from siamtool.config import Config, TrackConfig
 from siamtool.errors import SiamtoolError
 from siamtool.geometry import (
     CropWindow,
@@ -167,12 +169,31 @@ def select_candidate(
                      boxes[i, j].astype(np.float64))
 
 
+def _settings(backend: Backend, cfg: Config | None) -> Config:
+    """The config a Tracker runs with: `cfg`, else the backend's own. A `cfg` whose track section is the
+    library defaults while the backend carries other tuned settings is most likely ``Config()`` passed by
+    habit; it is honoured, with a warning, since it tracks visibly worse than the model's own settings."""
+    own = getattr(backend, "cfg", None)
+    if cfg is None:
+        if not isinstance(own, Config):
+            raise SiamtoolError(f"Tracker({type(backend).__name__}): this backend carries no settings; pass a Config")
+        return own
+    if isinstance(own, Config) and cfg.track == TrackConfig() and own.track != cfg.track:
+        diff = [f"{k} {v!r} vs {getattr(own.track, k)!r}" for k, v in dataclasses.asdict(cfg.track).items()
+                if getattr(own.track, k) != v and k != "backend"]
+        warnings.warn(f"Tracker: cfg.track holds the library defaults, not the settings this model was tuned "
+                      f"with ({', '.join(diff[:3])}{', ...' if len(diff) > 3 else ''}); pass Tracker(backend) "
+                      "or use siamtool.load_tracker() to track with them", UserWarning, stacklevel=3)
+    return cfg
+
+
 class Tracker:
     """Single-object tracker over any `Backend`; see the module docstring for the per-frame steps."""
 
-    def __init__(self, backend: Backend, cfg: Config) -> None:
+    def __init__(self, backend: Backend, cfg: Config | None = None) -> None:
+        """`cfg` None: the settings the backend carries (an export's or a checkpoint's, `backend.cfg`)."""
         self.backend = backend
-        self.cfg = cfg
+        self.cfg = _settings(backend, cfg)
         self._windows: dict[tuple[int, int], np.ndarray] = {}
         self.features: Any = None
         self.template_crop: np.ndarray | None = None
