@@ -321,12 +321,16 @@ class _Recording:
         self.fps_ema: float | None = None
         self.tracking_time = 0.0
         self.tracked = 0
+        self.last_box: np.ndarray | None = None
+        self.last_shown: np.ndarray | None = None
+        self.unreadable_seen = 0
 
     def record(self, img: np.ndarray, b: np.ndarray, score: float, lost: bool, result: TrackResult | None) -> None:
         self.lines.append(box_line(b, score, lost))
         self.summary.frames += 1
         self.summary.lost_frames += int(lost)
         shown = annotate(img, b, score, lost, self.fps_ema)
+        self.last_box, self.last_shown = np.asarray(b), shown
         if self.output is not None:
             if self.writer is None:
                 self.writer = VideoOutput(self.output, self.source.fps or 30.0, (img.shape[1], img.shape[0]))
@@ -334,6 +338,19 @@ class _Recording:
         if self.window is not None:
             self.window.show(compose(shown, side_panel(self.tracker, result, shown.shape[0])))
         self.reporter.progress("frames", completed=self.summary.frames, total=self.source.frame_count)
+
+    def catch_up(self) -> None:
+        """One line (the previous box, score 0, lost 1) and one output frame (the previous one, marked) per
+        frame the source skipped as unreadable, so line N of --save-boxes is always frame N, as in eval."""
+        if self.source.live:  # a camera's failed grabs are not frames of a recording
+            return
+        while self.unreadable_seen < self.source.skipped and self.last_box is not None:
+            self.unreadable_seen += 1
+            self.lines.append(box_line(self.last_box, 0.0, True))
+            if self.writer is not None and self.last_shown is not None:
+                marked = self.last_shown.copy()
+                _label(marked, "unreadable frame: previous one shown", (6, 44), RED)
+                self.writer.write(marked)
 
     def track(self, frame: np.ndarray) -> None:
         result = self.tracker.track(frame)
@@ -379,6 +396,7 @@ def run_track(
     try:
         tracker.initialize(frame, box)
         rec.record(frame, np.asarray(box), 1.0, False, None)
+        rec.unreadable_seen = source.skipped  # frames before the first readable one have no box: no line
         _track_loop(rec, frame)
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -413,6 +431,7 @@ def _track_loop(rec: _Recording, frame: np.ndarray) -> None:
             if action == "wait":
                 continue
         nxt = rec.source.read()
+        rec.catch_up()
         if nxt is None:
             break
         frame = nxt

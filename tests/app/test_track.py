@@ -315,3 +315,37 @@ def test_interactive_through_the_cli(tiny_checkpoint, synthetic_video, monkeypat
     b = read_boxes(boxes)
     assert len(b) == 4
     np.testing.assert_allclose(b[0, :4], [20, 20, 40, 30])
+
+
+def test_an_unreadable_frame_keeps_its_line_and_its_video_frame(tmp_path):
+    """Issue #23: the line of an unreadable frame was dropped (29 lines for 30 frames), so every later line
+    named the wrong frame. Now: the previous box, score 0, lost 1, and the previous picture in --output."""
+    (tmp_path / "frames").mkdir()
+    folder, gt = red_target_folder(tmp_path / "frames", 12)
+    (folder / "0005.png").write_bytes(b"not a png")
+    boxes, out = tmp_path / "b.txt", tmp_path / "o.avi"
+    summary = run_track(open_source(str(folder)), Tracker(OracleBackend(), small_config()), gt[0], None,
+                        output=out, save_boxes=boxes)
+    b = read_boxes(boxes)
+    assert len(b) == 12 and summary.skipped == 1
+    np.testing.assert_allclose(b[5], [*b[4, :4], 0, 1])  # frame 5: frame 4's box, lost
+    for i in (1, 4, 6, 11):  # line i is frame i, before and after the hole
+        assert _iou(b[i, :4], gt[i]) > 0.7 and b[i, 5] == 0
+    assert count_video_frames(out)[0] == 12
+
+
+def test_a_container_that_overstates_its_frame_count_has_no_unreadable_frame(tmp_path, monkeypatch):
+    """Issue #23: "1 unreadable skipped" for a video whose container says one frame more than it decodes."""
+    from siamtool.app.sources import VideoSource
+
+    path = write_video(tmp_path / "v.avi", [render((40 + 4 * i, 60, 40, 30)) for i in range(6)], fps=10)
+    real_get = cv2.VideoCapture.get
+
+    class Overstating(cv2.VideoCapture):
+        def get(self, prop):
+            return real_get(self, prop) + (prop == cv2.CAP_PROP_FRAME_COUNT)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Overstating)
+    source = VideoSource(path)
+    assert source.frame_count == 7
+    assert len(list(source)) == 6 and source.skipped == 0
