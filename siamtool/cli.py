@@ -491,6 +491,8 @@ def track(
     save_boxes: Annotated[Path | None, typer.Option("--save-boxes", help="Write one line per frame here: "
                                                     "x,y,w,h,score,lost (0-based pixels; lost is 0 or 1). "
                                                     "Default: none.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="In the window, play a video file as fast as it tracks. "
+                                       "Default: off (at the video's own frame rate).")] = False,
     config: ConfigOpt = None,
     set_: Annotated[list[str] | None, _set_option("track.window_influence=0.2", " of the track section")] = None,
 ) -> None:
@@ -508,7 +510,8 @@ def track(
     checkpoint = resolve_checkpoint(checkpoint, onnx)
     with RichReporter(err) as reporter:
         summary = track_source(source, cfg, resolve_device(state.device), checkpoint=checkpoint, onnx=onnx,
-                               init=init, no_show=no_show, output=output, save_boxes=save_boxes, reporter=reporter)
+                               init=init, no_show=no_show, output=output, save_boxes=save_boxes, reporter=reporter,
+                               fast=fast)
     console = Console()
     if summary.quit_before_start:
         console.print("no box selected: nothing tracked")
