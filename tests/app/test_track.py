@@ -339,11 +339,17 @@ def test_a_container_that_overstates_its_frame_count_has_no_unreadable_frame(tmp
     from siamtool.app.sources import VideoSource
 
     path = write_video(tmp_path / "v.avi", [render((40 + 4 * i, 60, 40, 30)) for i in range(6)], fps=10)
-    real_get = cv2.VideoCapture.get
+    real = cv2.VideoCapture
 
-    class Overstating(cv2.VideoCapture):
+    class Overstating:  # a wrapper: a Python subclass of cv2.VideoCapture crashed the interpreter's last GC
+        def __init__(self, *args) -> None:
+            self.cap = real(*args)
+
         def get(self, prop):
-            return real_get(self, prop) + (prop == cv2.CAP_PROP_FRAME_COUNT)
+            return self.cap.get(prop) + (prop == cv2.CAP_PROP_FRAME_COUNT)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
 
     monkeypatch.setattr(cv2, "VideoCapture", Overstating)
     source = VideoSource(path)
