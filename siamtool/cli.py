@@ -106,6 +106,10 @@ class State:
 state = State()
 
 
+_RESUMABLE = {"prepare", "train", "eval_"}
+"""The commands whose Ctrl-C keeps the work done (shards, checkpoints, per-sequence results) and resumes it."""
+
+
 def handle_errors(fn):
     """Turn user errors into one line and a trustworthy exit code; keep tracebacks for -v."""
 
@@ -121,7 +125,11 @@ def handle_errors(fn):
             err.print(f"[bold red]error:[/] {one_line(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
+            if fn.__name__ in _RESUMABLE:
+                err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
+            else:
+                err.print(f"[yellow]interrupted[/]: {fn.__name__.rstrip('_')} keeps no partial work; run it again to "
+                          "start over")
             raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
             if state.verbose:
