@@ -298,7 +298,7 @@ def train(
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
     from siamtool.cli_render import RichReporter, print_train
-    from siamtool.config import load_config
+    from siamtool.config import explicit_keys, load_config
     from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
     from siamtool.models.backbones import check_weights_available, get_spec
@@ -311,7 +311,7 @@ def train(
     # get (30 s of retries).
     get_spec(cfg.model.backbone)
     verify_shards(load_shard_index(shards))
-    check_weights_available(cfg.model)
+    check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
     console = Console()
     existed = run_dir.exists()
     try:

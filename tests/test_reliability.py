@@ -516,3 +516,39 @@ def test_a_full_disk_or_denied_write_during_train_is_one_line_exit_2(error, synt
     (line,) = [line for line in output_lines(r.output) if line.startswith("error:")]
     expected = "permission denied" if isinstance(error, OSError) and error.errno == errno.EACCES else "no space left"
     assert expected in line and "RuntimeError" not in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize("config,default", [("base.yaml", False), (None, True)])
+def test_the_missing_weights_message_calls_the_backbone_default_only_when_it_is(config, default, monkeypatch):
+    """Issue #23: `train configs/base.yaml` said "(the default: the config sets no model.backbone)" although
+    base.yaml sets it: the check compared the value with the default, not what the config said."""
+    import siamtool.models.backbones as backbones
+    from siamtool.config import ConfigError, explicit_keys, load_config
+
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
+    monkeypatch.setattr(backbones, "_hub_weights_cached", lambda weights: False)
+    cfg = load_config(REPO / "configs" / config if config else None)
+    assert cfg.model.backbone == "dinov3_vits16"
+    with pytest.raises(ConfigError) as e:
+        backbones.check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
+    assert ("(the default: the config sets no model.backbone)" in str(e.value)) == default
+
+
+def test_train_sizes_its_shard_readers_to_the_machine(synthetic_shards, tmp_path, monkeypatch):
+    """Issue #23: base.yaml's 8 workers on a 2-core machine: PyTorch's "suggested max" warning, twice."""
+    import siamtool.data.stream as stream
+    import siamtool.engine.trainer as trainer
+
+    monkeypatch.setattr(stream, "available_cores", lambda: 1)
+    monkeypatch.setattr(trainer, "available_cores", lambda: 1)
+    cfg = tiny_config("train.workers=3")
+    assert stream.build_loader(synthetic_shards, cfg, "cpu").workers == 1
+    path = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=3", "train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8",
+                "train.val_samples=8", "train.tensorboard=false").save(path)
+    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
+                            str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in output_lines(r.output) if "train.workers" in line]
+    assert warnings == ["warning: train.workers is 3 but this process has 1 CPU cores: reading shards with 1 "
+                        "workers"], r.output

@@ -47,7 +47,7 @@ from siamtool.config import Config, TrainConfig
 from siamtool.data.feature_cache import build_feature_cache, cached_loader_factory
 from siamtool.data.shards import load_shard_index
 from siamtool.data.stream import build_loader
-from siamtool.device import resolve_device
+from siamtool.device import available_cores, resolve_device
 from siamtool.engine.checkpoint import prune_checkpoints, save_checkpoint, step_checkpoint_path
 from siamtool.engine.labels import make_targets
 from siamtool.engine.losses import tracking_loss
@@ -763,6 +763,9 @@ def train(cfg: Config, shards_dir: str | Path, out_dir: str | Path, *, device: s
     try:
         if loader_factory is None and cfg.train.feature_cache:
             loader_factory = _feature_cache_factory(cfg, shards_dir, dev, info, reporter)
+        if loader_factory is None and info.main and cfg.train.workers > available_cores():
+            reporter.warning(f"train.workers is {cfg.train.workers} but this process has {available_cores()} CPU "
+                             f"cores: reading shards with {available_cores()} workers")
         factory = loader_factory or default_loader_factory(shards_dir, cfg, dev)
         trainer = Trainer(cfg, out_dir, factory, dev, info, resume=resume, on_step=on_step, reporter=reporter)
         return trainer.run()
