@@ -552,3 +552,24 @@ def test_train_sizes_its_shard_readers_to_the_machine(synthetic_shards, tmp_path
     warnings = [line for line in output_lines(r.output) if "train.workers" in line]
     assert warnings == ["warning: train.workers is 3 but this process has 1 CPU cores: reading shards with 1 "
                         "workers"], r.output
+
+
+@pytest.mark.parametrize("threshold,warned", [(0.0, True), (None, False)])
+def test_a_long_cpu_run_is_told_its_time_and_the_cpu_recipe(threshold, warned, synthetic_shards, tmp_path,
+                                                            monkeypatch):
+    """Issue #23: `train configs/base.yaml` on a CPU started an 11-day run without a word. The estimate comes
+    from the run's first steps; a short run (the default threshold, 2 hours) is not nagged."""
+    import siamtool.engine.trainer as trainer
+
+    if threshold is not None:
+        monkeypatch.setattr(trainer, "PACE_WARN_S", threshold)
+    path = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=0", "train.epochs=1", "train.samples_per_epoch=48", "train.batch_size=8",
+                "train.val_samples=8", "train.tensorboard=false").save(path)
+    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
+                            str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in output_lines(r.output) if "s a step on this CPU" in line]
+    assert len(lines) == int(warned), r.output
+    if warned:
+        assert "the remaining 3 steps take about 0 minutes" in lines[0] and "configs/cpu-small.yaml" in lines[0]
