@@ -573,3 +573,26 @@ def test_a_long_cpu_run_is_told_its_time_and_the_cpu_recipe(threshold, warned, s
     assert len(lines) == int(warned), r.output
     if warned:
         assert "the remaining 3 steps take about 0 minutes" in lines[0] and "configs/cpu-small.yaml" in lines[0]
+
+
+def test_a_prepare_that_failed_before_its_first_shard_does_not_lock_the_folder(synthetic_lasot, tmp_path,
+                                                                               monkeypatch):
+    """Issue #23: a prepare that crashed left config.yaml and its plan, and the corrected run was refused
+    ("holds shards prepared with different settings") though no shard existed."""
+    import siamtool.data.prepare as prepare
+
+    real = prepare.run_tasks
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("integer won't fit into a C int")
+
+    monkeypatch.setattr(prepare, "run_tasks", crash)
+    out = tmp_path / "shards"
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=95"))
+    assert r.exit_code == 1 and (out / prepare.PLAN_NAME).is_file() and not list(out.glob("shard-*"))
+    monkeypatch.setattr(prepare, "run_tasks", real)
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=80"))
+    assert r.exit_code == 0, r.output
+    assert list(out.glob("shard-*.h5")) and "jpeg_quality: 80" in (out / "config.yaml").read_text()
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=70"))
+    assert "different settings" in one_line_error(r)  # with shards in it, other settings are still refused
