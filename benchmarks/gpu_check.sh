@@ -28,7 +28,7 @@ stage() { echo; echo "== $1 ($((SECONDS - START)) s)"; }
 
 if [ "$DEVICE" = cuda ]; then
   BATCH=${BATCH:-256}; WORKERS=${WORKERS:-8}; STEPS=${STEPS:-300}; WARMUP=${WARMUP:-40}
-  PAIRS=${PAIRS_PER_SEQUENCE:-64}; SETS=(); SYNTH_SIZE="640, 360"
+  PAIRS=${PAIRS_PER_SEQUENCE:-64}; SETS=(); PREPARE_SETS=(); SYNTH_SIZE="640, 360"
   "$PYTHON" -c 'import torch; print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__)'
 else
   echo "no CUDA here: CPU fallback with a tiny model (checks the stages, measures nothing about a GPU)"
@@ -36,6 +36,7 @@ else
   PAIRS=${PAIRS_PER_SEQUENCE:-16}; SYNTH_SIZE="192, 144"
   SETS=(--set data.template_size=32 --set data.search_size=64 --set model.tiny=true --set model.dim=32
         --set model.heads=2 --set train.val_samples=16)
+  PREPARE_SETS=(--set data.template_size=32 --set data.search_size=64)  # prepare reads only data.*
 fi
 
 stage "1. data"
@@ -47,7 +48,7 @@ if [ -z "$SRC" ]; then
 fi
 echo "sequences from $SRC"
 timeout 150 "$PYTHON" -m siamtool prepare --lasot "$SRC" --out "$WORK/shards" --split all \
-  --pairs-per-sequence "$PAIRS" ${SETS[@]+"${SETS[@]}"}
+  --pairs-per-sequence "$PAIRS" ${PREPARE_SETS[@]+"${PREPARE_SETS[@]}"}
 
 stage "2. data pipeline on $DEVICE"
 timeout 100 "$PYTHON" benchmarks/data_pipeline.py --shards "$WORK/shards" --device "$DEVICE" --sections 25 \

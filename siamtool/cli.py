@@ -45,6 +45,38 @@ class _Group(TyperGroup):
     def get_params(self, ctx) -> list:
         return _plain_help(super().get_params(ctx))
 
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args, set(self.commands)))
+
+
+_GLOBAL_FLAGS = ("-v", "--verbose")
+_GLOBAL_VALUED = ("--device",)
+
+
+def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
+    """`siamtool eval -v ...` as `siamtool -v eval ...`: global options given after the command move before it.
+
+    Users type `-v` where the error appeared, at the end of the command they just ran; Click only accepts
+    a group's options before the command name. Nothing after `--` moves, and no command has an option of
+    these names, so the move never changes what a command receives.
+    """
+    start = next((i for i, a in enumerate(args) if a in commands), None)
+    if start is None:
+        return list(args)
+    head, tail, moved = list(args[:start + 1]), [], []
+    rest = iter(args[start + 1:])
+    for a in rest:
+        if a == "--":
+            tail += [a, *rest]
+            break
+        if a in _GLOBAL_FLAGS or a.startswith(tuple(f"{o}=" for o in _GLOBAL_VALUED)):
+            moved.append(a)
+        elif a in _GLOBAL_VALUED:
+            moved += [a, next(rest, "")]
+        else:
+            tail.append(a)
+    return head[:start] + moved + head[start:] + tail
+
 
 app = typer.Typer(
     name="siamtool",
@@ -75,6 +107,10 @@ class State:
 state = State()
 
 
+_RESUMABLE = {"prepare", "train", "eval_"}
+"""The commands whose Ctrl-C keeps the work done (shards, checkpoints, per-sequence results) and resumes it."""
+
+
 def handle_errors(fn):
     """Turn user errors into one line and a trustworthy exit code; keep tracebacks for -v."""
 
@@ -91,11 +127,21 @@ def handle_errors(fn):
             err.print(f"[bold red]error:[/] {escape(one_line(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
+            if fn.__name__ in _RESUMABLE:
+                err.print("[yellow]interrupted[/]: progress so far is saved; run the same command again to resume")
+            else:
+                err.print(f"[yellow]interrupted[/]: {fn.__name__.rstrip('_')} keeps no partial work; run it again to "
+                          "start over")
             raise typer.Exit(130) from None
         except Exception as e:  # noqa: BLE001 - the last line of defence for a CLI
             if state.verbose:
                 raise
+            from siamtool.fileio import io_error_message
+
+            io_line = io_error_message(e)
+            if io_line is not None:  # disk full, read-only, permissions: the user's to fix (exit 2)
+                err.print(f"[bold red]error:[/] {io_line}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
             err.print(f"[bold red]error:[/] {type(e).__name__}: {one_line(str(e))} (run with -v for the traceback)",
                       highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -160,6 +206,20 @@ def _check_out_folder(option: str, path: Path | None) -> None:
     """An output folder that is an existing file is a usage error (exit 2), caught before any work."""
     if path is not None and path.exists() and not path.is_dir():
         raise SiamtoolError(f"{option} {path}: exists and is not a folder; choose a folder (it is created if missing)")
+    if path is not None:
+        _check_writable(option, path)
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """Files can be created in `path` (or where it will be created): checked before any long work."""
+    from siamtool.fileio import check_writable, io_error_message
+
+    try:
+        check_writable(path)
+    except OSError as e:
+        raise SiamtoolError(f"{option} {path}: cannot write in {e.filename} "
+                            f"({io_error_message(e, name_file=False) or e.strerror})") \
+            from None
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -215,6 +275,7 @@ def prepare(
         console.print(f"wrote {write_preview(show)}", highlight=False)
         return
     cfg = _prepare_config(config, set_ or [], lasot, data or [], pairs_per_sequence)
+    _check_writable("--out", out)
     n_workers = available_cores() if workers is None else workers
     if n_workers < 1:
         raise SiamtoolError(f"--workers must be >= 1, got {n_workers}")
@@ -229,7 +290,7 @@ def _prepare_config(config: Path | None, sets: list[str], lasot: Path | None, da
     """prepare's config: --lasot and --data (in that order) replace data.sources when given."""
     from siamtool.config import SourceSpec, load_config, parse_source
 
-    cfg = load_config(config, sets)
+    cfg = load_config(config, sets, sections=("data",), command="prepare")
     given = ([SourceSpec("lasot", str(lasot))] if lasot is not None else []) + [parse_source(d) for d in data]
     if given:
         cfg.data.sources = given
@@ -259,16 +320,17 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out "
                                          "(--no-resume starts over, replacing its checkpoints and log).")]
     = True,
-    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4")] = None,
+    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4", " of the data, model, train or "
+                                                                    "track section")] = None,
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
     from siamtool.cli_render import RichReporter, print_train
-    from siamtool.config import load_config
+    from siamtool.config import explicit_keys, load_config
     from siamtool.data.shards import load_shard_index, verify_shards
     from siamtool.engine.trainer import train as run_training
     from siamtool.models.backbones import check_weights_available, get_spec
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, set_ or [], sections=("data", "model", "train", "track"), command="train")
     run_dir = out if out is not None else Path("runs") / config.stem
     _check_out_folder("--out", run_dir)
     # Refuse what would fail later, before the run folder exists: an unknown backbone, damaged shards
@@ -276,7 +338,7 @@ def train(
     # get (30 s of retries).
     get_spec(cfg.model.backbone)
     verify_shards(load_shard_index(shards))
-    check_weights_available(cfg.model)
+    check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
     console = Console()
     existed = run_dir.exists()
     try:
@@ -356,7 +418,7 @@ def eval_(
                                                "annotations and results, and say how many. Default: off (refuse "
                                                "an incomplete split).")] = False,
     config: ConfigOpt = None,
-    set_: Annotated[list[str] | None, _set_option("eval.plots=false")] = None,
+    set_: Annotated[list[str] | None, _set_option("eval.plots=false", " of the eval or track section")] = None,
 ) -> None:
     """Score trackers on a benchmark: success AUC, precision, normalized precision (GOT-10k: AO, SR), per
     attribute, with plots; GOT-10k test and TrackingNet TEST: the evaluation server's zip."""
@@ -384,7 +446,7 @@ def _eval_config(config: Path | None, set_: list[str] | None, convention: str | 
         overrides.append(f"eval.convention={convention}")
     if skip_missing:
         overrides.append("eval.skip_missing=true")
-    return load_config(config, overrides)
+    return load_config(config, overrides, sections=("track", "eval"), command="eval")
 
 
 def _default_eval_tracker() -> tuple[Path, list[str]]:
@@ -503,6 +565,8 @@ def track(
     save_boxes: Annotated[Path | None, typer.Option("--save-boxes", help="Write one line per frame here: "
                                                     "x,y,w,h,score,lost (0-based pixels; lost is 0 or 1). "
                                                     "Default: none.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="In the window, play a video file as fast as it tracks. "
+                                       "Default: off (at the video's own frame rate).")] = False,
     config: ConfigOpt = None,
     set_: Annotated[list[str] | None, _set_option("track.window_influence=0.2", " of the track section")] = None,
 ) -> None:
@@ -513,11 +577,15 @@ def track(
     from siamtool.device import resolve_device
     from siamtool.weights import resolve_checkpoint
 
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, set_ or [], sections=("track",), command="track")
+    for option, path in (("--output", output), ("--save-boxes", save_boxes)):
+        if path is not None:
+            _check_writable(option, path.parent)
     checkpoint = resolve_checkpoint(checkpoint, onnx)
     with RichReporter(err) as reporter:
         summary = track_source(source, cfg, resolve_device(state.device), checkpoint=checkpoint, onnx=onnx,
-                               init=init, no_show=no_show, output=output, save_boxes=save_boxes, reporter=reporter)
+                               init=init, no_show=no_show, output=output, save_boxes=save_boxes, reporter=reporter,
+                               fast=fast)
     console = Console()
     if summary.quit_before_start:
         console.print("no box selected: nothing tracked")
@@ -653,7 +721,7 @@ def demo(
     if seed < 0:
         raise SiamtoolError(f"--seed must be >= 0, got {seed} (each seed renders another clip)")
     _check_out_folder("--out", out)
-    cfg = load_config(config, set_ or [])
+    cfg = load_config(config, set_ or [], sections=("track",), command="demo")
     with err.status("starting") as spinner, RichReporter(err, spinner) as reporter:
         summary = run_demo(cfg, resolve_device(state.device), out, checkpoint=checkpoint, onnx=onnx, video=video,
                            init=init, frames=frames, seed=seed, avi=avi, reporter=reporter)

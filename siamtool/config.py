@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,7 +359,12 @@ _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent",
                   "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "recover_ratio",
                   "calibrate_size",
                   "val_sequence_fraction", "brightness", "contrast", "saturation"}
-_RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99)}
+_RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99), ("data", "context"): (0.0, 10.0),
+           ("data", "template_size"): (1, 4096), ("data", "search_size"): (1, 8192),
+           ("track", "scale_count"): (1, 255)}
+_LARGEST = 2**31 - 1
+"""No number in the config means anything beyond a C int: larger ones (and NaN, inf) only crash later,
+in OpenCV ("integer won't fit into a C int"), numpy or the optimizer, with a message naming no key."""
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -482,8 +488,10 @@ def _check_values(cfg: Config, source: str) -> None:
         choices = _CHOICES.get((section, name))
         if choices and value not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
-        if value is None or isinstance(value, (str, bool)):
+        if value is None or isinstance(value, (str, bool, list)):
             continue
+        if not math.isfinite(value) or abs(value) > _LARGEST:
+            raise ConfigError(f"{where} must be a finite number of at most {_LARGEST}, got {value!r}")
         if name in _POSITIVE and value <= 0:
             raise ConfigError(f"{where} must be > 0, got {value!r}")
         if name in _NON_NEGATIVE and value < 0:
@@ -501,15 +509,15 @@ def _check_values(cfg: Config, source: str) -> None:
         )
     if d.search_size < d.template_size:
         raise ConfigError(f"{source}: data.search_size ({d.search_size}) must be >= data.template_size")
-    if d.search_margin < 1.0:
-        raise ConfigError(f"{source}: data.search_margin must be >= 1, got {d.search_margin}")
+    if not 1.0 <= d.search_margin <= 4.0:
+        raise ConfigError(f"{source}: data.search_margin must be >= 1 and <= 4, got {d.search_margin}")
     t = cfg.track
     for key in ("search_growth", "max_growth"):
-        if getattr(t, key) < 1.0:
-            raise ConfigError(f"{source}: track.{key} must be >= 1 (a search window never shrinks), "
+        if not 1.0 <= getattr(t, key) <= 100.0:
+            raise ConfigError(f"{source}: track.{key} must be >= 1 (a search window never shrinks) and <= 100, "
                               f"got {getattr(t, key)}")
-    if t.scale_step <= 1.0 or t.scale_count % 2 == 0:
-        raise ConfigError(f"{source}: track.scale_step must be > 1 and track.scale_count odd, "
+    if not 1.0 < t.scale_step <= 2.0 or t.scale_count % 2 == 0:
+        raise ConfigError(f"{source}: track.scale_step must be > 1 and <= 2 and track.scale_count odd, "
                           f"got {t.scale_step} and {t.scale_count}")
     if t.scale_penalty < 0 or t.min_size <= 0:
         raise ConfigError(f"{source}: track.scale_penalty must be >= 0 and track.min_size > 0")
@@ -538,8 +546,69 @@ def _nest(path: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value")."""
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error.
+
+    PyYAML keeps the last value silently: `train: {lr: 1e-3, lr: 5.0}` trains at 5.0, and a second
+    `train:` section replaces the first one whole, so a user's edit seems to have no effect."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                continue  # PyYAML refuses an unhashable key itself, with its line
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: key '{key}' is given twice (first on line "
+                                  f"{seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in `path`, refused in one line when it is not text, not YAML or repeats a key."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); give a YAML config") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        return yaml.load(text, Loader=_make_loader(path)) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def _make_loader(path: Path) -> Any:
+    """A loader class whose marks name `path` (PyYAML names a string stream '<unicode string>')."""
+
+    def make(stream: str) -> _UniqueKeyLoader:
+        loader = _UniqueKeyLoader(stream)
+        loader.name = str(path)
+        return loader
+
+    return make
+
+
+def _check_sections(keys: list[str], text: str, sections: tuple[str, ...] | None, command: str) -> None:
+    """A --set key of a section the command never reads would be ignored without a word: refuse it."""
+    if sections is None or not keys or keys[0] in sections:
+        return
+    reads = ", ".join(f"{s}.*" for s in sections)
+    raise ConfigError(f"--set {text}: {command or 'this command'} does not use {keys[0]}.* (it reads {reads}); "
+                      "remove it")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                sections: tuple[str, ...] | None = None, command: str = "") -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` ("a.b=value").
+
+    `sections`: the config sections `command` reads; a --set key of another section is refused (a file
+    may hold every section: one experiment's YAML serves prepare, train and eval alike).
+    """
     cfg = Config()
     source = "defaults"
     explicit: set[str] = set()
@@ -548,16 +617,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        data = _read_yaml(path)
         _apply(cfg, data, "", source)
         explicit |= _dotted(data)
     for text in overrides:
         keys, value = parse_override(text)
+        _check_sections(keys, text, sections, command)
         _apply(cfg, _nest(keys, value), "", f"--set {text}")
         explicit.add(".".join(keys))
     _check_values(cfg, source if not overrides else f"{source} + --set")

@@ -116,3 +116,52 @@ def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+_IO_ADVICE = {
+    errno.ENOSPC: "no space left on the device; free some space or write elsewhere, then run the same command again",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere, then run the same command again",
+    errno.EROFS: "read-only file system; choose a folder on a writable disk",
+    errno.EACCES: "permission denied; choose a folder you can write to, or change its permissions",
+    errno.EPERM: "operation not permitted; choose a folder you can write to, or change its permissions",
+}
+"""The environment errors a user fixes (disk full, read-only mount, permissions), whatever library met them."""
+
+
+def io_error_message(error: BaseException, name_file: bool = True) -> str | None:
+    """One line for a disk-full, read-only or permission error anywhere in `error`'s chain, else None.
+
+    torch, h5py and OpenCV wrap the OSError (torch.save on a full disk raises "RuntimeError: ... unexpected
+    pos"), so the chain is searched, and a torch writer error is recognised by its text.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _IO_ADVICE:
+            where = (e.filename or e.filename2) if name_file else None
+            return f"{where}: {_IO_ADVICE[e.errno]}" if where else _IO_ADVICE[e.errno]
+        if isinstance(e, RuntimeError) and "unexpected pos" in str(e):
+            return f"{_IO_ADVICE[errno.ENOSPC]} (a file write stopped short)"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise the user's OSError (EROFS, EACCES...) now if files cannot be created in folder `path`.
+
+    Long jobs call this before their work: an export on a read-only disk failed after its 5 s of work.
+    The folder itself is not created (a run that fails before its first checkpoint leaves none behind):
+    the nearest existing folder above it is tried with a temp file that is removed at once.
+    """
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return  # a file where a folder should be: the caller's own check names it
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".siamtool-write-test.", dir=folder)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(folder)) from None
+    os.close(fd)
+    os.unlink(tmp)

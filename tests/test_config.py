@@ -59,3 +59,41 @@ def test_roundtrip_through_dict_and_file(tmp_path):
     cfg.save(tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
     assert Config() != cfg
+
+
+@pytest.mark.parametrize("text,line,key", [
+    ("train:\n  lr: 1.0e-3\n  lr: 5.0\n", 3, "lr"),
+    ("train:\n  lr: 1.0e-3\ndata:\n  context: 0.5\ntrain:\n  epochs: 2\n", 5, "train"),
+])
+def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path, text, line, key):
+    """Issue #23: PyYAML keeps the last value silently (a second `train:` drops the first section)."""
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=rf"dup\.yaml:{line}: key '{key}' is given twice"):
+        load_config(p)
+
+
+def test_a_binary_file_is_a_config_error_not_a_unicode_error(tmp_path):
+    p = tmp_path / "photo.yaml"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"photo\.yaml: not a text file"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("override", [
+    "data.context=1e9", "data.context=.nan", "train.lr=.nan", "train.lr=.inf", "track.size_lr=-.inf",
+    "train.epochs=99999999999", "data.search_margin=1e6", "track.max_growth=1e12", "data.template_size=100000",
+])
+def test_nan_inf_and_huge_numbers_are_refused_naming_the_key(override):
+    """Issue #23: NaN passed every `<=` check (all comparisons are false) and 1e9 passed `>= 0`; both then
+    crashed with exit 1 in OpenCV or the optimizer."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{key.replace('.', r'.')} must be"):
+        load_config(None, [override])
+
+
+def test_a_set_key_of_a_section_the_command_does_not_read_is_refused():
+    with pytest.raises(ConfigError, match=r"--set train\.lr=5: prepare does not use train\.\*"):
+        load_config(None, ["train.lr=5"], sections=("data",), command="prepare")
+    cfg = load_config(REPO / "configs" / "base.yaml", ["data.context=0.4"], sections=("data",), command="prepare")
+    assert cfg.data.context == pytest.approx(0.4)  # the file's other sections are fine: one YAML per experiment

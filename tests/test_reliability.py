@@ -425,3 +425,174 @@ def test_export_check_of_the_shipped_tracker_has_a_wide_margin(shipped_checkpoin
     assert "box's size" in graphs["units"]["boxes"]
     for name, diff in graphs["max_diff"].items():
         assert 0 < diff < 1e-5, (name, diff)
+
+
+# ------------------------------------------------------------------------------ issue #23, section 2
+
+
+def test_global_options_are_accepted_after_the_command_too(synthetic_lasot, tmp_path):
+    """`siamtool eval -v` was refused ("No such option: -v"); the documented order keeps working."""
+    from siamtool.cli import hoist_global_options
+
+    commands = {"eval", "track"}
+    assert hoist_global_options(["eval", "-v", "--split", "all"], commands) == ["-v", "eval", "--split", "all"]
+    assert hoist_global_options(["--device", "cpu", "-v", "eval", "--x"], commands) == \
+        ["--device", "cpu", "-v", "eval", "--x"]
+    assert hoist_global_options(["track", "a.mp4", "--device", "cpu", "--device=cuda", "--", "-v"], commands) == \
+        ["--device", "cpu", "--device=cuda", "track", "a.mp4", "--", "-v"]
+    missing = tmp_path / "missing"
+    for argv in (["eval", "--lasot", str(synthetic_lasot), "--results", str(missing), "--device", "cpu", "-v"],
+                 ["--device", "cpu", "-v", "eval", "--lasot", str(synthetic_lasot), "--results", str(missing)]):
+        r = runner.invoke(app, argv)
+        assert "No such option" not in r.output
+        assert r.exit_code != 0 and type(r.exception).__name__ in ("SiamtoolError", "DatasetError"), r.output
+        from siamtool.cli import state
+        assert state.verbose and state.device == "cpu"  # -v: the error is raised with its traceback
+        state.verbose = False
+
+
+@pytest.mark.parametrize("argv,section", [
+    (["track", "VIDEO", "--no-show", "--init", INIT, "--set", "model.dim=64"], "model"),
+    (["track", "VIDEO", "--no-show", "--init", INIT, "--set", "data.context=0.9"], "data"),
+    (["prepare", "--lasot", "LASOT", "--set", "train.lr=5"], "train"),
+    (["demo", "--set", "data.context=0.9"], "data"),
+    (["eval", "--lasot", "LASOT", "--results", "LASOT", "--set", "train.epochs=3"], "train"),
+])
+def test_a_set_key_the_command_does_not_read_is_exit_2(argv, section, synthetic_lasot, video, tmp_path):
+    """Issue #23: these exited 0 with the key ignored."""
+    argv = [str(synthetic_lasot) if a == "LASOT" else str(video) if a == "VIDEO" else a for a in argv]
+    if argv[0] in ("prepare", "demo"):
+        argv += ["--out", str(tmp_path / "out")]
+    line = one_line_error(runner.invoke(app, ["--device", "cpu", *argv]))
+    assert f"does not use {section}.*" in line and f"{argv[0]} does not use" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_in_a_set_value_is_exit_2_naming_the_key(synthetic_lasot, tmp_path):
+    """Issue #23: `prepare --set data.context=.nan` crashed with exit 1 ("cannot convert float NaN")."""
+    line = one_line_error(runner.invoke(app, [*prepare_args(synthetic_lasot, tmp_path / "s"),
+                                              "--set", "data.context=.nan"]))
+    assert "data.context must be a finite number" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_export_to_a_read_only_folder_is_refused_before_any_work(tiny_checkpoint, tmp_path, monkeypatch):
+    """Issue #23: `export --out` on a read-only file system gave an OSError (exit 1) after 5 s of work."""
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", kwargs.get("dir"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    started = time.perf_counter()
+    line = one_line_error(runner.invoke(app, ["--device", "cpu", "export", str(tiny_checkpoint), "--out",
+                                              str(tmp_path / "ro" / "export")]))
+    assert f"--out {tmp_path / 'ro' / 'export'}: cannot write in {tmp_path}" in line
+    assert "read-only file system" in line
+    assert time.perf_counter() - started < 2
+    assert not (tmp_path / "ro").exists()
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 1932160 vs 1932048"),
+    OSError(errno.ENOSPC, "No space left on device", "run/checkpoints/step-00000002.pt"),
+    OSError(errno.EACCES, "Permission denied", "run/log.jsonl"),
+])
+def test_a_full_disk_or_denied_write_during_train_is_one_line_exit_2(error, synthetic_shards, tmp_path,
+                                                                     monkeypatch):
+    """Issue #23: a full disk during train printed "RuntimeError: . unexpected pos ..." with exit 1."""
+    import siamtool.engine.checkpoint as checkpoint
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(checkpoint.torch, "save", fail)
+    cfg = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=0", "train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8",
+                "train.val_samples=8", "train.tensorboard=false").save(cfg)
+    r = runner.invoke(app, ["--device", "cpu", "train", str(cfg), "--shards", str(synthetic_shards), "--out",
+                            str(tmp_path / "run")])
+    assert r.exit_code == 2, r.output
+    (line,) = [line for line in output_lines(r.output) if line.startswith("error:")]
+    expected = "permission denied" if isinstance(error, OSError) and error.errno == errno.EACCES else "no space left"
+    assert expected in line and "RuntimeError" not in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize("config,default", [("base.yaml", False), (None, True)])
+def test_the_missing_weights_message_calls_the_backbone_default_only_when_it_is(config, default, monkeypatch):
+    """Issue #23: `train configs/base.yaml` said "(the default: the config sets no model.backbone)" although
+    base.yaml sets it: the check compared the value with the default, not what the config said."""
+    import siamtool.models.backbones as backbones
+    from siamtool.config import ConfigError, explicit_keys, load_config
+
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: False)
+    monkeypatch.setattr(backbones, "_hub_weights_cached", lambda weights: False)
+    cfg = load_config(REPO / "configs" / config if config else None)
+    assert cfg.model.backbone == "dinov3_vits16"
+    with pytest.raises(ConfigError) as e:
+        backbones.check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
+    assert ("(the default: the config sets no model.backbone)" in str(e.value)) == default
+
+
+def test_train_sizes_its_shard_readers_to_the_machine(synthetic_shards, tmp_path, monkeypatch):
+    """Issue #23: base.yaml's 8 workers on a 2-core machine: PyTorch's "suggested max" warning, twice."""
+    import siamtool.data.stream as stream
+    import siamtool.engine.trainer as trainer
+
+    monkeypatch.setattr(stream, "available_cores", lambda: 1)
+    monkeypatch.setattr(trainer, "available_cores", lambda: 1)
+    cfg = tiny_config("train.workers=3")
+    assert stream.build_loader(synthetic_shards, cfg, "cpu").workers == 1
+    path = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=3", "train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8",
+                "train.val_samples=8", "train.tensorboard=false").save(path)
+    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
+                            str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in output_lines(r.output) if "train.workers" in line]
+    assert warnings == ["warning: train.workers is 3 but this process has 1 CPU cores: reading shards with 1 "
+                        "workers"], r.output
+
+
+@pytest.mark.parametrize("threshold,warned", [(0.0, True), (None, False)])
+def test_a_long_cpu_run_is_told_its_time_and_the_cpu_recipe(threshold, warned, synthetic_shards, tmp_path,
+                                                            monkeypatch):
+    """Issue #23: `train configs/base.yaml` on a CPU started an 11-day run without a word. The estimate comes
+    from the run's first steps; a short run (the default threshold, 2 hours) is not nagged."""
+    import siamtool.engine.trainer as trainer
+
+    if threshold is not None:
+        monkeypatch.setattr(trainer, "PACE_WARN_S", threshold)
+    path = tmp_path / "tiny.yaml"
+    tiny_config("train.workers=0", "train.epochs=1", "train.samples_per_epoch=48", "train.batch_size=8",
+                "train.val_samples=8", "train.tensorboard=false").save(path)
+    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
+                            str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in output_lines(r.output) if "s a step on this CPU" in line]
+    assert len(lines) == int(warned), r.output
+    if warned:
+        assert "the remaining 3 steps take about 0 minutes" in lines[0] and "configs/cpu-small.yaml" in lines[0]
+
+
+def test_a_prepare_that_failed_before_its_first_shard_does_not_lock_the_folder(synthetic_lasot, tmp_path,
+                                                                               monkeypatch):
+    """Issue #23: a prepare that crashed left config.yaml and its plan, and the corrected run was refused
+    ("holds shards prepared with different settings") though no shard existed."""
+    import siamtool.data.prepare as prepare
+
+    real = prepare.run_tasks
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("integer won't fit into a C int")
+
+    monkeypatch.setattr(prepare, "run_tasks", crash)
+    out = tmp_path / "shards"
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=95"))
+    assert r.exit_code == 1 and (out / prepare.PLAN_NAME).is_file() and not list(out.glob("shard-*"))
+    monkeypatch.setattr(prepare, "run_tasks", real)
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=80"))
+    assert r.exit_code == 0, r.output
+    assert list(out.glob("shard-*.h5")) and "jpeg_quality: 80" in (out / "config.yaml").read_text()
+    r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=70"))
+    assert "different settings" in one_line_error(r)  # with shards in it, other settings are still refused

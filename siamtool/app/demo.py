@@ -41,6 +41,8 @@ CLIP_FRAMES = 300
 """Default clip length: 10 s at 30 fps, long enough for the occlusion and the exit and re-entry."""
 CLIP_SIZE = (640, 360)
 CLIP_FPS = 30.0
+MAX_FRAMES = 18000
+"""Longest rendered clip, 10 minutes: the clip and the annotated video take about 30 kB a frame each."""
 CLIP_SEED = 0
 """Fixed, so every install renders and scores the same clip (one clip is one sample: README, "demo")."""
 CLIP_FILE, GT_FILE, VIDEO_FILE, BOXES_FILE, SUMMARY_FILE = (
@@ -78,19 +80,19 @@ class DemoClip:
 def generate_clip(path: Path, frames: int = CLIP_FRAMES, size: tuple[int, int] = CLIP_SIZE,
                   seed: int = CLIP_SEED, fps: float = CLIP_FPS) -> DemoClip:
     """Render the demo clip with `synthetic.render_sequence` and write it as an MJPG .avi (atomically)."""
-    if frames < 2:
-        raise SiamtoolError(f"--frames {frames}: a clip needs at least 2 frames")
+    if not 2 <= frames <= MAX_FRAMES:
+        raise SiamtoolError(f"--frames {frames}: a clip needs at least 2 frames and at most {MAX_FRAMES} "
+                            f"({MAX_FRAMES / fps / 60:g} minutes at {fps:g} FPS; the clip and the annotated video "
+                            "take about 30 kB a frame each)")
     photos = bundled.bundled_photos(bundled.ALWAYS_INSTALLED)  # not the extras': the same clip on every install
     # The target and its look-alikes are cut from the photo of Grace Hopper, the background is the
     # gift-box picture: a target cut from its own background would be camouflaged, not tracked.
     objects = [img for name, img in photos.items() if "grace_hopper" in name]
     scenes = [img for name, img in photos.items() if "grace_hopper" not in name]
-    images, boxes, occluded, out_of_view = render_sequence(np.random.default_rng(seed), frames, size,
-                                                           objects or None, scenes or None)
     writer = VideoOutput(Path(path), fps, size)
-    try:
-        for image in images:
-            writer.write(image)
+    try:  # each frame goes to the file as it is rendered: memory does not grow with --frames
+        _, boxes, occluded, out_of_view = render_sequence(np.random.default_rng(seed), frames, size, objects or None,
+                                                          scenes or None, sink=writer.write)
     finally:
         writer.finish()
     return DemoClip(Path(path), np.asarray(boxes, np.float64), occluded | out_of_view, sorted(photos), size, fps)

@@ -115,15 +115,16 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        for _ in range(self.MAX_CONSECUTIVE_FAILURES):
+        for failed in range(self.MAX_CONSECUTIVE_FAILURES):  # failed: decode errors before this read
             ok, frame = self.cap.read()
             if ok and frame is not None:
                 self._read += 1
+                self.skipped += failed  # failures followed by a good frame: unreadable frames mid-file
                 return frame
-            # A decode error mid-file: skip the frame if the container says more frames follow.
-            if self.frame_count is None or self._read + self.skipped >= self.frame_count:
+            # A decode error mid-file: skip the frame if the container says more frames follow. Failures
+            # at the end are not counted: a container often states one frame more than it holds.
+            if self.frame_count is None or self._read + self.skipped + failed + 1 >= self.frame_count:
                 return None
-            self.skipped += 1
         return None
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 Interactive (a display is available and --no-show is not given): the user drags a box on the first
 frame (a video stays frozen until then; a camera keeps streaming), confirms with Enter or space, then
 sees the frame with the box, score and FPS, and a side panel with the template crop, the search crop
-with the predicted box, and the heatmap over it. Keys: space pause/resume, r re-select, q or Esc quit.
+with the predicted box, and the heatmap over it. Keys (shown along the bottom): space pause/resume (a
+PAUSED mark while paused), r re-select, q or Esc quit. A video file plays at its own frame rate (`fast`:
+as fast as it tracks), and its last frame stays on screen until a key is pressed.
 
 Headless (--no-show, or no display): `--init X,Y,W,H` (0-based pixels) is required; the loop is the same
 minus the window. `--output` writes the annotated frames as a video (.mp4: mp4v, .avi: MJPG) and
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,8 @@ VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 KEY_ESC, KEY_SPACE = 27, 32
 KEYS_CONFIRM = (10, 13, KEY_SPACE)
 KEYS_QUIT = (KEY_ESC, ord("q"))
-GREEN, RED, WHITE, BLACK = (0, 220, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+GREEN, RED, WHITE, BLACK, YELLOW = (0, 220, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (0, 220, 255)
+KEY_HELP = "space: pause  r: re-select  q/Esc: quit"
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -127,6 +131,25 @@ def side_panel(tracker: Tracker, result: TrackResult | None, height: int) -> np.
     return panel
 
 
+def blank_panel(height: int) -> np.ndarray:
+    """An empty side panel of the size `side_panel` draws for a frame `height` pixels high."""
+    tile = int(np.clip(height // 3, 96, 256))
+    return np.zeros((max(height, 3 * tile), tile, 3), np.uint8)
+
+
+def window_view(shown: np.ndarray, panel: np.ndarray, paused: bool = False, ended: bool = False) -> np.ndarray:
+    """What the window shows: the annotated frame at full size beside the panel, the keys along the bottom,
+    and a PAUSED (or end-of-video) mark. Kept apart from `annotate`: none of this goes into --output."""
+    canvas = compose(shown, panel)
+    height = shown.shape[0]
+    _label(canvas, KEY_HELP, (6, height - 8), scale=0.45)
+    if paused or ended:
+        text = "PAUSED  (space: resume)" if paused else "end of video  (any key: close)"
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.8, 2)
+        _label(canvas, text, (max(6, (shown.shape[1] - tw) // 2), max(30, height // 2)), YELLOW, scale=0.8)
+    return canvas
+
+
 def compose(annotated: np.ndarray, panel: np.ndarray) -> np.ndarray:
     """Frame on the left, panel on the right, padded to a common height."""
     h = max(annotated.shape[0], panel.shape[0])
@@ -159,11 +182,14 @@ class OpenCVWindow:
     def __init__(self, name: str = WINDOW_NAME) -> None:
         self.name = name
         self._shown = False
+        self._size: tuple[int, int] | None = None
         cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
 
     def show(self, image: np.ndarray) -> None:
-        if not self._shown:
-            cv2.resizeWindow(self.name, image.shape[1], image.shape[0])
+        size = (image.shape[1], image.shape[0])
+        if size != self._size:  # the window follows the picture: an image wider than it would be squeezed
+            cv2.resizeWindow(self.name, *size)
+            self._size = size
         cv2.imshow(self.name, image)
         self._shown = True
 
@@ -240,7 +266,7 @@ def select_box(window: Window, source: FrameSource, frame: np.ndarray,
         if box is not None:
             _rect(canvas, box, GREEN)
         _label(canvas, hint, (6, 20))
-        window.show(canvas)
+        window.show(compose(canvas, blank_panel(height)))  # the tracking view's size: the window never rescales
         key = window.wait_key(15)
         if window.closed() or key in KEYS_QUIT or key == ord("c"):
             return None
@@ -308,32 +334,90 @@ class TrackSummary:
     outputs: list[Path] = field(default_factory=list)
 
 
+class Pacer:
+    """Plays a video file in the window at its own frame rate.
+
+    Tracking is faster than most videos on this project's trackers: shown as fast as tracked, a 19 s clip
+    was over in 5 s. The window's key wait before the next frame lasts until that frame is due (tracking
+    time counts), so the key poll is the clock; a tracker slower than the video plays as fast as it
+    tracks, never catching up in bursts. `fps` None (a camera, an image folder, --fast): no waiting.
+    """
+
+    def __init__(self, fps: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self.clock = clock
+        self.due: float | None = None
+
+    def delay_ms(self) -> int:
+        """Milliseconds to wait for keys before the next frame (at least 1: OpenCV's 0 waits forever)."""
+        if not self.interval or self.due is None:
+            return 1
+        return max(1, round((self.due - self.clock()) * 1000))
+
+    def shown(self) -> None:
+        """A frame was just shown: the next one is due one frame interval after this one was."""
+        now = self.clock()
+        on_time = self.due is not None and self.due + self.interval > now
+        self.due = self.due + self.interval if on_time else now + self.interval  # a frame behind: start afresh
+
+
 class _Recording:
     """What `run_track` keeps of every frame: the boxes file lines, the annotated video, the window, the
     counts and the speed."""
 
     def __init__(self, source: FrameSource, tracker: Tracker, window: Window | None, output: Path | None,
-                 reporter: Reporter, summary: TrackSummary) -> None:
+                 reporter: Reporter, summary: TrackSummary, fast: bool = False) -> None:
         self.source, self.tracker, self.window, self.output = source, tracker, window, output
         self.reporter, self.summary = reporter, summary
+        self.pacer = Pacer(None if fast or source.live else source.fps)
+        self.view: tuple[np.ndarray, np.ndarray] | None = None
         self.lines: list[str] = []
         self.writer: VideoOutput | None = None
         self.fps_ema: float | None = None
         self.tracking_time = 0.0
         self.tracked = 0
+        self.last_box: np.ndarray | None = None
+        self.last_shown: np.ndarray | None = None
+        self.unreadable_seen = 0
 
     def record(self, img: np.ndarray, b: np.ndarray, score: float, lost: bool, result: TrackResult | None) -> None:
         self.lines.append(box_line(b, score, lost))
         self.summary.frames += 1
         self.summary.lost_frames += int(lost)
         shown = annotate(img, b, score, lost, self.fps_ema)
+        self.last_box, self.last_shown = np.asarray(b), shown
         if self.output is not None:
             if self.writer is None:
                 self.writer = VideoOutput(self.output, self.source.fps or 30.0, (img.shape[1], img.shape[0]))
             self.writer.write(shown)
-        if self.window is not None:
-            self.window.show(compose(shown, side_panel(self.tracker, result, shown.shape[0])))
+        self.show(shown, result)
         self.reporter.progress("frames", completed=self.summary.frames, total=self.source.frame_count)
+
+    def show(self, shown: np.ndarray, result: TrackResult | None) -> None:
+        """Put an annotated frame (and the panel for `result`) in the window, if there is one."""
+        if self.window is not None:
+            self.view = (shown, side_panel(self.tracker, result, shown.shape[0]))
+            self.window.show(window_view(*self.view))
+            self.pacer.shown()
+
+    def redraw(self, paused: bool = False, ended: bool = False) -> None:
+        """Show the last view again, with the PAUSED or end mark (or without, after a resume or a cancelled
+        re-selection, whose "drag a box" text must not stay on screen)."""
+        if self.window is not None and self.view is not None:
+            self.window.show(window_view(*self.view, paused=paused, ended=ended))
+
+    def catch_up(self) -> None:
+        """One line (the previous box, score 0, lost 1) and one output frame (the previous one, marked) per
+        frame the source skipped as unreadable, so line N of --save-boxes is always frame N, as in eval."""
+        if self.source.live:  # a camera's failed grabs are not frames of a recording
+            return
+        while self.unreadable_seen < self.source.skipped and self.last_box is not None:
+            self.unreadable_seen += 1
+            self.lines.append(box_line(self.last_box, 0.0, True))
+            if self.writer is not None and self.last_shown is not None:
+                marked = self.last_shown.copy()
+                _label(marked, "unreadable frame: previous one shown", (6, 44), RED)
+                self.writer.write(marked)
 
     def track(self, frame: np.ndarray) -> None:
         result = self.tracker.track(frame)
@@ -364,10 +448,12 @@ def run_track(
     output: Path | None = None,
     save_boxes: Path | None = None,
     reporter: Reporter = SILENT,
+    fast: bool = False,
 ) -> TrackSummary:
     """Track until the source ends or the user quits; headless when `window` is None (needs `init`).
 
-    Frames count on the progress task "frames" of `reporter`.
+    Frames count on the progress task "frames" of `reporter`. In a window a video file plays at its own
+    frame rate (`fast`: as fast as it tracks) and its last frame stays until a key is pressed.
     """
     summary = TrackSummary()
     start = _first_box(source, init, window)
@@ -375,10 +461,11 @@ def run_track(
         summary.quit_before_start = True
         return summary
     frame, box = start
-    rec = _Recording(source, tracker, window, output, reporter, summary)
+    rec = _Recording(source, tracker, window, output, reporter, summary, fast)
     try:
         tracker.initialize(frame, box)
         rec.record(frame, np.asarray(box), 1.0, False, None)
+        rec.unreadable_seen = source.skipped  # frames before the first readable one have no box: no line
         _track_loop(rec, frame)
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -413,10 +500,21 @@ def _track_loop(rec: _Recording, frame: np.ndarray) -> None:
             if action == "wait":
                 continue
         nxt = rec.source.read()
+        rec.catch_up()
         if nxt is None:
+            if rec.window is not None:
+                _hold_last_frame(rec.window, rec)
             break
         frame = nxt
         rec.track(frame)
+
+
+def _hold_last_frame(window: Window, rec: _Recording) -> None:
+    """The input ended: keep its last frame on screen (marked) until a key or the window closes; a
+    window that vanished with the last frame showed nothing of how the track ended."""
+    rec.redraw(ended=True)
+    while window.wait_key(100) < 0 and not window.closed():
+        pass
 
 
 def _poll_window(rec: _Recording, frame: np.ndarray, paused: bool) -> tuple[str, bool, np.ndarray]:
@@ -427,11 +525,12 @@ def _poll_window(rec: _Recording, frame: np.ndarray, paused: bool) -> tuple[str,
     """
     window = rec.window
     assert window is not None
-    key = window.wait_key(30 if paused else 1)
+    key = window.wait_key(30 if paused else rec.pacer.delay_ms())
     if window.closed() or key in KEYS_QUIT:
         return "quit", paused, frame
     if key == KEY_SPACE:
         paused = not paused
+        rec.redraw(paused)
     if key == ord("r"):
         picked = select_box(window, rec.source, frame, required=False)
         if picked is not None:
@@ -440,6 +539,9 @@ def _poll_window(rec: _Recording, frame: np.ndarray, paused: bool) -> tuple[str,
             if new_frame is not frame:  # a live camera moved on: this is a new frame
                 frame = new_frame
                 rec.record(frame, np.asarray(box), 1.0, False, None)
+            else:  # the same frame, the new box (no new line: this frame has one)
+                rec.show(annotate(frame, np.asarray(box), 1.0, False, None), None)
+        rec.redraw(paused)  # the selection's hint and drag box go
         return "wait", paused, frame
     return ("wait" if paused else "track"), paused, frame
 
@@ -456,6 +558,7 @@ def track_source(
     save_boxes: Path | None = None,
     window_factory: Callable[[], Window] | None = None,
     reporter: Reporter = SILENT,
+    fast: bool = False,
 ) -> TrackSummary:
     """What `siamtool track` does: check the arguments, open the source and the tracker, run the loop.
 
@@ -475,4 +578,5 @@ def track_source(
         backend, run_cfg, _ = load_backend(checkpoint, onnx, device, cfg, reporter)
         tracker = Tracker(backend, run_cfg)
         window = None if headless else (window_factory or OpenCVWindow)()
-        return run_track(source, tracker, init_box, window, output, save_boxes, reporter if headless else SILENT)
+        return run_track(source, tracker, init_box, window, output, save_boxes, reporter if headless else SILENT,
+                         fast)

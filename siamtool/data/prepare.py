@@ -743,11 +743,18 @@ def plan_shards(sources: list[Source], split: str, cfg: Config, reporter: Report
 
 
 def _check_resumable(out: Path, plan: Plan, overwrite: bool) -> None:
-    """Refuse a folder holding shards of other settings (or of an unknown run); --overwrite clears it."""
+    """Refuse a folder holding shards of other settings (or of an unknown run); --overwrite clears it.
+
+    A folder whose run stopped before its first shard (a crash, Ctrl-C, a bad value) holds settings but no
+    shard: new settings are accepted there, since nothing prepared would be mixed with them.
+    """
     if overwrite:
         for p in _own_files(out):
             p.unlink(missing_ok=True)
     plan_path = out / PLAN_NAME
+    if plan_path.is_file() and not any(p.name.startswith("shard-") for p in _own_files(out)):
+        for p in (plan_path, out / CONFIG_NAME):
+            p.unlink(missing_ok=True)
     if plan_path.is_file():
         try:
             old = json.loads(plan_path.read_text())["fingerprint"]

@@ -67,6 +67,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from siamtool.config import Config
 from siamtool.data.augment import AugmentPlan, plan_pairs, render_pairs
 from siamtool.data.shards import KIND_ABSENT, KIND_POSITIVE, TRAIN_COLUMNS, ShardIndex, ShardReader, load_shard_index
+from siamtool.device import available_cores
 from siamtool.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -817,7 +818,9 @@ def build_loader(shards_dir: str | Path, cfg: Config, device: torch.device | str
     Training: the endless stream from this rank's batch `start_batch` on (counted from the start of
     training, across epochs; the trainer passes ``samples_seen // (batch_size * world_size)``), or
     `batches` of them. `epoch` only names the call: the training stream does not restart at epochs and
-    validation is the same every epoch. `workers` overrides `train.workers`.
+    validation is the same every epoch. `workers` overrides `train.workers`. Never more workers than
+    this process has CPU cores (PyTorch warned twice, once per loader, about 8 workers on 2 cores): the
+    stream is then the one of that many workers, the same on every resume on this machine.
     """
     del epoch
     if split not in ("train", "val"):
@@ -834,7 +837,7 @@ def build_loader(shards_dir: str | Path, cfg: Config, device: torch.device | str
                           f"{cfg.train.val_fraction}; set it above 0 (e.g. --set train.val_fraction=0.05)")
     mode = "render" if device.type != "cuda" else ("bytes" if gpu_decode_works(device) else "decoded")
     stream = PairStream(index, parts, cfg, split, rank, world_size, mode, start_batch, batches)
-    n_workers = cfg.train.workers if workers is None else workers
+    n_workers = min(cfg.train.workers if workers is None else workers, available_cores())
     if split == "val":  # validation is small and deterministic: a couple of persistent workers suffice
         n_workers = min(n_workers, 2)
     return PairLoader(stream, device, max(0, n_workers))

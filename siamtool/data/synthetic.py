@@ -12,7 +12,7 @@ unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -93,12 +93,15 @@ def render_sequence(
     size: tuple[int, int],
     textures: Sequence[np.ndarray] | None = None,
     backgrounds: Sequence[np.ndarray] | None = None,
+    sink: Callable[[np.ndarray], None] | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Frames (BGR), 0-based continuous GT boxes, full_occlusion flags, out_of_view flags.
 
     The target, distractors and occluder are cut from `textures`; the background is one of `backgrounds`
     (default: `textures` too). Separate pools keep a target from being cut out of its own background,
-    which with a single photo makes a camouflaged target no tracker can see.
+    which with a single photo makes a camouflaged target no tracker can see. `sink`: each frame goes to it
+    as it is rendered and none is kept (the list comes back empty), so a long clip needs no memory for its
+    frames (the demo's `--frames 100000` took 4.8 GB).
     """
     width, height = size
     t = np.linspace(0, 1, n_frames)
@@ -139,7 +142,10 @@ def render_sequence(
             oov[i] = True
         frame = np.clip(frame.astype(np.float32) * gain[i], 0, 255).astype(np.uint8)
         boxes.append(box)
-        frames.append(frame)
+        if sink is None:
+            frames.append(frame)
+        else:
+            sink(frame)
     return frames, np.asarray(boxes), fo, oov
 
 

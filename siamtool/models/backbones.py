@@ -286,11 +286,13 @@ def _hub_weights_cached(repo: str) -> bool:
         return False
 
 
-def check_weights_available(cfg: ModelConfig) -> None:
+def check_weights_available(cfg: ModelConfig, backbone_set: bool = False) -> None:
     """Fail in a second, with the way out, when a hub backbone's weights can be neither found nor fetched.
 
     Called by `train` before it touches the run folder. Local folders, cached downloads, random
-    initialisation and backbones with non-hub weights pass.
+    initialisation and backbones with non-hub weights pass. `backbone_set`: the user's config names
+    `model.backbone` (`config.explicit_keys`), so the message must not call it the default even when the
+    value is the default one (configs/base.yaml names dinov3_vits16).
     """
     spec = get_spec(cfg.backbone)
     if "transformers" not in spec.tags or not cfg.pretrained or cfg.tiny:
@@ -298,7 +300,8 @@ def check_weights_available(cfg: ModelConfig) -> None:
     weights = cfg.weights or spec.default_weights or ""
     if Path(weights).is_dir() or _hub_weights_cached(weights) or (not cfg.local_files_only and hub_reachable()):
         return
-    default = " (the default: the config sets no model.backbone)" if cfg.backbone == ModelConfig().backbone else ""
+    default = (" (the default: the config sets no model.backbone)"
+               if cfg.backbone == ModelConfig().backbone and not backbone_set else "")
     where = ("is not in the local Hugging Face cache (model.local_files_only=true)" if cfg.local_files_only else
              "cannot be downloaded: the Hugging Face hub is not reachable from this machine, and they are not in "
              "the local cache")

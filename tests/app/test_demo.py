@@ -86,6 +86,7 @@ def test_demo_tracks_a_given_video_without_a_score(tiny_default, tmp_path):
     (["--video", "nope.avi", "--init", "1,2,3,4"], "no such file"),
     (["--video", "nope.avi", "--init", "1,2"], "expected X,Y,W,H"),
     (["--frames", "1"], "at least 2 frames"),
+    (["--frames", "100000"], "at most 18000 (10 minutes at 30 FPS"),  # issue #23: it took 4.8 GB in 60 s
 ])
 def test_bad_arguments_are_one_line(tiny_default, tmp_path, args, message):
     r = runner.invoke(app, ["demo", "--out", str(tmp_path / "o"), *args])
@@ -136,3 +137,29 @@ def test_generated_clip_shows_the_target_where_the_ground_truth_says(tmp_path):
     moved = b1 + [b1[2] if b1[0] + 2 * b1[2] < 320 else -b1[2], 0, 0, 0]
     other = np.abs(patch(frames[0], b0) - patch(frames[1], moved)).mean()
     assert same < other
+
+
+def test_a_rendered_clip_goes_to_its_sink_frame_by_frame():
+    """Issue #23: `demo --frames N` held the whole clip in memory; with a sink nothing is kept."""
+    from siamtool.data.synthetic import render_sequence
+
+    kept, boxes, fo, oov = render_sequence(np.random.default_rng(2), 12, (96, 64))
+    sunk: list[np.ndarray] = []
+    none, boxes2, fo2, oov2 = render_sequence(np.random.default_rng(2), 12, (96, 64), sink=sunk.append)
+    assert none == [] and len(sunk) == 12
+    for a, b in zip(kept, sunk):
+        np.testing.assert_array_equal(a, b)  # the same clip, seed for seed
+    np.testing.assert_array_equal(boxes, boxes2)
+
+
+def test_ctrl_c_in_the_demo_does_not_promise_a_resume(tiny_default, tmp_path, monkeypatch):
+    """Issue #23: Ctrl-C printed "progress so far is saved; run the same command again to resume"."""
+    import siamtool.app.demo as demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run_demo", interrupted)
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 130
+    assert "resume" not in r.output and "demo keeps no partial work; run it again to start over" in r.output

@@ -315,3 +315,138 @@ def test_interactive_through_the_cli(tiny_checkpoint, synthetic_video, monkeypat
     b = read_boxes(boxes)
     assert len(b) == 4
     np.testing.assert_allclose(b[0, :4], [20, 20, 40, 30])
+
+
+def test_an_unreadable_frame_keeps_its_line_and_its_video_frame(tmp_path):
+    """Issue #23: the line of an unreadable frame was dropped (29 lines for 30 frames), so every later line
+    named the wrong frame. Now: the previous box, score 0, lost 1, and the previous picture in --output."""
+    (tmp_path / "frames").mkdir()
+    folder, gt = red_target_folder(tmp_path / "frames", 12)
+    (folder / "0005.png").write_bytes(b"not a png")
+    boxes, out = tmp_path / "b.txt", tmp_path / "o.avi"
+    summary = run_track(open_source(str(folder)), Tracker(OracleBackend(), small_config()), gt[0], None,
+                        output=out, save_boxes=boxes)
+    b = read_boxes(boxes)
+    assert len(b) == 12 and summary.skipped == 1
+    np.testing.assert_allclose(b[5], [*b[4, :4], 0, 1])  # frame 5: frame 4's box, lost
+    for i in (1, 4, 6, 11):  # line i is frame i, before and after the hole
+        assert _iou(b[i, :4], gt[i]) > 0.7 and b[i, 5] == 0
+    assert count_video_frames(out)[0] == 12
+
+
+def test_a_container_that_overstates_its_frame_count_has_no_unreadable_frame(tmp_path, monkeypatch):
+    """Issue #23: "1 unreadable skipped" for a video whose container says one frame more than it decodes."""
+    from siamtool.app.sources import VideoSource
+
+    path = write_video(tmp_path / "v.avi", [render((40 + 4 * i, 60, 40, 30)) for i in range(6)], fps=10)
+    real = cv2.VideoCapture
+
+    class Overstating:  # a wrapper: a Python subclass of cv2.VideoCapture crashed the interpreter's last GC
+        def __init__(self, *args) -> None:
+            self.cap = real(*args)
+
+        def get(self, prop):
+            return self.cap.get(prop) + (prop == cv2.CAP_PROP_FRAME_COUNT)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Overstating)
+    source = VideoSource(path)
+    assert source.frame_count == 7
+    assert len(list(source)) == 6 and source.skipped == 0
+
+
+# ------------------------------------------------------------------------ the window (issue #23)
+
+
+class RecordingWindow(ScriptedWindow):
+    """A ScriptedWindow that keeps the pictures it was shown and the waits it was asked for."""
+
+    def __init__(self, script: list) -> None:
+        super().__init__(script)
+        self.images: list[np.ndarray] = []
+        self.delays: list[int] = []
+
+    def show(self, image: np.ndarray) -> None:
+        super().show(image)
+        self.images.append(image.copy())
+
+    def wait_key(self, delay_ms: int) -> int:
+        self.delays.append(delay_ms)
+        time.sleep(delay_ms / 1000)  # as cv2.waitKey does when no key comes
+        return super().wait_key(delay_ms)
+
+
+def yellow_pixels(image: np.ndarray) -> int:
+    return int(np.all(image == track_app.YELLOW, axis=2).sum())
+
+
+def test_the_window_view_keeps_the_frame_whole_and_adds_keys_and_marks():
+    frame = np.full((240, 320, 3), 90, np.uint8)
+    panel = track_app.blank_panel(240)
+    view = track_app.window_view(frame, panel)
+    assert view.shape == (288, 320 + panel.shape[1], 3)  # frame at full size beside the panel, not squeezed
+    np.testing.assert_array_equal(view[:200, :320], frame[:200])  # untouched above the key help
+    assert (view[220:, :320] != 90).any()  # the key help along the bottom
+    assert yellow_pixels(view) == 0
+    paused, ended = track_app.window_view(frame, panel, paused=True), track_app.window_view(frame, panel, ended=True)
+    assert yellow_pixels(paused) > 50 and yellow_pixels(ended) > 50
+    assert not np.array_equal(paused, ended)
+
+
+def test_the_pacer_waits_for_the_video_frame_rate():
+    now = [0.0]
+    pacer = track_app.Pacer(10.0, clock=lambda: now[0])
+    assert pacer.delay_ms() == 1  # nothing shown yet
+    pacer.shown()
+    now[0] = 0.03  # tracking took 30 ms: wait the other 70
+    assert pacer.delay_ms() == 70
+    now[0] = 0.105  # shown a little late: the next frame keeps the schedule
+    pacer.shown()
+    now[0] = 0.15
+    assert pacer.delay_ms() == 50
+    now[0] = 0.5  # far behind (a slow tracker): no wait, and no burst to catch up afterwards
+    assert pacer.delay_ms() == 1
+    pacer.shown()
+    now[0] = 0.52
+    assert pacer.delay_ms() == 80
+    assert track_app.Pacer(None).delay_ms() == 1
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_video_plays_at_its_own_frame_rate_unless_fast(tmp_path, fast):
+    """Issue #23: a 19 s clip played in 5 s (every wait was 1 ms)."""
+    gt = np.stack([np.linspace(40, 120, 8), np.full(8, 60.0), np.full(8, 40.0), np.full(8, 30.0)], 1)
+    path = write_video(tmp_path / "v.avi", [render(b) for b in gt], fps=10)
+    window = RecordingWindow([drag(gt[0]), ENTER] + [-1] * 8 + [ord("q")])
+    run_track(open_source(str(path)), Tracker(OracleBackend(), small_config()), None, window, fast=fast)
+    tracking_waits = window.delays[2:9]
+    if fast:
+        assert max(tracking_waits) == 1
+    else:
+        assert all(50 <= d <= 100 for d in tracking_waits), window.delays  # 100 ms a frame, less tracking time
+
+
+def test_the_last_frame_stays_until_a_key(tmp_path):
+    """Issue #23: the window closed with the last frame. Now it shows it, marked, until a key."""
+    folder, gt = red_target_folder(tmp_path, 4)
+    boxes = tmp_path / "b.txt"
+    window = RecordingWindow([drag(gt[0]), ENTER, -1, -1, -1, -1] + [-1] * 5 + [ord("x")])
+    run_track(open_source(str(folder)), Tracker(OracleBackend(), small_config()), None, window, save_boxes=boxes)
+    assert not window.script  # every wait after the end was sat through, until the key
+    assert len(read_boxes(boxes)) == 4
+    assert yellow_pixels(window.images[-1]) > 50  # the end mark
+    assert len({img.shape for img in window.images}) == 1  # selection and tracking: one window size
+
+
+def test_pause_shows_a_mark_and_a_cancelled_reselection_leaves_no_hint(tmp_path):
+    """Issue #23: no PAUSED mark; after r then Esc while paused the "drag a box" text stayed."""
+    folder, gt = red_target_folder(tmp_path, 10)
+    window = RecordingWindow([drag(gt[0]), ENTER, -1, -1, SPACE, -1, ord("r"), -1, ESC, -1, ord("q")])
+    run_track(open_source(str(folder)), Tracker(OracleBackend(), small_config()), None, window)
+    before_space = next(i for i, img in enumerate(window.images) if yellow_pixels(img))
+    paused_view = window.images[before_space]
+    assert yellow_pixels(window.images[before_space - 1]) == 0  # tracking: no mark
+    np.testing.assert_array_equal(window.images[-1], paused_view)  # after Esc: the paused view, no hint
+    assert any(not np.array_equal(img, paused_view) for img in window.images[before_space + 1:-1])  # the hint

@@ -33,7 +33,9 @@ def xdisplay():
     server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 10
-    while not Path(f"/tmp/.X11-unix/X{number}").exists() and time.time() < deadline:
+    # The socket appears before the server answers: wait until a client gets through (a test started
+    # right after another one's server met "could not connect to display").
+    while time.time() < deadline and not xdo(f":{number}", "getdisplaygeometry").strip():
         time.sleep(0.05)
     try:
         yield f":{number}"
@@ -90,3 +92,40 @@ def test_draw_track_pause_and_quit_in_a_real_window(tiny_checkpoint, tmp_path, x
     assert 2 <= len(lines) < 400
     np.testing.assert_allclose([float(v) for v in lines[0].split(",")], [40, 50, 40, 30, 1, 0])
     assert "tracked" in out
+
+
+def test_a_video_plays_at_its_own_rate_unsqueezed_and_waits_at_the_end(tiny_checkpoint, tmp_path, xdisplay):
+    """Issue #23: a clip played at 4.5x its rate, squeezed beside the panel, and the window closed with the
+    last frame. A 2 s clip at 10 FPS: about 10 frames tracked after 1 s, the window as wide as the frame
+    plus the panel, still open 2 s after the end, closed by a key."""
+    from siamtool.data.synthetic import write_video
+
+    video = write_video(tmp_path / "clip.avi", [render((40 + i, 50, 40, 30)) for i in range(20)], fps=10)
+    boxes = tmp_path / "b.txt"
+    env = {**os.environ, "DISPLAY": xdisplay, "OMP_NUM_THREADS": "1"}
+    env.pop("WAYLAND_DISPLAY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "siamtool", "--device", "cpu", "track", str(video),
+                             "--checkpoint", str(tiny_checkpoint), "--save-boxes", str(boxes)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        win = find_window(xdisplay, proc)
+        time.sleep(0.5)
+        geometry = xdo(xdisplay, "getwindowgeometry", win)
+        assert "Geometry: 416x288" in geometry, geometry  # 320 px of frame + a 96 px panel, 3 tiles high
+        xdo(xdisplay, "mousemove", "--window", win, "40", "50", "mousedown", "1",
+            "mousemove", "--window", win, "60", "65", "mousemove", "--window", win, "80", "80", "mouseup", "1")
+        time.sleep(0.3)
+        started = time.time()
+        xdo(xdisplay, "key", "--window", win, "Return")
+        time.sleep(4.0)  # the clip lasts 2 s
+        assert proc.poll() is None, "the window closed at the end of the video"
+        assert "Geometry: 416x288" in xdo(xdisplay, "getwindowgeometry", win)
+        xdo(xdisplay, "key", "--window", win, "x")
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.time() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert len(boxes.read_text().splitlines()) == 20
+    assert elapsed >= 4.0 and "tracked 20 frames" in out
