@@ -300,6 +300,83 @@ class ScaleFilter:
         return float(self.factors[int(np.argmax(response))])
 
 
+# ------------------------------------------------------------------------------- look-alikes
+
+
+def unit_cells(feats: np.ndarray) -> np.ndarray:
+    """(C, H, W) features -> (H * W, C) unit vectors, one per cell (cosine similarity by dot product)."""
+    x = np.asarray(feats, dtype=np.float32).reshape(feats.shape[0], -1).T
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+
+class DistractorMemory:
+    """DaSiamRPN's distractor-aware scoring, at tracking time, on the frozen backbone's per-cell features.
+
+    The offline heads answer "does this look like the template?", and a person among people, a player
+    among players, all do; the correlation filter only learns the background inside its window. This
+    remembers what the look-alikes the tracker met look like: on a confident frame, every other local
+    maximum of the fused score that is at least `ratio` x the chosen cell's score and lies outside the
+    target is a distractor, and its feature vector joins a bounded memory (the newest `size`). The target
+    is the first frame's vector and an average of confident frames' vectors. On a later frame a cell whose
+    features are closer (cosine) to a remembered distractor than to the target loses ``weight x`` that
+    margin of its score, so the look-alike the tracker already saw next to the target does not take over
+    when it comes close; a cell that looks like the target keeps its score.
+    """
+
+    def __init__(self, weight: float, ratio: float = 0.5, size: int = 8, target_rate: float = 0.1) -> None:
+        self.weight = weight
+        self.ratio = ratio
+        self.size = size
+        self.target_rate = target_rate
+        self.first: np.ndarray | None = None
+        self.recent: np.ndarray | None = None
+        self.distractors: list[np.ndarray] = []
+
+    def start(self, feats: np.ndarray, cell: tuple[float, float]) -> None:
+        """The target's vector from the first frame's features at its cell (row, col)."""
+        self.first = self._at(feats, cell)
+        self.recent = self.first.copy()
+
+    @staticmethod
+    def _at(feats: np.ndarray, cell: tuple[float, float]) -> np.ndarray:
+        n_rows, n_cols = feats.shape[1:]
+        i = int(np.clip(round(cell[0]), 0, n_rows - 1))
+        j = int(np.clip(round(cell[1]), 0, n_cols - 1))
+        v = np.asarray(feats[:, i, j], dtype=np.float32)
+        return v / (np.linalg.norm(v) + 1e-6)
+
+    def multiplier(self, feats: np.ndarray) -> np.ndarray | None:
+        """(H, W) factors in [1 - weight, 1] for the fused score; None while no distractor is known."""
+        if not self.distractors or self.first is None:
+            return None
+        u = unit_cells(feats)
+        to_target = np.maximum(u @ self.first, u @ self.recent)  # type: ignore[operator]
+        to_distractor = (u @ np.stack(self.distractors).T).max(axis=1)
+        margin = np.clip(to_distractor - to_target, 0.0, 1.0)
+        return (1.0 - self.weight * margin).reshape(feats.shape[1:]).astype(np.float32)
+
+    def observe(self, feats: np.ndarray, score: np.ndarray, cell: tuple[int, int], size_cells: tuple[float, float],
+                target_cell: tuple[float, float]) -> int:
+        """Learn from a confident frame: `score` the fused map, `cell` the chosen one, `size_cells` (w, h)
+        the target's size and `target_cell` (row, col) its new centre; returns the distractors added."""
+        if self.first is None or not np.all(np.isfinite(feats)) or not np.all(np.isfinite(score)):
+            return 0
+        v = self._at(feats, target_cell)
+        self.recent = self.recent + self.target_rate * (v - self.recent)  # type: ignore[operator]
+        self.recent /= np.linalg.norm(self.recent) + 1e-6
+        peaks = (score >= cv2.dilate(score, np.ones((3, 3), np.uint8))) & (score >= self.ratio * score[cell])
+        rows, cols = np.nonzero(peaks)
+        outside = (np.abs(rows - cell[0]) > size_cells[1] / 2 + 1) | (np.abs(cols - cell[1]) > size_cells[0] / 2 + 1)
+        order = np.argsort(-score[rows, cols])
+        added = 0
+        for k in order:
+            if outside[k] and added < 3:
+                self.distractors.append(self._at(feats, (rows[k], cols[k])))
+                added += 1
+        del self.distractors[: max(0, len(self.distractors) - self.size)]
+        return added
+
+
 # ------------------------------------------------------------------------------------------ bundle
 
 
@@ -313,6 +390,7 @@ class OnlineTarget:
                                              first_weight=t.online_first_weight, window=t.online_window)
         self.scale = (ScaleFilter(t.scale_count, t.scale_step, memory=t.online_memory,
                                   first_weight=t.online_first_weight) if t.scale in ("dsst", "both") else None)
+        self.distractors = DistractorMemory(t.distractor_weight) if t.distractor_weight > 0 else None
         self.frames_since_update = 0
 
     def start(self, samples: list[tuple[np.ndarray, tuple[float, float]]], size_cells: tuple[float, float],
@@ -321,6 +399,8 @@ class OnlineTarget:
         for feats, cell in samples:
             self.translation.add_sample(feats, cell, size_cells, permanent=True)
         self.translation.calibrate(samples[0][0])
+        if self.distractors is not None:
+            self.distractors.start(*samples[0])
         if self.scale is not None:
             self.scale.set_model_size(size)
             self.scale.add_sample(grey, center, size)

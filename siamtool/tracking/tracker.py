@@ -391,12 +391,7 @@ class Tracker:
         if t.calibrate_size > 0:
             boxes = boxes.copy()
             boxes[..., 2:] *= self.size_calibration
-        # Non-finite features would spread through the filter's FFT to every cell: offline heads only then.
-        weight = t.online_weight if self.online is not None and np.all(np.isfinite(out[2])) else 0.0
-        fine = None
-        if weight > 0:
-            coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]
-            score = (1.0 - weight) * score + weight * np.clip(coarse, 0.0, 1.0)
+        score, fine, weight = self._fuse(score, out)
         cand = select_candidate(
             score, boxes,
             expected_wh=(self.size[0] * window.scale, self.size[1] * window.scale),
@@ -427,15 +422,33 @@ class Tracker:
             widest = growth >= t.max_growth * (1.0 - GROWTH_TOL)
             self.growth = 1.0 if widest else min(growth * t.search_growth, t.max_growth)
         else:
-            self._update_state(frame, window, cand, pred, out, growth)
+            self._update_state(frame, window, cand, pred, out, growth, score)
             self.growth = 1.0
         score_out = cand.score if finite else 0.0
         self.score, self.lost = score_out, lost
         elapsed = time.perf_counter() - start
         return TrackResult(self.box, score_out, lost, elapsed, window, growth, search_rgb, score, crop_box)
 
+    def _fuse(self, score: np.ndarray, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """(fused score, the filter's fine response or None, the online weight used) of one search.
+
+        Non-finite features would spread through the filter's FFT to every cell: offline heads only then.
+        With `track.distractor_weight` the fused score is then discounted where the features look like a
+        remembered look-alike (`online.DistractorMemory`)."""
+        t = self.cfg.track
+        weight = t.online_weight if self.online is not None and np.all(np.isfinite(out[2])) else 0.0
+        if weight <= 0:
+            return score, None, 0.0
+        coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]
+        score = (1.0 - weight) * score + weight * np.clip(coarse, 0.0, 1.0)
+        if self.online.distractors is not None:  # type: ignore[union-attr]
+            factor = self.online.distractors.multiplier(out[2])  # type: ignore[union-attr]
+            if factor is not None:
+                score = score * factor
+        return score, fine, weight
+
     def _update_state(self, frame: np.ndarray, window: CropWindow, cand: Candidate, pred: np.ndarray,
-                      out: tuple[np.ndarray, ...], growth: float) -> None:
+                      out: tuple[np.ndarray, ...], growth: float, fused: np.ndarray) -> None:
         """Move to the prediction; the size comes from the scale filter or from the box head; the online
         model learns from the frame when it is confident and the window had its normal size."""
         t = self.cfg.track
@@ -453,5 +466,7 @@ class Tracker:
             confident = cand.score >= t.online_update_ratio * (self.reference_score or 0.0)
             if grey is None and self.online.scale is not None:
                 grey = self._grey(frame)
-            self.online.maybe_update(confident, out[2], self._target_cell(window, self.center),
-                                     self._size_cells(window), grey, self.center, self.size)
+            cell, size_cells = self._target_cell(window, self.center), self._size_cells(window)
+            self.online.maybe_update(confident, out[2], cell, size_cells, grey, self.center, self.size)
+            if confident and self.online.distractors is not None and np.all(np.isfinite(out[2])):
+                self.online.distractors.observe(out[2], fused, cand.index, size_cells, cell)
