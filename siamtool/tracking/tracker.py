@@ -343,6 +343,9 @@ class Tracker:
                         (features_of(crop_antialiased(frame, shifted)), (cell[0] - 0.5, cell[1] - 0.5))]
         online = OnlineTarget(self.cfg.track)
         online.start(samples, self._size_cells(window), self._grey(frame), self.center, self.size)
+        if online.distractors is not None:  # what else in the first frame looks like the target (DaSiamRPN)
+            at = (int(np.clip(round(cell[0]), 0, n - 1)), int(np.clip(round(cell[1]), 0, n - 1)))
+            online.distractors.observe(feats, np.asarray(out[0], np.float32), at, self._size_cells(window), cell)
         return online
 
     @staticmethod
