@@ -17,11 +17,13 @@ frame, `track(frame)`:
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
    (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
    (``head``; the head's sizes rescaled per target by the first frame, `Tracker._size_calibration`), or
-   both in turn (``both``: DSST rescales, then the head refines size and aspect); the box is clipped
-   to the frame and kept >= `min_size`; every `online_interval` frames a confident frame becomes a
-   sample of the online models (bounded memory, first frame kept);
-5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
-   score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
+   both in turn (``both``: DSST rescales, then the head refines size and aspect); the state stays
+   unclipped (the box the template was cut from), only the reported box is clipped to the frame and
+   kept >= `min_size`; every `online_interval` frames a confident frame becomes a sample of the online
+   models (bounded memory, first frame kept);
+5. a non-finite score or box is a lost frame. Otherwise, if the fused score at the chosen cell is below
+   `lost_threshold` and below `lost_ratio` x a reference score (the best of the first `REFERENCE_FRAMES`
+   tracked frames, then followed at `reference_rate`: a per-target calibration, since a
    model whose scores shift down on unfamiliar footage would otherwise call a visible target lost from
    frame 2 on), the target is reported lost: the box
    stays where it was and the next search window grows by `search_growth` per frame up to
@@ -70,12 +72,12 @@ class TrackResult:
     """One tracked frame: the answer (`box`, `score`, `lost`) and what produced it (debug views)."""
 
     box: np.ndarray
-    """(4,) x, y, w, h in 0-based frame pixels; while lost, the last confident box."""
+    """(4,) x, y, w, h in 0-based frame pixels, clipped to the frame; while lost, the last confident box."""
     score: float
     """Raw model confidence in [0, 1] at the chosen cell (before penalties and window)."""
     lost: bool
-    """True when `score` < min(track.lost_threshold, track.lost_ratio x the first frame's score): the box
-    was not updated this frame."""
+    """True when `score` < min(track.lost_threshold, track.lost_ratio x the reference score), or the answer
+    was not finite: the box was not updated this frame."""
     time_s: float
     """Tracking time of this frame: search crop + forward + decode + post-processing (no image decode)."""
     window: CropWindow
