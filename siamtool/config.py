@@ -227,7 +227,7 @@ class TrackConfig:
     size_lr: float = 0.6
     """Learning rate of the box size update (scaled by the penalised score)."""
     min_size: float = 4.0
-    """Smallest box side in pixels."""
+    """Smallest side in pixels of the reported box (the tracked state is not clipped: `Tracker.state_box`)."""
     lost_threshold: float = 0.25
     """Below this score the target is reported lost and the search region grows."""
     lost_ratio: float = 0.5
@@ -235,7 +235,8 @@ class TrackConfig:
     that scores a hard-to-match target low from the start keeps tracking it instead of freezing (0 = off)."""
     reference_rate: float = 0.0
     """The reference score of `lost_ratio` follows the tracked frames' scores at this rate (an exponential
-    average; 0 = the first tracked frame's score for good), so a slow appearance change is not a loss."""
+    average; 0 = the best score of the first 5 tracked frames for good), so a slow appearance change is not
+    a loss."""
     recover_ratio: float = 0.4
     """Hysteresis: once lost, a frame recovers the target only with a score >= recover_ratio x the reference
     score (and above the loss threshold), so a weaker look-alike or background the search finds while the
@@ -267,6 +268,10 @@ class TrackConfig:
     """Add a sample every N frames, from frames whose fused score is >= `online_update_ratio` x the first's."""
     online_update_ratio: float = 0.6
     """Confidence, relative to the first tracked frame, a frame needs to teach the online models."""
+    distractor_weight: float = 0.0
+    """Distractor-aware scoring (DaSiamRPN, `tracking.online.DistractorMemory`): cells whose backbone
+    features look more like a remembered look-alike than like the target lose up to this share of their
+    fused score (0 = off)."""
     online_augment: bool = True
     """Fit the first frame's filter on augmented search crops too (flip, blur, half-cell shift), as DiMP does."""
     calibrate_size: float = 0.5
@@ -357,7 +362,7 @@ AdamW (with a ValueError, not a line naming the key), the rest have no meaning b
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
                   "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "recover_ratio",
-                  "calibrate_size",
+                  "calibrate_size", "distractor_weight",
                   "val_sequence_fraction", "brightness", "contrast", "saturation"}
 _RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99), ("data", "context"): (0.0, 10.0),
            ("data", "template_size"): (1, 4096), ("data", "search_size"): (1, 8192),

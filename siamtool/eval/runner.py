@@ -49,7 +49,13 @@ from siamtool.models.checkpoint import checkpoint_config, load_checkpoint
 from siamtool.pool import report_progress, run_in_pool
 from siamtool.provenance import differences, file_digest, state_digest
 from siamtool.reporting import SILENT, Reporter
-from siamtool.tracking.backends import load_backend, merge_tracking_config, require_tracker, tracker_name
+from siamtool.tracking.backends import (
+    load_backend,
+    merge_tracking_config,
+    require_tracker,
+    resolved_runtime,
+    tracker_name,
+)
 from siamtool.tracking.cache import cached_onnx_backend, use_onnx
 from siamtool.tracking.tracker import Tracker
 
@@ -249,11 +255,12 @@ class RunSummary:
                 "processes": self.processes, "threads_per_process": self.threads}
 
 
-def _describe(spec: TrackerSpec) -> tuple[str, Config, dict[str, Any]]:
+def _describe(spec: TrackerSpec, device_type: str = "cpu") -> tuple[str, Config, dict[str, Any]]:
     """Name, merged config and fingerprint of the tracker, without building the model (fast, main process).
 
     The fingerprint is what must match for results to be resumed: the trained weights, the crop
-    geometry and the tracking knobs.
+    geometry, the tracking knobs and the runtime resolved for `device_type` (`track.backend: auto`
+    is onnxruntime on CPU and PyTorch on CUDA, which do not give bit-identical tracks).
     """
     require_tracker(spec.checkpoint, spec.onnx)
     if spec.checkpoint is not None:
@@ -265,7 +272,8 @@ def _describe(spec: TrackerSpec) -> tuple[str, Config, dict[str, Any]]:
         onnx = Path(spec.onnx)  # type: ignore[arg-type]
         weights = {"onnx": str(onnx.resolve()), "weights_sha256": file_digest(sorted(onnx.glob("*.onnx")))}
     d = cfg.to_dict()
-    fingerprint = {**weights, "data": d["data"], "model": d["model"], "track": d["track"]}
+    runtime = resolved_runtime(spec.checkpoint, spec.onnx, spec.cfg.track.backend, device_type)
+    fingerprint = {**weights, "runtime": runtime, "data": d["data"], "model": d["model"], "track": d["track"]}
     return tracker_name(spec.checkpoint, spec.onnx), cfg, fingerprint
 
 
@@ -312,7 +320,7 @@ def run_tracker(
     Frames count on the progress task "frames" as they complete; resumed sequences, unreadable frames
     and the first export of a checkpoint (`siamtool.tracking.cache`) are reported too.
     """
-    default_name, cfg, fingerprint = _describe(spec)
+    default_name, cfg, fingerprint = _describe(spec, torch.device(device).type)
     name = name or default_name
     tracker_dir = Path(out) / name
     _check_run_folder(tracker_dir, fingerprint)

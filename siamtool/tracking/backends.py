@@ -150,6 +150,22 @@ def tracker_name(checkpoint: Path | None, onnx: Path | None) -> str:
     return Path(onnx).resolve().name  # type: ignore[arg-type]
 
 
+def resolved_runtime(checkpoint: Path | None, onnx: Path | None, backend: str, device_type: str) -> str:
+    """The runtime `load_backend` runs for `track.backend` = `backend` on `device_type`: "torch",
+    "onnxruntime" or "opencv" (never "auto").
+
+    Results depend on the runtime (scores differ by ~1e-5, and free-running tracks can part on a near
+    tie), and `auto` means onnxruntime on CPU but PyTorch on CUDA, so eval writes this name, not the
+    setting, into its fingerprint: a run resumed on another device cannot mix runtimes unnoticed. (One
+    case it cannot foresee: a cached export that fails its check falls back to PyTorch, with a warning.)
+    """
+    if checkpoint is None and onnx is not None:
+        return "opencv" if backend == "opencv" else "onnxruntime"
+    if use_onnx(backend, device_type):
+        return "opencv" if backend == "opencv" else "onnxruntime"
+    return "torch"
+
+
 def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.device | str,
                  user_cfg: Config, reporter: Reporter = SILENT) -> tuple[Backend, Config, str]:
     """Open the tracker a command was given: returns (backend, merged config, `tracker_name`).

@@ -160,7 +160,8 @@ class TranslationFilter:
     def calibrate(self, feats: np.ndarray) -> None:
         """Set `peak` from the response to the first frame's own features."""
         self.peak = 1.0
-        self.peak = max(float(self.respond(feats)[0].max()), 1e-6)
+        peak = float(self.respond(feats)[0].max())
+        self.peak = max(peak, 1e-6) if np.isfinite(peak) else 1.0  # max(nan, 1e-6) is nan
 
     def _spectrum(self, feats: np.ndarray) -> np.ndarray:
         x = np.asarray(feats, dtype=np.float32)
@@ -176,7 +177,11 @@ class TranslationFilter:
                    permanent: bool = False) -> None:
         """Learn that the target of size `size_cells` (w, h) sits at `center_cells` (row, col) of `feats`.
 
-        The first sample fixes the filter's window (`window` x the target's size, in cells)."""
+        The first sample fixes the filter's window (`window` x the target's size, in cells). A sample with
+        non-finite features is ignored: in the Fourier domain one NaN cell would poison every frequency of
+        the model for good."""
+        if not np.all(np.isfinite(feats)):
+            return
         if self._num is None:
             self.size_cells = (float(size_cells[0]), float(size_cells[1]))
             self._win = None
@@ -185,7 +190,7 @@ class TranslationFilter:
         yf = np.fft.rfft2(gaussian_label(self.shape, center_cells, sigma))
         self.memory.add(np.conj(yf)[None] * xf, np.sum((xf * np.conj(xf)).real, axis=0), permanent)
         self._num, den = self.memory.model()
-        self._den = den + self.reg * float(den.mean())
+        self._den = den + self.reg * max(float(den.mean()), 1e-12)  # all-zero features: 0 / 0 otherwise
 
     def respond(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Response to `feats`: (on the cell grid (H, W), on the `upsample` x finer grid)."""
@@ -197,11 +202,23 @@ class TranslationFilter:
         return coarse, fine
 
 
+def parabolic_offset(left: float, centre: float, right: float) -> float:
+    """Sub-sample offset in [-0.5, 0.5] of the vertex of the parabola through three samples around a
+    maximum at `centre` (KCF's and ECO's sub-pixel step); 0 where the three are flat or not a maximum."""
+    curvature = left - 2.0 * centre + right
+    if not (np.isfinite(curvature) and curvature < 0):
+        return 0.0
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
 def refine_peak(fine: np.ndarray, factor: int, cell: tuple[int, int], radius: float = 1.0) -> tuple[float, float]:
     """Sub-cell (row, col) of the fine response's maximum within `radius` cells of `cell`.
 
     The cell comes from the fused score (offline heads + DCF + motion window); the fine grid only says
     where inside that neighbourhood the peak is, so a far-away DCF maximum cannot override the choice.
+    The fine grid's argmax is then refined by a parabola through it and its two neighbours along each
+    axis: without it the peak moves in 1/`factor`-cell steps (7.0, 7.0, 7.25, 7.25, ... for a target
+    moving smoothly), and that staircase was blended 50/50 into the centre.
     """
     r = int(round(radius * factor))
     h, w = fine.shape
@@ -209,7 +226,10 @@ def refine_peak(fine: np.ndarray, factor: int, cell: tuple[int, int], radius: fl
     cols = (np.arange(-r, r + 1) + cell[1] * factor) % w
     patch = fine[np.ix_(rows, cols)]
     i, j = np.unravel_index(int(np.argmax(patch)), patch.shape)
-    return (cell[0] * factor + i - r) / factor, (cell[1] * factor + j - r) / factor
+    fi, fj = int(rows[i]), int(cols[j])
+    di = parabolic_offset(fine[(fi - 1) % h, fj], fine[fi, fj], fine[(fi + 1) % h, fj])
+    dj = parabolic_offset(fine[fi, (fj - 1) % w], fine[fi, fj], fine[fi, (fj + 1) % w])
+    return (cell[0] * factor + i - r + di) / factor, (cell[1] * factor + j - r + dj) / factor
 
 
 # --------------------------------------------------------------------------------------- scale DSST
@@ -280,6 +300,83 @@ class ScaleFilter:
         return float(self.factors[int(np.argmax(response))])
 
 
+# ------------------------------------------------------------------------------- look-alikes
+
+
+def unit_cells(feats: np.ndarray) -> np.ndarray:
+    """(C, H, W) features -> (H * W, C) unit vectors, one per cell (cosine similarity by dot product)."""
+    x = np.asarray(feats, dtype=np.float32).reshape(feats.shape[0], -1).T
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+
+
+class DistractorMemory:
+    """DaSiamRPN's distractor-aware scoring, at tracking time, on the frozen backbone's per-cell features.
+
+    The offline heads answer "does this look like the template?", and a person among people, a player
+    among players, all do; the correlation filter only learns the background inside its window. This
+    remembers what the look-alikes the tracker met look like: on a confident frame, every other local
+    maximum of the fused score that is at least `ratio` x the chosen cell's score and lies outside the
+    target is a distractor, and its feature vector joins a bounded memory (the newest `size`). The target
+    is the first frame's vector and an average of confident frames' vectors. On a later frame a cell whose
+    features are closer (cosine) to a remembered distractor than to the target loses ``weight x`` that
+    margin of its score, so the look-alike the tracker already saw next to the target does not take over
+    when it comes close; a cell that looks like the target keeps its score.
+    """
+
+    def __init__(self, weight: float, ratio: float = 0.5, size: int = 8, target_rate: float = 0.1) -> None:
+        self.weight = weight
+        self.ratio = ratio
+        self.size = size
+        self.target_rate = target_rate
+        self.first: np.ndarray | None = None
+        self.recent: np.ndarray | None = None
+        self.distractors: list[np.ndarray] = []
+
+    def start(self, feats: np.ndarray, cell: tuple[float, float]) -> None:
+        """The target's vector from the first frame's features at its cell (row, col)."""
+        self.first = self._at(feats, cell)
+        self.recent = self.first.copy()
+
+    @staticmethod
+    def _at(feats: np.ndarray, cell: tuple[float, float]) -> np.ndarray:
+        n_rows, n_cols = feats.shape[1:]
+        i = int(np.clip(round(cell[0]), 0, n_rows - 1))
+        j = int(np.clip(round(cell[1]), 0, n_cols - 1))
+        v = np.asarray(feats[:, i, j], dtype=np.float32)
+        return v / (np.linalg.norm(v) + 1e-6)
+
+    def multiplier(self, feats: np.ndarray) -> np.ndarray | None:
+        """(H, W) factors in [1 - weight, 1] for the fused score; None while no distractor is known."""
+        if not self.distractors or self.first is None:
+            return None
+        u = unit_cells(feats)
+        to_target = np.maximum(u @ self.first, u @ self.recent)  # type: ignore[operator]
+        to_distractor = (u @ np.stack(self.distractors).T).max(axis=1)
+        margin = np.clip(to_distractor - to_target, 0.0, 1.0)
+        return (1.0 - self.weight * margin).reshape(feats.shape[1:]).astype(np.float32)
+
+    def observe(self, feats: np.ndarray, score: np.ndarray, cell: tuple[int, int], size_cells: tuple[float, float],
+                target_cell: tuple[float, float]) -> int:
+        """Learn from a confident frame: `score` the fused map, `cell` the chosen one, `size_cells` (w, h)
+        the target's size and `target_cell` (row, col) its new centre; returns the distractors added."""
+        if self.first is None or not np.all(np.isfinite(feats)) or not np.all(np.isfinite(score)):
+            return 0
+        v = self._at(feats, target_cell)
+        self.recent = self.recent + self.target_rate * (v - self.recent)  # type: ignore[operator]
+        self.recent /= np.linalg.norm(self.recent) + 1e-6
+        peaks = (score >= cv2.dilate(score, np.ones((3, 3), np.uint8))) & (score >= self.ratio * score[cell])
+        rows, cols = np.nonzero(peaks)
+        outside = (np.abs(rows - cell[0]) > size_cells[1] / 2 + 1) | (np.abs(cols - cell[1]) > size_cells[0] / 2 + 1)
+        order = np.argsort(-score[rows, cols])
+        added = 0
+        for k in order:
+            if outside[k] and added < 3:
+                self.distractors.append(self._at(feats, (rows[k], cols[k])))
+                added += 1
+        del self.distractors[: max(0, len(self.distractors) - self.size)]
+        return added
+
+
 # ------------------------------------------------------------------------------------------ bundle
 
 
@@ -293,6 +390,7 @@ class OnlineTarget:
                                              first_weight=t.online_first_weight, window=t.online_window)
         self.scale = (ScaleFilter(t.scale_count, t.scale_step, memory=t.online_memory,
                                   first_weight=t.online_first_weight) if t.scale in ("dsst", "both") else None)
+        self.distractors = DistractorMemory(t.distractor_weight) if t.distractor_weight > 0 else None
         self.frames_since_update = 0
 
     def start(self, samples: list[tuple[np.ndarray, tuple[float, float]]], size_cells: tuple[float, float],
@@ -301,6 +399,8 @@ class OnlineTarget:
         for feats, cell in samples:
             self.translation.add_sample(feats, cell, size_cells, permanent=True)
         self.translation.calibrate(samples[0][0])
+        if self.distractors is not None:
+            self.distractors.start(*samples[0])
         if self.scale is not None:
             self.scale.set_model_size(size)
             self.scale.add_sample(grey, center, size)

@@ -17,11 +17,13 @@ frame, `track(frame)`:
 4. updates the state: centre moves to the prediction; the size comes from the DSST scale filter
    (``track.scale: dsst``), moves towards the box head's prediction by `size_lr x penalty x score`
    (``head``; the head's sizes rescaled per target by the first frame, `Tracker._size_calibration`), or
-   both in turn (``both``: DSST rescales, then the head refines size and aspect); the box is clipped
-   to the frame and kept >= `min_size`; every `online_interval` frames a confident frame becomes a
-   sample of the online models (bounded memory, first frame kept);
-5. if the fused score at the chosen cell is below `lost_threshold` and below `lost_ratio` x a reference
-   score (the first tracked frame's, followed at `reference_rate`: a per-target calibration, since a
+   both in turn (``both``: DSST rescales, then the head refines size and aspect); the state stays
+   unclipped (the box the template was cut from), only the reported box is clipped to the frame and
+   kept >= `min_size`; every `online_interval` frames a confident frame becomes a sample of the online
+   models (bounded memory, first frame kept);
+5. a non-finite score or box is a lost frame. Otherwise, if the fused score at the chosen cell is below
+   `lost_threshold` and below `lost_ratio` x a reference score (the best of the first `REFERENCE_FRAMES`
+   tracked frames, then followed at `reference_rate`: a per-target calibration, since a
    model whose scores shift down on unfamiliar footage would otherwise call a visible target lost from
    frame 2 on), the target is reported lost: the box
    stays where it was and the next search window grows by `search_growth` per frame up to
@@ -72,12 +74,12 @@ class TrackResult:
     """One tracked frame: the answer (`box`, `score`, `lost`) and what produced it (debug views)."""
 
     box: np.ndarray
-    """(4,) x, y, w, h in 0-based frame pixels; while lost, the last confident box."""
+    """(4,) x, y, w, h in 0-based frame pixels, clipped to the frame; while lost, the last confident box."""
     score: float
     """Raw model confidence in [0, 1] at the chosen cell (before penalties and window)."""
     lost: bool
-    """True when `score` < min(track.lost_threshold, track.lost_ratio x the first frame's score): the box
-    was not updated this frame."""
+    """True when `score` < min(track.lost_threshold, track.lost_ratio x the reference score), or the answer
+    was not finite: the box was not updated this frame."""
     time_s: float
     """Tracking time of this frame: search crop + forward + decode + post-processing (no image decode)."""
     window: CropWindow
@@ -160,13 +162,48 @@ def select_candidate(
     w = np.maximum(boxes[..., 2].astype(np.float64), 1e-6)
     h = np.maximum(boxes[..., 3].astype(np.float64), 1e-6)
     ew, eh = max(expected_wh[0], 1e-6), max(expected_wh[1], 1e-6)
-    s_change = _change(context_side(w, h, context) / context_side(ew, eh, context))
-    r_change = _change((ew / eh) / (w / h))
-    penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
-    pscore = penalty * score * (1.0 - window_influence) + window * window_influence
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite cells are masked out below
+        s_change = _change(context_side(w, h, context) / context_side(ew, eh, context))
+        r_change = _change((ew / eh) / (w / h))
+        penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
+        pscore = penalty * score * (1.0 - window_influence) + window * window_influence
+    # A non-finite cell (fp16/int8 overflow, a broken backend) can never win: argmax would pick a NaN.
+    pscore = np.where(np.isfinite(pscore) & np.all(np.isfinite(boxes), axis=-1), pscore, -np.inf)
     i, j = np.unravel_index(int(np.argmax(pscore)), pscore.shape)
-    return Candidate((int(i), int(j)), float(score[i, j]), float(penalty[i, j]),
-                     boxes[i, j].astype(np.float64))
+    if not np.isfinite(pscore[i, j]):
+        return Candidate((int(i), int(j)), float("nan"), 0.0, np.full(4, np.nan))
+    return _break_ties(pscore, score, penalty, boxes, (int(i), int(j)))
+
+
+def _break_ties(pscore: np.ndarray, score: np.ndarray, penalty: np.ndarray, boxes: np.ndarray,
+                best: tuple[int, int]) -> Candidate:
+    """The candidate of the best cell, averaged with the cells next to it that score exactly as well.
+
+    The Hann window of an even-sized map has four equal maxima around the crop centre, so a flat score
+    map ties them, and argmax alone breaks the tie towards the top-left cell: the box then walks up and
+    left by half a cell per frame. Averaging the tied neighbours (as a sub-cell peak would) keeps a
+    symmetric map's answer at the centre.
+    """
+    i, j = best
+    rows = slice(max(i - 1, 0), i + 2)
+    cols = slice(max(j - 1, 0), j + 2)
+    tied = np.isclose(pscore[rows, cols], pscore[i, j], rtol=1e-6, atol=1e-9)
+    if tied.sum() <= 1:
+        return Candidate(best, float(score[i, j]), float(penalty[i, j]), boxes[i, j].astype(np.float64))
+    box = boxes[rows, cols][tied].astype(np.float64).mean(axis=0)
+    return Candidate(best, float(score[rows, cols][tied].mean()), float(penalty[rows, cols][tied].mean()), box)
+
+
+STATE_MIN_SIZE = 1.0
+"""Smallest state size in frame pixels: a floor against a box head that predicts ~0, far below any real
+initial box; `track.min_size` applies to the reported box only."""
+
+REFERENCE_FRAMES = 5
+"""Tracked frames whose best fused score becomes the reference of the loss, recovery and update gates."""
+
+GROWTH_TOL = 1e-9
+"""Search growths within this of 1 (or of `track.max_growth`) count as equal to it: growth is a product
+of floats."""
 
 
 def _settings(backend: Backend, cfg: Config | None) -> Config:
@@ -195,6 +232,12 @@ class Tracker:
         self.backend = backend
         self.cfg = _settings(backend, cfg)
         self._windows: dict[tuple[int, int], np.ndarray] = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the previous sequence: `initialize` calls this before it validates anything, so a
+        rejected initial box leaves a tracker that refuses to track instead of one that follows the
+        previous sequence's target (eval workers reuse one Tracker for many sequences)."""
         self.features: Any = None
         self.template_crop: np.ndarray | None = None
         self.init_time_s = 0.0
@@ -205,6 +248,7 @@ class Tracker:
         self.lost = False
         self.growth = 1.0
         self.reference_score: float | None = None
+        self.reference_frames = 0
         self.online: OnlineTarget | None = None
         self.size_calibration = np.ones(2)
         self._cells = 16
@@ -212,14 +256,22 @@ class Tracker:
     # ------------------------------------------------------------------------------------ state
 
     @property
-    def box(self) -> np.ndarray:
-        """Current box x, y, w, h (0-based frame pixels)."""
+    def state_box(self) -> np.ndarray:
+        """The tracked geometry x, y, w, h, unclipped: it may cross the frame edge and be smaller than
+        `track.min_size`, exactly as the template was cut, so the search scale matches the template's."""
         return cxcywh_to_xywh(np.concatenate([self.center, self.size]))
+
+    @property
+    def box(self) -> np.ndarray:
+        """The reported box x, y, w, h (0-based frame pixels): the state clipped to the frame and kept
+        >= `track.min_size`."""
+        width, height = self.frame_size
+        return clip_box(self.state_box, width, height, self.cfg.track.min_size)
 
     def next_window(self) -> CropWindow:
         """The search window the next `track` call will crop (depends on the state only)."""
         d = self.cfg.data
-        return search_window(self.box, d.context, d.template_size, d.search_size, self.growth)
+        return search_window(self.state_box, d.context, d.template_size, d.search_size, self.growth)
 
     def _hann(self, shape: tuple[int, int]) -> np.ndarray:
         if shape not in self._windows:
@@ -232,8 +284,10 @@ class Tracker:
         """Start tracking the object in `box_xywh` (0-based x, y, w, h) of `frame_bgr`.
 
         The template is cropped from the box as given (so a box partly outside the frame shows the
-        replicated border, as in training); the tracked state is clipped to the frame.
+        replicated border, as in training), and the tracked state is that same box: only the reported
+        `box` is clipped to the frame.
         """
+        self._reset()
         start = time.perf_counter()
         frame = as_bgr(frame_bgr)
         height, width = frame.shape[:2]
@@ -241,13 +295,9 @@ class Tracker:
         d = self.cfg.data
         tpl = crop_antialiased(frame, template_window(box, d.context, d.template_size))
         self.template_crop = cv2.cvtColor(tpl, cv2.COLOR_BGR2RGB)
-        self.features = self.backend.template(self.template_crop)
         self.frame_size = (width, height)
         self._set_box(box)
-        self.score, self.lost, self.growth = 1.0, False, 1.0
-        self.reference_score = None
-        self.size_calibration = np.ones(2)
-        self.online = None
+        self.features = self.backend.template(self.template_crop)
         # A backend without search features gets the offline heads only.
         online = self.cfg.track.online and getattr(self.backend, "returns_features", False)
         if online or self.cfg.track.calibrate_size > 0:
@@ -281,6 +331,8 @@ class Tracker:
         cand = select_candidate(out[0], out[1], tuple(expected), self._hann(out[0].shape), t.window_influence,
                                 t.scale_penalty, self.cfg.data.context)
         ratio = expected / np.maximum(cand.box_cxcywh[2:], 1e-6)
+        if not np.all(np.isfinite(ratio)):  # a non-finite first answer calibrates nothing
+            return np.ones(2)
         return np.clip(ratio, 0.5, 2.0) ** t.calibrate_size
 
     def _target_cell(self, window: CropWindow, center: np.ndarray) -> tuple[float, float]:
@@ -314,6 +366,9 @@ class Tracker:
                         (features_of(crop_antialiased(frame, shifted)), (cell[0] - 0.5, cell[1] - 0.5))]
         online = OnlineTarget(self.cfg.track)
         online.start(samples, self._size_cells(window), self._grey(frame), self.center, self.size)
+        if online.distractors is not None:  # what else in the first frame looks like the target (DaSiamRPN)
+            at = (int(np.clip(round(cell[0]), 0, n - 1)), int(np.clip(round(cell[1]), 0, n - 1)))
+            online.distractors.observe(feats, np.asarray(out[0], np.float32), at, self._size_cells(window), cell)
         return online
 
     @staticmethod
@@ -321,9 +376,31 @@ class Tracker:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
 
     def _set_box(self, box_xywh: np.ndarray) -> None:
+        """Take `box_xywh` as the state, unclipped but bounded: at least `STATE_MIN_SIZE` and at most the
+        frame in size, and still touching the frame (a state that left the frame entirely would search
+        empty border). A non-finite box is refused (the caller treats such a frame as lost)."""
+        c = xywh_to_cxcywh(np.asarray(box_xywh, dtype=np.float64))
+        if not np.all(np.isfinite(c)):
+            raise ValueError(f"non-finite box {c}")
         width, height = self.frame_size
-        c = xywh_to_cxcywh(clip_box(box_xywh, width, height, self.cfg.track.min_size))
-        self.center, self.size = c[:2].copy(), c[2:].copy()
+        size = np.clip(c[2:], STATE_MIN_SIZE, np.maximum([width, height], STATE_MIN_SIZE))
+        center = np.clip(c[:2], -size / 2, np.array([width, height]) + size / 2)
+        self.center, self.size = center, size
+
+    def _gates(self, score: float) -> tuple[float, float]:
+        """(loss threshold, far-recovery threshold) for this frame, from the reference score.
+
+        The reference is the best fused score of the first `REFERENCE_FRAMES` tracked frames (then it
+        follows confident frames at `track.reference_rate`): keyed off frame 2 alone, an occluded or
+        blurred frame 2 lowered every threshold for the whole sequence.
+        """
+        t = self.cfg.track
+        if self.reference_frames < REFERENCE_FRAMES and np.isfinite(score):
+            self.reference_score = score if self.reference_score is None else max(self.reference_score, score)
+            self.reference_frames += 1
+        ref = self.reference_score if self.reference_score is not None else 0.0
+        threshold = min(t.lost_threshold, t.lost_ratio * ref) if t.lost_ratio > 0 else t.lost_threshold
+        return threshold, max(threshold, t.recover_ratio * ref)
 
     def track(self, frame_bgr: np.ndarray) -> TrackResult:
         """Track one frame; returns the box, the confidence and whether the target is lost."""
@@ -340,11 +417,7 @@ class Tracker:
         if t.calibrate_size > 0:
             boxes = boxes.copy()
             boxes[..., 2:] *= self.size_calibration
-        weight = t.online_weight if self.online is not None else 0.0
-        fine = None
-        if weight > 0:
-            coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]
-            score = (1.0 - weight) * score + weight * np.clip(coarse, 0.0, 1.0)
+        score, fine, weight = self._fuse(score, out)
         cand = select_candidate(
             score, boxes,
             expected_wh=(self.size[0] * window.scale, self.size[1] * window.scale),
@@ -360,27 +433,48 @@ class Tracker:
             online_xy = np.array([(col + 0.5) * stride, (row + 0.5) * stride])
             cand.box_cxcywh[:2] = (1.0 - weight) * cand.box_cxcywh[:2] + weight * online_xy
         crop_box = cxcywh_to_xywh(cand.box_cxcywh)
-        if self.reference_score is None:
-            self.reference_score = cand.score
-        threshold = min(t.lost_threshold, t.lost_ratio * self.reference_score) if t.lost_ratio > 0 else t.lost_threshold
         pred = xywh_to_cxcywh(window.box_to_frame(crop_box))
-        if self.lost and np.hypot(*(pred[:2] - self.center)) > t.recover_radius * np.sqrt(np.prod(self.size)):
-            threshold = max(threshold, t.recover_ratio * self.reference_score)
-        lost = cand.score < threshold
-        if not lost and t.reference_rate > 0:
-            self.reference_score += t.reference_rate * (cand.score - self.reference_score)
+        # A non-finite score or box (fp16/int8 overflow, a broken backend) is a lost frame: it must never
+        # reach the state, where one NaN would make every later box NaN.
+        finite = bool(np.isfinite(cand.score) and np.all(np.isfinite(pred)))
+        threshold, far_threshold = self._gates(cand.score)
+        if finite and self.lost and np.hypot(*(pred[:2] - self.center)) > t.recover_radius * np.sqrt(np.prod(self.size)):
+            threshold = far_threshold
+        lost = not finite or cand.score < threshold
+        if not lost and t.reference_rate > 0 and self.reference_frames >= REFERENCE_FRAMES:
+            self.reference_score += t.reference_rate * (cand.score - self.reference_score)  # type: ignore[operator]
         if lost:
             # Keep the last confident box; widen the next search step by step, then start over.
-            self.growth = 1.0 if growth >= t.max_growth else min(growth * t.search_growth, t.max_growth)
+            widest = growth >= t.max_growth * (1.0 - GROWTH_TOL)
+            self.growth = 1.0 if widest else min(growth * t.search_growth, t.max_growth)
         else:
-            self._update_state(frame, window, cand, pred, out, growth)
+            self._update_state(frame, window, cand, pred, out, growth, score)
             self.growth = 1.0
-        self.score, self.lost = cand.score, lost
+        score_out = cand.score if finite else 0.0
+        self.score, self.lost = score_out, lost
         elapsed = time.perf_counter() - start
-        return TrackResult(self.box, cand.score, lost, elapsed, window, growth, search_rgb, score, crop_box)
+        return TrackResult(self.box, score_out, lost, elapsed, window, growth, search_rgb, score, crop_box)
+
+    def _fuse(self, score: np.ndarray, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """(fused score, the filter's fine response or None, the online weight used) of one search.
+
+        Non-finite features would spread through the filter's FFT to every cell: offline heads only then.
+        With `track.distractor_weight` the fused score is then discounted where the features look like a
+        remembered look-alike (`online.DistractorMemory`)."""
+        t = self.cfg.track
+        weight = t.online_weight if self.online is not None and np.all(np.isfinite(out[2])) else 0.0
+        if weight <= 0:
+            return score, None, 0.0
+        coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]
+        score = (1.0 - weight) * score + weight * np.clip(coarse, 0.0, 1.0)
+        if self.online.distractors is not None:  # type: ignore[union-attr]
+            factor = self.online.distractors.multiplier(out[2])  # type: ignore[union-attr]
+            if factor is not None:
+                score = score * factor
+        return score, fine, weight
 
     def _update_state(self, frame: np.ndarray, window: CropWindow, cand: Candidate, pred: np.ndarray,
-                      out: tuple[np.ndarray, ...], growth: float) -> None:
+                      out: tuple[np.ndarray, ...], growth: float, fused: np.ndarray) -> None:
         """Move to the prediction; the size comes from the scale filter or from the box head; the online
         model learns from the frame when it is confident and the window had its normal size."""
         t = self.cfg.track
@@ -394,9 +488,11 @@ class Tracker:
             lr = cand.penalty * cand.score * t.size_lr
             size = size * (1.0 - lr) + pred[2:] * lr
         self._set_box(cxcywh_to_xywh(np.concatenate([pred[:2], size])))
-        if self.online is not None and growth == 1.0:
+        if self.online is not None and abs(growth - 1.0) <= GROWTH_TOL:  # learn from normal-size windows only
             confident = cand.score >= t.online_update_ratio * (self.reference_score or 0.0)
             if grey is None and self.online.scale is not None:
                 grey = self._grey(frame)
-            self.online.maybe_update(confident, out[2], self._target_cell(window, self.center),
-                                     self._size_cells(window), grey, self.center, self.size)
+            cell, size_cells = self._target_cell(window, self.center), self._size_cells(window)
+            self.online.maybe_update(confident, out[2], cell, size_cells, grey, self.center, self.size)
+            if confident and self.online.distractors is not None and np.all(np.isfinite(out[2])):
+                self.online.distractors.observe(out[2], fused, cand.index, size_cells, cell)

@@ -154,3 +154,21 @@ def test_parallel_workers_write_the_same_results(lasot, tmp_path):
         b = np.loadtxt(tmp_path / "r" / "two" / f"{s}.txt", delimiter=",")
         np.testing.assert_allclose(a, b, atol=2e-3)
     assert from_lasot(a[0])[2] > 0
+
+
+def test_the_fingerprint_holds_the_runtime_used_not_the_auto_setting(lasot, tiny_checkpoint, tmp_path):
+    """`track.backend: auto` is onnxruntime on CPU and PyTorch on CUDA: a run resumed on the other device
+    must not pass as the same setup."""
+    from siamtool.config import Config
+    from siamtool.eval.runner import _describe
+
+    spec = TrackerSpec(tiny_checkpoint, None, Config())
+    assert spec.cfg.track.backend == "auto"
+    _, _, on_cpu = _describe(spec, "cpu")
+    _, _, on_cuda = _describe(spec, "cuda")
+    assert on_cpu["runtime"] == "onnxruntime" and on_cuda["runtime"] == "torch"
+    assert on_cpu["track"] == on_cuda["track"]  # the settings alone cannot tell the two runs apart
+    out = tmp_path / "results"
+    assert run_eval(lasot, tiny_checkpoint, out, "--set", "track.online=false").exit_code == 0
+    run = json.loads((out / "tiny-run-tiny" / "run.json").read_text())
+    assert run["fingerprint"]["runtime"] == "onnxruntime"

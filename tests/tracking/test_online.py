@@ -132,3 +132,31 @@ def test_tracker_follows_a_moving_target_only_with_the_online_model(online):
         assert min(ious) > 0.6, ious
     else:
         assert ious[-1] < 0.2, ious  # blind heads + motion window: the box stays behind
+
+
+def test_distractor_memory_discounts_cells_that_look_like_a_seen_look_alike():
+    """DaSiamRPN-style scoring: a confident frame with a second strong peak outside the target remembers
+    that peak's features; later, cells with those features lose score, target-like cells keep theirs."""
+    from siamtool.tracking.online import DistractorMemory
+
+    rng = np.random.default_rng(3)
+    target, lookalike = rng.normal(size=32), rng.normal(size=32)
+    feats = textured_map(rng) * 0.1
+    feats[:, 7, 7], feats[:, 3, 12] = target, lookalike
+    mem = DistractorMemory(weight=0.8, ratio=0.5)
+    mem.start(feats, (7.0, 7.0))
+    assert mem.multiplier(feats) is None  # nothing seen yet: scores untouched
+    score = np.full((16, 16), 0.05, np.float32)
+    score[7, 7], score[3, 12], score[7, 8] = 0.9, 0.6, 0.85  # (7, 8) is the target's own shoulder
+    assert mem.observe(feats, score, (7, 7), (2.0, 2.0), (7.0, 7.0)) == 1
+    np.testing.assert_allclose(mem.distractors[0], lookalike / np.linalg.norm(lookalike), rtol=1e-5)
+    later = textured_map(rng) * 0.1
+    later[:, 8, 8], later[:, 9, 10] = target, lookalike  # both moved; the look-alike came close
+    factor = mem.multiplier(later)
+    assert factor[8, 8] == pytest.approx(1.0)
+    assert factor[9, 10] < 0.4  # 1 - 0.8 x (cos to look-alike ~1 - cos to target ~0)
+    # A weak second peak (below ratio x the target's score) is not a distractor.
+    score[3, 12] = 0.3
+    fresh = DistractorMemory(weight=0.8, ratio=0.5)
+    fresh.start(feats, (7.0, 7.0))
+    assert fresh.observe(feats, score, (7, 7), (2.0, 2.0), (7.0, 7.0)) == 0

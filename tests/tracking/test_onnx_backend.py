@@ -27,17 +27,22 @@ TOL_PX = 0.5
 
 
 
+@pytest.mark.parametrize("online", [False, True], ids=["offline", "online"])
 def test_one_sequence_tracked_through_both_backends_gives_the_same_boxes(stable_checkpoint, stable_export,
-                                                                         synthetic_lasot):
-    """Free-running: each backend's tracker follows its own boxes for 30 frames of a real sequence."""
+                                                                         synthetic_lasot, online):
+    """Free-running: each backend's tracker follows its own boxes for 30 frames of a real sequence, with
+    and without the online target model (which learns on the features each runtime returns; sizes from
+    the box head there, see test_opencv_backend for why not DSST on this random model)."""
     model, _ = load_model(stable_checkpoint)
     onnx_backend = OnnxBackend(stable_export, threads=1)
     # Crop geometry from the export's metadata, tracking knobs from the user, as `--onnx` does.
-    cfg = merge_tracking_config(onnx_backend.cfg, load_config(None, list(STABLE_TRACK)))
+    overrides = list(STABLE_TRACK) + (["track.online=true", "track.scale=head"] if online else [])
+    cfg = merge_tracking_config(onnx_backend.cfg, load_config(None, overrides))
     frames, box, name = sequence_frames(31, synthetic_lasot)
     trackers = [Tracker(TorchBackend(model, "cpu"), cfg), Tracker(onnx_backend, cfg)]
     for t in trackers:
         t.initialize(frames[0], box)
+        assert (t.online is not None) == online
     boxes = np.array([[t.track(f).box for t in trackers] for f in frames[1:]])  # (frames, backend, 4)
     diff = np.abs(boxes[:, 0] - boxes[:, 1]).max(axis=1)
     assert diff.max() < TOL_PX, diff
