@@ -152,6 +152,11 @@ def test_uav_pieces_nan_rows_attributes_and_10fps(tmp_path):
     assert seq.n_frames == 703 and seq.frame_path(0).name == "000775.jpg" and seq.class_name == "bird"
     assert seq.absent[3] and seq.absent.sum() == 1 and not seq.boxless_lines()
     assert seq.attributes["SV"] and seq.attributes["SOB"] and not seq.attributes["ARC"]
+    (root / "anno" / "UAV20L").mkdir()  # UAV20L: its own annotations, UAV123's frames of the whole video
+    (root / "anno" / "UAV20L" / "bird1.txt").write_text("1,2,3,4\n" * 1477)
+    _touch(root / "data_seq" / "UAV123" / "bird1" / "000001.jpg")
+    long = index_dataset("uav20l", root, strict=True).sequences[0]
+    assert long.n_frames == 1477 and long.frame_path(0) == root / "data_seq" / "UAV123" / "bird1" / "000001.jpg"
     ten = index_dataset("uav123_10fps", root, strict=True).sequences[0]
     assert ten.n_frames == 235 and ten.frame_path(0).name == "000259.jpg" and ten.attributes == {}
     (root / "anno" / "UAV123" / "bird1_2.txt").write_text("1,2,3,4\n" * 700)
