@@ -176,6 +176,11 @@ def test_nfs_240fps_rows_every_8th_and_one_extra(tmp_path):
     assert seq.n_frames == 10 and seq.class_name == "person"
     np.testing.assert_array_equal(seq.gt[:, 0], np.arange(0, 80, 8))  # every 8th row
     np.testing.assert_array_equal(seq.gt[0], [0, 2, 10, 20])  # x1 y1 x2 y2 -> x y w h
+    # A 30/<seq>.txt that holds 240 fps rows too (as in some NfS sequences) is thinned the same way.
+    (root / "Gymnastics" / "30" / "Gymnastics.txt").write_text("\n".join(rows[:80]) + "\n")
+    again = index_dataset("nfs", root, strict=True).sequences[0]
+    assert again.gt_path.parent.name == "30"
+    np.testing.assert_array_equal(again.gt, seq.gt)
 
 
 def test_vot_regions_rect_polygon_mask_and_absent():
