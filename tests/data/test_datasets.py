@@ -152,6 +152,11 @@ def test_uav_pieces_nan_rows_attributes_and_10fps(tmp_path):
     assert seq.n_frames == 703 and seq.frame_path(0).name == "000775.jpg" and seq.class_name == "bird"
     assert seq.absent[3] and seq.absent.sum() == 1 and not seq.boxless_lines()
     assert seq.attributes["SV"] and seq.attributes["SOB"] and not seq.attributes["ARC"]
+    (root / "anno" / "UAV20L").mkdir()  # UAV20L: its own annotations, UAV123's frames of the whole video
+    (root / "anno" / "UAV20L" / "bird1.txt").write_text("1,2,3,4\n" * 1477)
+    _touch(root / "data_seq" / "UAV123" / "bird1" / "000001.jpg")
+    long = index_dataset("uav20l", root, strict=True).sequences[0]
+    assert long.n_frames == 1477 and long.frame_path(0) == root / "data_seq" / "UAV123" / "bird1" / "000001.jpg"
     ten = index_dataset("uav123_10fps", root, strict=True).sequences[0]
     assert ten.n_frames == 235 and ten.frame_path(0).name == "000259.jpg" and ten.attributes == {}
     (root / "anno" / "UAV123" / "bird1_2.txt").write_text("1,2,3,4\n" * 700)
@@ -171,6 +176,11 @@ def test_nfs_240fps_rows_every_8th_and_one_extra(tmp_path):
     assert seq.n_frames == 10 and seq.class_name == "person"
     np.testing.assert_array_equal(seq.gt[:, 0], np.arange(0, 80, 8))  # every 8th row
     np.testing.assert_array_equal(seq.gt[0], [0, 2, 10, 20])  # x1 y1 x2 y2 -> x y w h
+    # A 30/<seq>.txt that holds 240 fps rows too (as in some NfS sequences) is thinned the same way.
+    (root / "Gymnastics" / "30" / "Gymnastics.txt").write_text("\n".join(rows[:80]) + "\n")
+    again = index_dataset("nfs", root, strict=True).sequences[0]
+    assert again.gt_path.parent.name == "30"
+    np.testing.assert_array_equal(again.gt, seq.gt)
 
 
 def test_vot_regions_rect_polygon_mask_and_absent():

@@ -1,6 +1,7 @@
 """UAV123, UAV20L and UAV123@10fps: ``ROOT/data_seq/<SET>/<video>/000001.jpg`` and
 ``ROOT/anno/<SET>/<seq>.txt`` (x,y,w,h, comma separated; a NaN row means the target is fully occluded or
-out of view, so it is absent), with ``<SET>`` = UAV123, UAV20L or UAV123_10fps (the split).
+out of view, so it is absent), with ``<SET>`` = UAV123, UAV20L or UAV123_10fps (the split). UAV20L's
+20 full videos have their own ``anno/UAV20L/`` but share UAV123's frames (``data_seq/UAV123/<video>``).
 
 UAV123 cuts 23 long videos into 51 sequences (``bird1_2`` is images 775-1477 of ``bird1``); the shipped
 table (`tables/uav.csv`) gives each piece's range at 30 and 10 fps. Every other sequence is its whole
@@ -61,6 +62,8 @@ def load_sequence(root: Path, uav_set: str, name: str, require_images: bool) -> 
         raise DatasetError(f"{gt_path}: {len(gt)} lines but {uav_set} {name} is images {start}-{piece['end' + key]} "
                            f"of {video}")
     folder = root / "data_seq" / uav_set / video
+    if uav_set == "UAV20L" and not folder.is_dir():
+        folder = root / "data_seq" / "UAV123" / video  # the download keeps UAV20L's frames with UAV123's
     frames = [folder / f"{i:06d}.jpg" for i in range(start, start + len(gt))]
     if require_images:
         for p in (frames[0], frames[-1]):
