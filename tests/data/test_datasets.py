@@ -49,6 +49,12 @@ def test_got10k_meta_cover_and_the_test_split(source, tmp_path):
     assert t.gt_frames == 1 and t.n_frames == 40 and np.isnan(t.gt[1:]).all()
     np.testing.assert_array_equal(t.gt[0], seq.gt[0])
     assert not t.usable[1:].any() and not t.boxless_lines()
+    # A test folder that kept per-frame labels (a user's own copy) reads as the published one does.
+    folder = t.path
+    (folder / "absence.label").write_text("0\n" * t.n_frames)
+    (folder / "cover.label").write_text("8\n" * t.n_frames)
+    again = next(s for s in index_dataset("got10k", root, "test", strict=True).sequences if s.name == t.name)
+    assert again.gt_frames == 1 and again.n_frames == t.n_frames
     # The split folder itself works as --root too.
     assert len(index_dataset("got10k", root / "val", "val").sequences) == 4
 

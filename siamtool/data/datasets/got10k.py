@@ -99,7 +99,8 @@ def load_sequence(folder: Path, test: bool, require_images: bool) -> LasotSequen
     n = len(gt)
     absent = read_label(folder / "absence.label", n, gt_path, required=not test)
     cover = read_label(folder / "cover.label", n, gt_path, required=not test)
-    refuse_nan(gt[:1] if first_only else gt, gt_path, None if absent is None else absent.astype(bool))
+    flags = None if absent is None else absent.astype(bool)
+    refuse_nan(gt[:1] if first_only else gt, gt_path, None if flags is None else flags[:1] if first_only else flags)
     meta_path = folder / "meta_info.ini"
     meta = read_meta(meta_path)
     return LasotSequence(
