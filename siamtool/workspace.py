@@ -34,7 +34,7 @@ def recorded_lasot_root(shards: Path = SHARDS_DIR) -> tuple[Path, Path] | None:
     prepare.json is written when the run starts (an interrupted prepare still knows its root);
     index.json when it finishes.
     """
-    for name, keys in (("prepare.json", ("fingerprint", "source_root")), ("index.json", ("source_root",))):
+    for name, keys in (("prepare.json", ("fingerprint",)), ("index.json", ())):
         path = shards / name
         try:
             value = json.loads(path.read_text())
@@ -42,9 +42,22 @@ def recorded_lasot_root(shards: Path = SHARDS_DIR) -> tuple[Path, Path] | None:
                 value = value[key]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if isinstance(value, str) and value:
-            return Path(value), path
+        root = _lasot_root_of(value) if isinstance(value, dict) else None
+        if root:
+            return Path(root), path
     return None
+
+
+def _lasot_root_of(record: dict) -> str | None:
+    """The LaSOT root a prepare record names. A record with several sources names each with its kind; one
+    without a LaSOT source names none (its `source_root` is a GOT-10k or other root that eval must not
+    read as LaSOT)."""
+    sources = record.get("sources")
+    if isinstance(sources, list):
+        lasot = [s.get("root") for s in sources if isinstance(s, dict) and s.get("kind") == "lasot"]
+        return lasot[0] if lasot and isinstance(lasot[0], str) else None
+    root = record.get("source_root")
+    return root if isinstance(root, str) and root else None
 
 
 def resolve_lasot(given: Path | None, config_value: str | None) -> tuple[Path, str]:

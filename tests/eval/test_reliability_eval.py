@@ -67,6 +67,15 @@ def test_root_order_prepare_record_then_environment_then_config(tiny, monkeypatc
     assert r.exit_code == 0, r.output
     assert first_line(r) == f"eval: LaSOT root {tiny['root']} (recorded by `siamtool prepare` in shards/prepare.json)"
 
+    # Shards from several sources: the LaSOT source's root, never another dataset's root as LaSOT.
+    other = tiny["tmp"] / "GOT-10k"
+    (empty_working_folder / "shards" / "prepare.json").write_text(json.dumps({"fingerprint": {
+        "source_root": str(other), "sources": [{"kind": "got10k", "root": str(other)},
+                                                {"kind": "lasot", "root": str(tiny["root"])}]}}))
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert first_line(r) == f"eval: LaSOT root {tiny['root']} (recorded by `siamtool prepare` in shards/prepare.json)"
+
     # A recorded root that has gone since: one line saying where the root came from.
     shutil.move(tiny["root"], tiny["tmp"] / "moved")
     line = one_line_error(runner.invoke(app, args))
