@@ -24,6 +24,7 @@ import torch
 
 from siamtool.config import Config, config_from_dict, explicit_keys
 from siamtool.errors import SiamtoolError
+from siamtool.images import opencv_untested
 from siamtool.models.checkpoint import load_model
 from siamtool.models.decode import decode
 from siamtool.reporting import SILENT, Reporter
@@ -147,6 +148,9 @@ def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.devic
     runtime = user_cfg.track.backend
 
     require_tracker(checkpoint, onnx)
+    untested = opencv_untested()  # every runtime: the Tracker's crops are OpenCV's too
+    if untested:
+        reporter.warning(untested)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
