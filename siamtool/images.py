@@ -10,6 +10,7 @@ counts the ones it returns None for.
 from __future__ import annotations
 
 import contextlib
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,37 @@ def quiet_opencv() -> Iterator[None]:
         yield
     finally:
         log.setLogLevel(old)
+
+
+OPENCV_TESTED = ((5, 0, 0), (5, 1, 0))
+"""The oldest and newest OpenCV releases siamtool is tested on, the bounds pyproject.toml declares for
+opencv-python (tests/tracking/test_opencv_backend.py checks that the two agree). Outside them the DNN
+importer may refuse a graph (4.14 cannot parse the ConvNeXt graphs' `Add` nodes) or a newer release may
+change what the tests pin down, so the user is told (`opencv_untested`)."""
+
+
+def _release(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of an OpenCV version string such as "5.1.0" or "4.14.0-dev"; (0, 0, 0) if
+    it has none."""
+    m = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    return (int(m[1]), int(m[2]), int(m[3])) if m else (0, 0, 0)
+
+
+def opencv_untested(version: str | None = None) -> str | None:
+    """A one-line warning when the installed OpenCV (or `version`) is outside `OPENCV_TESTED`, else None.
+
+    Why a warning, not a refusal: a newer OpenCV usually works, and a user who installed it on purpose
+    should not be blocked; but boxes from `track.backend=opencv`, the crops and video decoding are only
+    known to match the tests inside the bounds, so the person should know which side they are on.
+    """
+    version = version or cv2.__version__
+    low, high = OPENCV_TESTED
+    if low <= _release(version) <= high:
+        return None
+    first, last = ".".join(map(str, low)), ".".join(map(str, high))
+    upper = f"{high[0]}.{high[1]}.{high[2] + 1}"
+    return (f"OpenCV {version} is installed, but siamtool is tested with OpenCV {first} to {last}: "
+            f"results may differ; pip install \"opencv-python>={first},<{upper}\" installs a tested one")
 
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:

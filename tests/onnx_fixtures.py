@@ -114,8 +114,9 @@ def tuned_checkpoint(tmp_path_factory) -> Path:
     return save_tuned(tmp_path_factory.mktemp("tuned") / "tuned-run" / "tuned.pt")
 
 
-def sequence_frames(n: int, fallback: Path) -> tuple[list, object, str]:
-    """The first `n` frames (BGR) and 0-based first box of real_lasot bag-1, else of synthetic cat-1."""
+def sequence_frames(n: int, fallback: Path, synthetic: str = "cat-1") -> tuple[list, object, str]:
+    """The first `n` frames (BGR) and 0-based first box of real_lasot bag-1, else of the synthetic sequence
+    `synthetic` of `fallback` (cat-2: a target whose tracked box changes size by > 2 px, as bag-1's does)."""
     import cv2
 
     from siamtool.data.lasot import load_sequence
@@ -123,6 +124,6 @@ def sequence_frames(n: int, fallback: Path) -> tuple[list, object, str]:
     from tests.conftest import SHARED
 
     real = SHARED / "real_lasot" / "bag" / "bag-1"
-    seq = load_sequence(real if real.is_dir() else fallback / "cat" / "cat-1")
+    seq = load_sequence(real if real.is_dir() else fallback / synthetic.split("-")[0] / synthetic)
     frames = [cv2.imread(str(seq.frame_path(i))) for i in range(n)]
     return frames, from_lasot(seq.gt[0]), seq.name

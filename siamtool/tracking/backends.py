@@ -23,6 +23,7 @@ import numpy as np
 
 from siamtool.config import Config, config_from_dict, explicit_keys
 from siamtool.errors import SiamtoolError
+from siamtool.images import opencv_untested
 from siamtool.reporting import SILENT, Reporter
 from siamtool.tracking.cache import cached_onnx_backend, use_onnx
 from siamtool.tracking.onnx_backend import OnnxBackend
@@ -180,6 +181,9 @@ def load_backend(checkpoint: Path | None, onnx: Path | None, device: torch.devic
     device_type = getattr(device, "type", str(device).split(":")[0])
 
     require_tracker(checkpoint, onnx)
+    untested = opencv_untested()  # every runtime: the Tracker's crops are OpenCV's too
+    if untested:
+        reporter.warning(untested)
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():

@@ -116,32 +116,73 @@ def test_camera_that_will_not_open_is_a_one_line_error():
         open_source("3", capture_factory=lambda i: FakeCamera(opened=False))
 
 
+class GatedCamera(FakeCamera):
+    """A camera that sends a frame only when the test allows one (`allow(n)`): how many frames arrive while
+    the consumer is busy is decided by the test, not by the scheduler (a sleep against a 200 fps thread
+    was a race on a loaded machine)."""
+
+    def __init__(self, frames: int | None = None) -> None:
+        super().__init__(fps=1000.0, frames=frames)
+        self.gate = threading.Semaphore(0)
+        self.unplugged = threading.Event()
+
+    def allow(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.gate.release()
+
+    def read(self):
+        self.reader_threads.add(threading.current_thread().name)
+        if self.limit is not None and self.produced >= self.limit:
+            time.sleep(0.001)
+            return False, None  # the camera has stopped: failed reads at once, as cv2.VideoCapture gives
+        while not self.gate.acquire(timeout=0.01):
+            if self.unplugged.is_set():
+                return False, None
+        self.produced += 1
+        return True, np.full((8, 8, 3), self.produced % 256, np.uint8)
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "the camera thread did not take the frames"
+        time.sleep(0.005)
+
+
 def test_camera_is_read_in_its_own_thread_and_a_slow_consumer_gets_the_newest_frame():
-    cam = FakeCamera(fps=200.0)
+    cam = GatedCamera()
+    cam.allow(1)
     src = open_source("0", capture_factory=lambda i: cam)
     assert isinstance(src, CameraSource) and src.live
-    first = int(src.read()[0, 0, 0])
-    time.sleep(0.15)  # a slow tracker: ~30 frames arrive meanwhile
-    second = int(src.read()[0, 0, 0])
-    # Not the next frame in line but (nearly) the newest one: no lag builds up.
-    assert second - first >= 10
-    assert cam.produced - second <= 3
-    assert src.dropped >= 10
+    assert int(src.read()[0, 0, 0]) == 1
+    cam.allow(30)  # a slow tracker: 30 frames arrive before it reads again
+    _wait_for(lambda: src.dropped == 29)
+    # Not the next frame in line but the newest one: no lag builds up; the 29 in between are dropped.
+    assert int(src.read()[0, 0, 0]) == 31 and src.dropped == 29
     assert all(name.startswith("camera-") for name in cam.reader_threads)
     # Every read returns a new frame, never the same one twice.
-    a, b = int(src.read()[0, 0, 0]), int(src.read()[0, 0, 0])
-    assert b > a
+    cam.allow(1)
+    assert int(src.read()[0, 0, 0]) == 32
+    cam.allow(1)
+    assert int(src.read()[0, 0, 0]) == 33
+    cam.unplugged.set()
     src.close()
     assert cam.released
 
 
 def test_camera_that_stops_ends_the_stream(monkeypatch):
+    """A camera that sends exactly 5 frames, each read before the next comes: exactly those 5, then the end."""
     monkeypatch.setattr(CameraSource, "MAX_CONSECUTIVE_FAILURES", 3)
-    src = open_source("0", capture_factory=lambda i: FakeCamera(frames=5))
+    cam = GatedCamera(frames=5)
+    cam.allow(1)
+    start = time.perf_counter()
+    src = open_source("0", capture_factory=lambda i: cam)
     frames = []
     while (f := src.read()) is not None:
-        frames.append(f)
-    assert 1 <= len(frames) <= 5
+        frames.append(int(f[0, 0, 0]))
+        cam.allow(1)
+    assert frames == [1, 2, 3, 4, 5] and src.dropped == 0
+    assert time.perf_counter() - start < CameraSource.FRAME_TIMEOUT_S  # ended by the failed reads, not a timeout
     src.close()
 
 

@@ -7,31 +7,46 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from siamtool.cli import app
-from siamtool.export.quantize import INT8_DIR, calibration_crops, quantize_export
+from siamtool.config import load_config
+from siamtool.export.onnx import export_model
+from siamtool.export.quantize import INT8_DIR, INT8_TOLERANCE, calibration_crops, quantize_export
 from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE, export_spec, onnx_session, read_metadata
+from siamtool.tracking.backends import merge_tracking_config
 from siamtool.tracking.onnx_backend import OnnxBackend
 from siamtool.tracking.tracker import Tracker
+from tests.conftest import tiny_config
+from tests.onnx_fixtures import STABLE, STABLE_TRACK, stable_model
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def int8_export(stable_export, synthetic_lasot, tmp_path_factory):
+def int8_export(synthetic_lasot, tmp_path_factory):
+    """A tiny `stable_model` with logits x10 instead of x100, exported and quantized (static, 24 crops).
+
+    With logits x100 (the other export tests' model) the score map saturates and int8 moves it by 0.30,
+    more than a trained model's 0.08, which forced a tolerance of 0.5 that a broken graph (every layer
+    int8 moves the shipped tracker's scores by 0.48) would pass. Logits x10 keep int8's score change at
+    0.03, so the product's own `INT8_TOLERANCE` (0.1) applies."""
+    cfg = tiny_config(*STABLE, backbone="resnet18")
+    model = stable_model(cfg)
+    with torch.no_grad():
+        model.cls_head[-1].weight.mul_(0.1)
     folder = tmp_path_factory.mktemp("int8") / "export"
-    shutil.copytree(stable_export, folder)
-    result = quantize_export(folder, synthetic_lasot, count=24, tolerance=0.5)  # a random peaked model: see below
-    return folder, result
+    assert export_model(model, cfg, folder).passed
+    return folder, quantize_export(folder, synthetic_lasot, count=24)
 
 
 def test_int8_pair_is_quantized_below_the_fine_layers_and_close_to_fp32(int8_export):
-    """The tiny random model's score map is made peaked (its logits x100), which int8 moves more than a
-    trained model's (0.11 here, 0.08 for the shipped tracker): the check is against a broken graph
-    (every layer int8 moves the shipped tracker's scores by 0.48), hence 0.5 here."""
+    """Measured on this model: score 0.03, boxes 0.002 of the crop, search features 0.027 of their scale;
+    with every layer int8 (min_stride=1, what the stride rule exists to prevent) the features move 0.09."""
     folder, result = int8_export
-    assert result.passed and result.diffs["score"] < 0.5 and result.diffs["boxes"] < 0.05, result.to_dict()
+    assert result.passed and result.tolerance == INT8_TOLERANCE and result.diffs["score"] < INT8_TOLERANCE
+    assert result.diffs["boxes"] < 0.02 and result.diffs["search_features"] < 0.05, result.to_dict()
     spec = export_spec(folder / INT8_DIR)
     assert spec.precision == "int8" and spec.export_id.endswith("-int8")
     nodes = onnx.load(str(folder / INT8_DIR / SEARCH_FILE)).graph.node
@@ -54,16 +69,19 @@ def test_int8_graph_tracks_through_the_onnx_backend(int8_export, synthetic_lasot
     from siamtool.geometry import from_lasot
 
     folder, _ = int8_export
-    seq = load_sequence(synthetic_lasot / "cat" / "cat-1")
-    frames = [cv2.imread(str(seq.frame_path(i))) for i in range(6)]
+    seq = load_sequence(synthetic_lasot / "cat" / "cat-2")
+    frames = [cv2.imread(str(seq.frame_path(i))) for i in range(16)]
     boxes = {}
     for name, path in (("fp32", folder), ("int8", folder / INT8_DIR)):
         backend, cfg = OnnxBackend.from_dir(path, "cpu")
-        tracker = Tracker(backend, cfg)
+        tracker = Tracker(backend, merge_tracking_config(cfg, load_config(None, list(STABLE_TRACK))))
         tracker.initialize(frames[0], from_lasot(seq.gt[0]))
         boxes[name] = np.array([tracker.track(f).box for f in frames[1:]])
+    # Both follow the target (fp32 moves ~14 px over these 15 frames): a box that never moves fails here ...
     assert np.isfinite(boxes["int8"]).all()
-    assert np.abs(boxes["int8"] - boxes["fp32"]).max() < 0.25 * cfg.data.search_size
+    assert np.ptp(boxes["int8"][:, :2], axis=0).max() > 5.0 and np.ptp(boxes["fp32"][:, :2], axis=0).max() > 5.0
+    # ... and int8 stays near fp32 (measured 4.9 px apart at most: free-running trackers drift apart).
+    assert np.abs(boxes["int8"] - boxes["fp32"]).max() < 10.0, np.abs(boxes["int8"] - boxes["fp32"]).max()
 
 
 def test_calibration_skips_the_excluded_sequences(stable_export, synthetic_lasot):

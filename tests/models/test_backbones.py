@@ -79,15 +79,25 @@ def test_vit_drops_class_and_register_tokens_and_keeps_row_major_order():
     assert torch.allclose(fmap[0, :, 2, 3], tokens[0, 5 + 13])
 
 
-def test_dinov3_train_mode_jitters_rope_so_the_backbone_is_kept_in_eval():
-    """Why the guard exists: the bare transformers model is stochastic in train mode."""
-    bb = build_backbone(ModelConfig(backbone="dinov3_vits16", tiny=True, pretrained=False))
-    x = torch.rand(1, 3, 64, 64) * 255
-    bb.train()
+def test_the_tracker_keeps_a_dinov3_backbone_in_eval_mode_while_training():
+    """siamtool's guard (`SiamTracker.train`): training the neck and heads must not put the backbone in train
+    mode, where transformers' DINOv3 jitters its RoPE (a different output on every call) and BatchNorm
+    backbones would update their frozen statistics. Both precondition and guard are checked: the bare
+    backbone in train mode is stochastic, and inside a tracker in train mode it gives its eval output."""
+    from siamtool.models import build_model
+    from tests.conftest import tiny_config
+
     torch.manual_seed(0)
+    model = build_model(tiny_config())  # tiny dinov3_vits16
+    x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
-        a, b = bb(x), bb(x)
-    assert not torch.allclose(a, b)
+        expected = model.backbone(x)
+        model.backbone.train()  # the bare backbone, as a plain nn.Module.train() would leave it
+        assert not torch.allclose(model.backbone(x), model.backbone(x)), "precondition: RoPE jitter in train mode"
+        model.train()
+        assert model.training and not any(m.training for m in model.backbone.modules())
+        torch.testing.assert_close(model.backbone(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(model.backbone(x), expected, rtol=0, atol=0)
 
 
 def test_gated_dinov3_without_weights_says_how_to_log_in(tmp_path):
