@@ -26,7 +26,7 @@ from siamtool.eval.metrics import (
     check_convention,
     overlap_thresholds,
 )
-from siamtool.eval.results import TrackerResults, frame1_warnings, load_tracker_results
+from siamtool.eval.results import TrackerResults, extra_lines_warning, frame1_warnings, load_tracker_results
 from siamtool.fileio import atomic_path, write_json_atomic
 from siamtool.reporting import Reporter, WarningsReporter
 
@@ -212,8 +212,9 @@ def _common_sequences(loaded: list[TrackerResults], sequences: list[LasotSequenc
         if res.missing:
             reporter.warning(f"{res.name}: {len(res.missing)} of {len(sequences)} sequences have no results "
                              f"({_listed(res.missing)}); scoring {len(scored)} sequences for every tracker")
-        for message in frame1_warnings(res):
-            reporter.warning(message)
+        for message in [*frame1_warnings(res), extra_lines_warning(res)]:
+            if message is not None:
+                reporter.warning(message)
     return scored
 
 
