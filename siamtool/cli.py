@@ -300,6 +300,7 @@ def train(
     from siamtool.cli_render import RichReporter, print_train
     from siamtool.config import explicit_keys, load_config
     from siamtool.data.shards import load_shard_index, verify_shards
+    from siamtool.data.stream import check_compatible
     from siamtool.engine.trainer import train as run_training
     from siamtool.models.backbones import check_weights_available, get_spec
 
@@ -310,7 +311,9 @@ def train(
     # (they would fail in a DataLoader worker, with its traceback) and hub weights this machine cannot
     # get (30 s of retries).
     get_spec(cfg.model.backbone)
-    verify_shards(load_shard_index(shards))
+    index = load_shard_index(shards)
+    verify_shards(index)
+    check_compatible(index, cfg)
     check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
     console = Console()
     existed = run_dir.exists()

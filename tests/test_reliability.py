@@ -596,3 +596,14 @@ def test_a_prepare_that_failed_before_its_first_shard_does_not_lock_the_folder(s
     assert list(out.glob("shard-*.h5")) and "jpeg_quality: 80" in (out / "config.yaml").read_text()
     r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=70"))
     assert "different settings" in one_line_error(r)  # with shards in it, other settings are still refused
+
+
+def test_train_refuses_shards_with_smaller_crops_than_the_model(synthetic_shards, tmp_path):
+    """Issue #23: shards made with data.template_size=8 were accepted for a 128 px model (16x enlarged crops).
+    `synthetic_shards` hold 32 px templates; a 64 px model is refused before the run folder exists."""
+    cfg = tmp_path / "big.yaml"
+    tiny_config("train.workers=0", "data.template_size=64", "data.search_size=128").save(cfg)
+    line = one_line_error(runner.invoke(app, ["--device", "cpu", "train", str(cfg), "--shards", str(synthetic_shards),
+                                              "--out", str(tmp_path / "run")]))
+    assert "the shards hold 32 px template crops but the model trains on data.template_size=64 px" in line
+    assert not (tmp_path / "run").exists()
