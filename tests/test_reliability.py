@@ -607,3 +607,26 @@ def test_train_refuses_shards_with_smaller_crops_than_the_model(synthetic_shards
                                               "--out", str(tmp_path / "run")]))
     assert "the shards hold 32 px template crops but the model trains on data.template_size=64 px" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_png_only_sequence_names_the_extension_not_zero_frames(synthetic_lasot, tmp_path):
+    """Issue #23: a LaSOT-layout sequence of PNG frames said "0 frames but groundtruth.txt has 40 lines"."""
+    from siamtool.data.lasot import load_sequence
+    from siamtool.errors import DatasetError
+
+    seq = tmp_path / "cat-1"
+    shutil.copytree(synthetic_lasot / "cat" / "cat-1", seq)
+    for jpg in (seq / "img").glob("*.jpg"):
+        jpg.rename(jpg.with_suffix(".png"))
+    with pytest.raises(DatasetError, match=r"img: no \.jpg frames \(found \.png\); LaSOT-layout sequences"):
+        load_sequence(seq)
+
+
+def test_a_damaged_mp4_gives_siamtools_line_only(tiny_checkpoint, tmp_path):
+    """Issue #23: FFmpeg's raw "moov atom not found" line showed before siamtool's message."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    r = run_cli("--device", "cpu", "track", str(bad), "--checkpoint", str(tiny_checkpoint), "--no-show",
+                "--init", "1,1,5,5")
+    line = one_line_error(r)
+    assert f"{bad}: cannot open this video" in line and "moov" not in r.output
