@@ -154,6 +154,7 @@ def evaluate_results(
     split: str = "test",
     plots: bool = True,
     reporter: Reporter | None = None,
+    annotations_checked: bool = False,
 ) -> dict[str, Any]:
     """Score raw results of several trackers ({tracker name: results folder}) on the sequences of `index`.
 
@@ -162,13 +163,16 @@ def evaluate_results(
     percent). Missing sequences (in the annotations or in any tracker's folder) raise a one-line
     `DatasetError` unless `skip_missing`, which scores every tracker on the sequences all of them have.
     Warnings (a one-pixel shift, frame-1 boxes that are not the GT, skipped sequences) go to `reporter`
-    when given, else to Python's `warnings` as `EvalWarning`.
+    when given, else to Python's `warnings` as `EvalWarning`. `annotations_checked`: the caller ran
+    `check_annotations` on `index` already (eval --checkpoint, before tracking), so its warning is not
+    repeated.
     """
     check_convention(convention)
     if not results:
         raise SiamtoolError("no results folders to score")
     reporter = reporter or WarningsReporter(EvalWarning)
-    check_annotations(index, split, skip_missing, reporter)
+    if not annotations_checked:
+        check_annotations(index, split, skip_missing, reporter)
     boxless = index.boxless_lines()
     if boxless:
         reporter.warning(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0), "

@@ -199,3 +199,27 @@ def test_results_longer_than_their_sequence_are_scored_with_a_warning(tiny):
                         "check they are results of these sequences"], r.output
     report = json.loads((tiny["tmp"] / "o" / "report.json").read_text())["trackers"]
     assert report["long"]["per_sequence"] == report["good"]["per_sequence"]  # the cut itself is unchanged
+
+
+def test_an_annotations_only_root_with_a_tracker_says_no_images(tiny, tiny_checkpoint):
+    """Issue #23: `eval --checkpoint` on LaSOT's annotations said "2 of 2 sequences ... have no usable
+    annotations"; the annotations are fine, the frames are missing."""
+    r = runner.invoke(app, ["--device", "cpu", "eval", "--lasot", str(tiny["root"]), "--split", str(tiny["split"]),
+                            "--checkpoint", str(tiny_checkpoint), "--out", str(tiny["tmp"] / "o")],
+                      env={"COLUMNS": "300"})
+    line = one_line_error(r)
+    assert f"{tiny['root']}: no images: the 2 sequence(s) of split" in line and "--results DIR" in line
+    assert "no usable annotations" not in line
+
+
+def test_the_skipped_sequences_warning_of_eval_checkpoint_prints_once(synthetic_lasot, tiny_checkpoint, tmp_path):
+    """Issue #23: "279 of 280 sequences ... have no usable annotations" printed twice (before tracking and
+    again when scoring)."""
+    root = tmp_path / "lasot"
+    shutil.copytree(synthetic_lasot, root)
+    (root / "dog" / "dog-2" / "groundtruth.txt").write_text("1,2,abc,4\n")
+    r = runner.invoke(app, ["--device", "cpu", "eval", "--lasot", str(root), "--split", "all", "--checkpoint",
+                            str(tiny_checkpoint), "--out", str(tmp_path / "o"), "--skip-missing", "--set",
+                            "track.backend=torch"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert len([line for line in output_lines(r.output) if "have no usable annotations" in line]) == 1, r.output
