@@ -630,3 +630,16 @@ def test_a_damaged_mp4_gives_siamtools_line_only(tiny_checkpoint, tmp_path):
                 "--init", "1,1,5,5")
     line = one_line_error(r)
     assert f"{bad}: cannot open this video" in line and "moov" not in r.output
+
+
+def test_a_checkpoint_whose_weights_and_config_disagree_is_named(tiny_checkpoint, tmp_path):
+    """Issue #23: "checkpoint weights do not match the model built from its config" named no file."""
+    from siamtool.errors import SiamtoolError
+    from siamtool.models.checkpoint import load_model
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["config"]["model"]["dim"] = 64  # the weights are of a 32-wide neck
+    edited = tmp_path / "edited.pt"
+    torch.save(ckpt, edited)
+    with pytest.raises(SiamtoolError, match=rf"^{edited}: the weights do not match the model built from its config"):
+        load_model(edited)
