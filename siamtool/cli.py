@@ -313,8 +313,8 @@ def train(
     get_spec(cfg.model.backbone)
     index = load_shard_index(shards)
     verify_shards(index)
-    check_compatible(index, cfg)
     check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
+    check_compatible(index, cfg)
     console = Console()
     existed = run_dir.exists()
     try:
