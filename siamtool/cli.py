@@ -293,8 +293,8 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out "
                                          "(--no-resume starts over, replacing its checkpoints and log).")]
     = True,
-    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4", " of the data, model, train or "
-                                                                    "track section")] = None,
+    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4", " of the data, model, train, track or "
+                                                                    "export section")] = None,
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
     from siamtool.cli_render import RichReporter, print_train
@@ -304,7 +304,7 @@ def train(
     from siamtool.engine.trainer import train as run_training
     from siamtool.models.backbones import check_weights_available, get_spec
 
-    cfg = load_config(config, set_ or [], sections=("data", "model", "train", "track"), command="train")
+    cfg = load_config(config, set_ or [], sections=("data", "model", "train", "track", "export"), command="train")
     run_dir = out if out is not None else Path("runs") / config.stem
     _check_out_folder("--out", run_dir)
     # Refuse what would fail later, before the run folder exists: an unknown backbone, damaged shards
