@@ -320,25 +320,28 @@ def train(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the last checkpoint in --out "
                                          "(--no-resume starts over, replacing its checkpoints and log).")]
     = True,
-    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4", " of the data, model, train or "
-                                                                    "track section")] = None,
+    set_: Annotated[list[str] | None, _set_option("train.lr=3e-4", " of the data, model, train, track or "
+                                                                    "export section")] = None,
 ) -> None:
     """Train the tracker heads on prepared shards; checkpoints and resumes (multi-GPU: launch with torchrun)."""
     from siamtool.cli_render import RichReporter, print_train
     from siamtool.config import explicit_keys, load_config
     from siamtool.data.shards import load_shard_index, verify_shards
+    from siamtool.data.stream import check_compatible
     from siamtool.engine.trainer import train as run_training
     from siamtool.models.backbones import check_weights_available, get_spec
 
-    cfg = load_config(config, set_ or [], sections=("data", "model", "train", "track"), command="train")
+    cfg = load_config(config, set_ or [], sections=("data", "model", "train", "track", "export"), command="train")
     run_dir = out if out is not None else Path("runs") / config.stem
     _check_out_folder("--out", run_dir)
     # Refuse what would fail later, before the run folder exists: an unknown backbone, damaged shards
     # (they would fail in a DataLoader worker, with its traceback) and hub weights this machine cannot
     # get (30 s of retries).
     get_spec(cfg.model.backbone)
-    verify_shards(load_shard_index(shards))
+    index = load_shard_index(shards)
+    verify_shards(index)
     check_weights_available(cfg.model, "model.backbone" in explicit_keys(cfg))
+    check_compatible(index, cfg)
     console = Console()
     existed = run_dir.exists()
     try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import os
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +68,30 @@ def opencv_untested(version: str | None = None) -> str | None:
     upper = f"{high[0]}.{high[1]}.{high[2] + 1}"
     return (f"OpenCV {version} is installed, but siamtool is tested with OpenCV {first} to {last}: "
             f"results may differ; pip install \"opencv-python>={first},<{upper}\" installs a tested one")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send what native code writes to the stderr file descriptor to /dev/null for the block.
+
+    FFmpeg logs through its own av_log, past OpenCV's log level: opening a damaged .mp4 printed
+    "[mov,mp4,...] moov atom not found" before siamtool's one-line error. Only for short calls that
+    print nothing the user needs (opening a video); Python's own sys.stderr is flushed first.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stderr (tests): nothing native goes there
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:

@@ -596,3 +596,50 @@ def test_a_prepare_that_failed_before_its_first_shard_does_not_lock_the_folder(s
     assert list(out.glob("shard-*.h5")) and "jpeg_quality: 80" in (out / "config.yaml").read_text()
     r = runner.invoke(app, prepare_args(synthetic_lasot, out, "--set", "data.jpeg_quality=70"))
     assert "different settings" in one_line_error(r)  # with shards in it, other settings are still refused
+
+
+def test_train_refuses_shards_with_smaller_crops_than_the_model(synthetic_shards, tmp_path):
+    """Issue #23: shards made with data.template_size=8 were accepted for a 128 px model (16x enlarged crops).
+    `synthetic_shards` hold 32 px templates; a 64 px model is refused before the run folder exists."""
+    cfg = tmp_path / "big.yaml"
+    tiny_config("train.workers=0", "data.template_size=64", "data.search_size=128").save(cfg)
+    line = one_line_error(runner.invoke(app, ["--device", "cpu", "train", str(cfg), "--shards", str(synthetic_shards),
+                                              "--out", str(tmp_path / "run")]))
+    assert "the shards hold 32 px template crops but the model trains on data.template_size=64 px" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_png_only_sequence_names_the_extension_not_zero_frames(synthetic_lasot, tmp_path):
+    """Issue #23: a LaSOT-layout sequence of PNG frames said "0 frames but groundtruth.txt has 40 lines"."""
+    from siamtool.data.lasot import load_sequence
+    from siamtool.errors import DatasetError
+
+    seq = tmp_path / "cat-1"
+    shutil.copytree(synthetic_lasot / "cat" / "cat-1", seq)
+    for jpg in (seq / "img").glob("*.jpg"):
+        jpg.rename(jpg.with_suffix(".png"))
+    with pytest.raises(DatasetError, match=r"img: no \.jpg frames \(found \.png\); LaSOT-layout sequences"):
+        load_sequence(seq)
+
+
+def test_a_damaged_mp4_gives_siamtools_line_only(tiny_checkpoint, tmp_path):
+    """Issue #23: FFmpeg's raw "moov atom not found" line showed before siamtool's message."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    r = run_cli("--device", "cpu", "track", str(bad), "--checkpoint", str(tiny_checkpoint), "--no-show",
+                "--init", "1,1,5,5")
+    line = one_line_error(r)
+    assert f"{bad}: cannot open this video" in line and "moov" not in r.output
+
+
+def test_a_checkpoint_whose_weights_and_config_disagree_is_named(tiny_checkpoint, tmp_path):
+    """Issue #23: "checkpoint weights do not match the model built from its config" named no file."""
+    from siamtool.errors import SiamtoolError
+    from siamtool.models.checkpoint import load_model
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["config"]["model"]["dim"] = 64  # the weights are of a 32-wide neck
+    edited = tmp_path / "edited.pt"
+    torch.save(ckpt, edited)
+    with pytest.raises(SiamtoolError, match=rf"^{edited}: the weights do not match the model built from its config"):
+        load_model(edited)

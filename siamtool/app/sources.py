@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from siamtool.errors import SiamtoolError
-from siamtool.images import quiet_opencv, read_image
+from siamtool.images import quiet_native_stderr, quiet_opencv, read_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -94,7 +94,7 @@ class VideoSource(FrameSource):
 
     def __init__(self, path: Path) -> None:
         self.name = str(path)
-        with quiet_opencv():
+        with quiet_opencv(), quiet_native_stderr():
             self.cap = cv2.VideoCapture(str(path))
         if not self.cap.isOpened():
             raise SiamtoolError(f"{path}: cannot open this video (not a format OpenCV/FFmpeg can decode, or a "

@@ -188,7 +188,12 @@ def load_sequence(path: str | Path, require_images: bool = True) -> LasotSequenc
         img_dir = path / "img"
         if not img_dir.is_dir():
             raise DatasetError(f"{img_dir}: image folder missing (annotations-only data works for eval --results)")
-        n_images = sum(1 for e in os.scandir(img_dir) if e.name.endswith(".jpg"))
+        names = [e.name for e in os.scandir(img_dir)]
+        n_images = sum(1 for name in names if name.endswith(".jpg"))
+        if n_images == 0 and names:
+            other = sorted({Path(name).suffix.lower() or name for name in names})
+            raise DatasetError(f"{img_dir}: no .jpg frames (found {', '.join(other[:4])}); LaSOT-layout sequences "
+                               "are 00000001.jpg, 00000002.jpg, ... (`siamtool track` plays other image folders)")
         if n_images != n:
             raise DatasetError(f"{img_dir}: {n_images} frames but {gt_path} has {n} lines")
     name = path.name

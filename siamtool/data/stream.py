@@ -802,6 +802,11 @@ def check_compatible(index: ShardIndex, cfg: Config) -> None:
         raise ConfigError(f"{index.root}: shards were prepared with data.context={ctx} but the config says "
                           f"{d.context}; the tracker would crop differently. Use --set data.context={ctx} "
                           "or re-run prepare")
+    if index.template_size < d.template_size:
+        raise ConfigError(f"{index.root}: the shards hold {index.template_size} px template crops but the model "
+                          f"trains on data.template_size={d.template_size} px: every crop would be enlarged "
+                          f"{d.template_size / index.template_size:g}x (blur, not detail); re-run prepare with this "
+                          f"config, or --set data.template_size={index.template_size}")
     need = d.search_size / d.template_size
     have = index.search_crop_size / index.template_size
     if need > have + 1e-6:

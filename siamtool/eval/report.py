@@ -32,7 +32,7 @@ from siamtool.eval.metrics import (
     got10k_sequence_ious,
     overlap_thresholds,
 )
-from siamtool.eval.results import TrackerResults, frame1_warnings, load_tracker_results
+from siamtool.eval.results import TrackerResults, extra_lines_warning, frame1_warnings, load_tracker_results
 from siamtool.fileio import atomic_path, write_json_atomic
 from siamtool.reporting import Reporter, WarningsReporter
 
@@ -192,6 +192,7 @@ def evaluate_results(
     split: str = "test",
     plots: bool = True,
     reporter: Reporter | None = None,
+    annotations_checked: bool = False,
 ) -> dict[str, Any]:
     """Score raw results of several trackers ({tracker name: results folder}) on the sequences of `index`.
 
@@ -200,14 +201,17 @@ def evaluate_results(
     percent). Missing sequences (in the annotations or in any tracker's folder) raise a one-line
     `DatasetError` unless `skip_missing`, which scores every tracker on the sequences all of them have.
     Warnings (a one-pixel shift, frame-1 boxes that are not the GT, skipped sequences) go to `reporter`
-    when given, else to Python's `warnings` as `EvalWarning`.
+    when given, else to Python's `warnings` as `EvalWarning`. `annotations_checked`: the caller ran
+    `check_annotations` on `index` already (eval --checkpoint, before tracking), so its warning is not
+    repeated.
     """
     check_convention(convention)
     if not results:
         raise SiamtoolError("no results folders to score")
     reporter = reporter or WarningsReporter(EvalWarning)
     check_scorable(index)
-    check_annotations(index, split, skip_missing, reporter)
+    if not annotations_checked:
+        check_annotations(index, split, skip_missing, reporter)
     boxless = index.boxless_lines()
     if boxless:
         reporter.warning(f"{len(boxless)} visible frame(s) have no usable ground-truth box (NaN or a size <= 0), "
@@ -251,8 +255,9 @@ def _common_sequences(loaded: list[TrackerResults], sequences: list[LasotSequenc
         if res.missing:
             reporter.warning(f"{res.name}: {len(res.missing)} of {len(sequences)} sequences have no results "
                              f"({_listed(res.missing)}); scoring {len(scored)} sequences for every tracker")
-        for message in frame1_warnings(res):
-            reporter.warning(message)
+        for message in [*frame1_warnings(res), extra_lines_warning(res)]:
+            if message is not None:
+                reporter.warning(message)
     return scored
 
 

@@ -64,12 +64,18 @@ def read_result_file(path: str | Path, n_frames: int, convention: str = "pytrack
 
     Raises `DatasetError` (one line naming the file and line) for a short file and, in the pytracking
     convention, NaN values or negative sizes anywhere in the file (pytracking checks before cutting).
+    Lines beyond `n_frames` are cut (`load_tracker_results` counts them: `TrackerResults.extra_lines`).
     """
     return clean_boxes(read_raw_result(path, n_frames, convention), convention)
 
 
 def read_raw_result(path: str | Path, n_frames: int, convention: str = "pytracking") -> np.ndarray:
     """`read_result_file` without the cleaning: the (n_frames, 4) boxes as written, checked the same way."""
+    return _checked_boxes(path, n_frames, convention)[:n_frames]
+
+
+def _checked_boxes(path: str | Path, n_frames: int, convention: str) -> np.ndarray:
+    """Every box of a result file, uncut and uncleaned, after the checks of `read_result_file`."""
     path = Path(path)
     boxes = parse_boxes(path)
     if check_convention(convention) == "pytracking":
@@ -93,7 +99,7 @@ def read_raw_result(path: str | Path, n_frames: int, convention: str = "pytracki
             f"{path}:{len(boxes) + 1}: file ends after {len(boxes)} lines but the sequence has {n_frames} frames "
             "(a result file needs one x,y,w,h line per frame; re-run the tracker on this sequence)"
         )
-    return boxes[:n_frames]
+    return boxes
 
 
 @dataclass
@@ -110,6 +116,8 @@ class TrackerResults:
     raw: dict[str, np.ndarray] = field(default_factory=dict)
     """Sequence name -> the boxes as written, cut to the GT length, not cleaned (the GOT-10k toolkit scores
     them so: a box without size has IoU 0 there)."""
+    extra_lines: dict[str, int] = field(default_factory=dict)
+    """Sequence name -> lines beyond the sequence's frames (cut before scoring; said in a warning)."""
 
 
 def _names(sequence: str) -> list[str]:
@@ -137,6 +145,19 @@ def check_results_dir(directory: str | Path) -> Path:
     if not any(p.suffix == ".txt" or (p.is_dir() and any(p.glob(f"{p.name}_[0-9]*.txt"))) for p in directory.iterdir()):
         raise DatasetError(f"{directory}: no .txt result files (expected {directory}/<sequence>.txt, e.g. airplane-1.txt)")
     return directory
+
+
+def extra_lines_warning(results: TrackerResults) -> str | None:
+    """Result files longer than their sequences are cut silently by pytracking: say so, with an example.
+
+    Often harmless (a trailing line), but 50 extra lines usually mean results of another version of the
+    sequence, whose boxes then belong to other frames."""
+    if not results.extra_lines:
+        return None
+    name, extra = max(results.extra_lines.items(), key=lambda item: item[1])
+    return (f"{results.name}: {len(results.extra_lines)} result file(s) have more lines than their sequence has "
+            f"frames (e.g. {result_path(results.directory, name)}: {extra} more); only the first lines, one per "
+            "frame, are scored: check they are results of these sequences")
 
 
 def frame1_warnings(results: TrackerResults) -> list[str]:
@@ -193,7 +214,10 @@ def load_tracker_results(
         if not path.is_file():
             out.missing.append(seq.name)
         else:
-            raw = read_raw_result(path, seq.n_frames, convention)
+            raw = _checked_boxes(path, seq.n_frames, convention)
+            if len(raw) > seq.n_frames:
+                out.extra_lines[seq.name] = len(raw) - seq.n_frames
+            raw = raw[:seq.n_frames]
             boxes = clean_boxes(raw, convention, seq.gt)
             out.raw[seq.name] = raw
             out.boxes[seq.name] = boxes

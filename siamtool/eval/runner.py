@@ -39,7 +39,7 @@ from siamtool.config import Config
 from siamtool.data.datasets import SERVER_SPLITS, index_dataset
 from siamtool.data.lasot import Index, LasotSequence
 from siamtool.device import available_cores
-from siamtool.errors import SiamtoolError
+from siamtool.errors import DatasetError, SiamtoolError
 from siamtool.eval.report import REPORT_FILE, check_annotations, evaluate_results
 from siamtool.eval.submission import submission_path, write_submission
 from siamtool.fileio import write_json_atomic, write_text_atomic
@@ -440,6 +440,7 @@ def evaluate_tracker(
     """
     ecfg = spec.cfg.eval
     index = index_dataset(kind, lasot, split, require_images=True)
+    _check_images(index, lasot, split)
     # Refuse an incomplete split before hours of tracking, with the same rule and words as scoring.
     check_annotations(index, index.split, ecfg.skip_missing, reporter)
     summary = run_tracker(index, out, spec, device, requested_device, workers, name, reporter)
@@ -452,9 +453,22 @@ def evaluate_tracker(
         return summary, {}
     results = {summary.tracker: summary.directory, **(others or {})}
     report = evaluate_results(results, index, out_dir=out, report_path=report_json, convention=ecfg.convention,
-                              skip_missing=ecfg.skip_missing, split=index.split, plots=ecfg.plots, reporter=reporter)
+                              skip_missing=ecfg.skip_missing, split=index.split, plots=ecfg.plots, reporter=reporter,
+                              annotations_checked=True)
     add_timing_to_report(Path(report_json) if report_json else Path(out) / REPORT_FILE, summary)
     return summary, report
+
+
+def _check_images(index: Index, lasot: Path, split: str) -> None:
+    """A root of annotations only (LaSOT's test annotations, without frames) cannot be tracked: say that,
+    not "280 of 280 sequences have no usable annotations"."""
+    # A skipped line reads "<file in the sequence folder>[:line]: why"; image problems name the img folder.
+    if index.sequences or not index.skipped:
+        return
+    if all(Path(line.split(":", 1)[0]).name == "img" for line in index.skipped):
+        raise DatasetError(f"{lasot}: no images: the {len(index.skipped)} sequence(s) of split {split!r} have "
+                           f"annotations but no frames (first: {index.skipped[0]}); a tracker needs the img/ "
+                           "folders; to score existing results use --results DIR")
 
 
 def add_timing_to_report(report_path: Path, summary: RunSummary) -> None:

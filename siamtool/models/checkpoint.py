@@ -111,7 +111,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", overrides: 
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, overrides, source=f"{path} (config)")
     model = build_model(cfg)
-    model.load_trainable_state_dict(ckpt["model"])
+    model.load_trainable_state_dict(ckpt["model"], source=str(path))
     expected = ckpt.get("backbone_fingerprint")
     if expected is not None:
         got = feature_fingerprint(model)

@@ -163,14 +163,16 @@ class SiamTracker(nn.Module):
         keep = self.trainable_names()
         return {k: v.detach().clone() for k, v in self.state_dict().items() if k in keep}
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load `trainable_state_dict()` output; refuses missing or unexpected keys (a different config)."""
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load `trainable_state_dict()` output; refuses missing or unexpected keys (a different config).
+
+        `source` begins the refusal: the checkpoint's file, so the user knows which file is inconsistent."""
         expected = self.trainable_names()
         missing = sorted(expected - set(state))
         unexpected = sorted(set(state) - expected)
         if missing or unexpected:
             raise SiamtoolError(
-                f"checkpoint weights do not match the model built from its config "
+                f"{source}: the weights do not match the model built from its config "
                 f"(missing: {missing[:3]}{'...' if len(missing) > 3 else ''}, "
                 f"unexpected: {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
             )
@@ -178,7 +180,7 @@ class SiamTracker(nn.Module):
         wrong = [k for k in sorted(expected) if tuple(state[k].shape) != tuple(current[k].shape)]
         if wrong:
             raise SiamtoolError(
-                f"checkpoint weights do not match the model built from its config ({wrong[0]}: "
+                f"{source}: the weights do not match the model built from its config ({wrong[0]}: "
                 f"{tuple(state[wrong[0]].shape)} vs {tuple(current[wrong[0]].shape)})"
             )
         self.load_state_dict(state, strict=False)

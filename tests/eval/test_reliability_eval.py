@@ -187,4 +187,48 @@ def test_track_skips_and_counts_a_truncated_frame(truncated_frame_root, tiny_che
                             "--set", "track.backend=torch"])
     assert r.exit_code == 0, r.output
     assert "tracked 39 frames" in r.output and "1 unreadable skipped" in r.output
-    assert len(boxes.read_text().splitlines()) == 39
+    rows = np.loadtxt(boxes, delimiter=",", ndmin=2)
+    assert len(rows) == 40  # one line per frame, as eval writes (issue #23: 39 lines, all later ones misaligned)
+    assert rows[9].tolist() == [*rows[8, :4], 0.0, 1.0]  # frame 10: the previous box, score 0, lost
+
+
+def test_results_longer_than_their_sequence_are_scored_with_a_warning(tiny):
+    """Issue #23: `eval --results` with 50 lines more than frames was cut without a word."""
+    long = tiny["tmp"] / "long"
+    write_result(long, "airplane-1", [[1, 1, 10, 10], [1, 1, 10, 10], [6, 1, 10, 10], [1, 1, 10, 10]]
+                 + [[99, 99, 10, 10]] * 50)
+    write_result(long, "basketball-1", [[1, 1, 10, 10], [1, 1, 10, 10]])
+    args = ["eval", "--lasot", str(tiny["root"]), "--split", str(tiny["split"]), "--results", str(tiny["good"]),
+            "--results", str(long), "--out", str(tiny["tmp"] / "o")]
+    r = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in output_lines(r.output) if "more lines than their sequence" in line]
+    assert warnings == [f"warning: long: 1 result file(s) have more lines than their sequence has frames (e.g. "
+                        f"{long / 'airplane-1.txt'}: 50 more); only the first lines, one per frame, are scored: "
+                        "check they are results of these sequences"], r.output
+    report = json.loads((tiny["tmp"] / "o" / "report.json").read_text())["trackers"]
+    assert report["long"]["per_sequence"] == report["good"]["per_sequence"]  # the cut itself is unchanged
+
+
+def test_an_annotations_only_root_with_a_tracker_says_no_images(tiny, tiny_checkpoint):
+    """Issue #23: `eval --checkpoint` on LaSOT's annotations said "2 of 2 sequences ... have no usable
+    annotations"; the annotations are fine, the frames are missing."""
+    r = runner.invoke(app, ["--device", "cpu", "eval", "--lasot", str(tiny["root"]), "--split", str(tiny["split"]),
+                            "--checkpoint", str(tiny_checkpoint), "--out", str(tiny["tmp"] / "o")],
+                      env={"COLUMNS": "300"})
+    line = one_line_error(r)
+    assert f"{tiny['root']}: no images: the 2 sequence(s) of split" in line and "--results DIR" in line
+    assert "no usable annotations" not in line
+
+
+def test_the_skipped_sequences_warning_of_eval_checkpoint_prints_once(synthetic_lasot, tiny_checkpoint, tmp_path):
+    """Issue #23: "279 of 280 sequences ... have no usable annotations" printed twice (before tracking and
+    again when scoring)."""
+    root = tmp_path / "lasot"
+    shutil.copytree(synthetic_lasot, root)
+    (root / "dog" / "dog-2" / "groundtruth.txt").write_text("1,2,abc,4\n")
+    r = runner.invoke(app, ["--device", "cpu", "eval", "--lasot", str(root), "--split", "all", "--checkpoint",
+                            str(tiny_checkpoint), "--out", str(tmp_path / "o"), "--skip-missing", "--set",
+                            "track.backend=torch"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert len([line for line in output_lines(r.output) if "have no usable annotations" in line]) == 1, r.output
