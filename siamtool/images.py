@@ -10,8 +10,8 @@ counts the ones it returns None for.
 from __future__ import annotations
 
 import contextlib
-import re
 import os
+import re
 import struct
 import sys
 from collections.abc import Iterator
