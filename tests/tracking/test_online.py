@@ -160,3 +160,28 @@ def test_distractor_memory_discounts_cells_that_look_like_a_seen_look_alike():
     fresh = DistractorMemory(weight=0.8, ratio=0.5)
     fresh.start(feats, (7.0, 7.0))
     assert fresh.observe(feats, score, (7, 7), (2.0, 2.0), (7.0, 7.0)) == 0
+
+
+class TwinBackend(BlindHeadsBackend):
+    """Blind heads, except that the heatmap peaks on the crop centre and on a second cell: a look-alike."""
+
+    def search(self, crop_rgb, features):
+        score, boxes, feats = super().search(crop_rgb, features)
+        score = np.full_like(score, 0.05)
+        score[8, 8], score[3, 12] = 0.9, 0.8
+        return score, boxes, feats
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_the_tracker_remembers_the_first_frames_look_alike_only_when_asked(weight):
+    cfg = small_config(distractor_weight=weight)
+    cfg.track.scale = "head"
+    tracker = Tracker(TwinBackend(), cfg)
+    box = np.array([120.0, 90.0, 40.0, 40.0])
+    tracker.initialize(_textured_frame((400, 300), box), box)
+    if weight == 0:
+        assert tracker.online.distractors is None  # off: the default scoring is untouched
+    else:
+        assert len(tracker.online.distractors.distractors) == 1
+    r = tracker.track(_textured_frame((400, 300), box))
+    assert np.all(np.isfinite(r.box)) and not r.lost
