@@ -13,6 +13,7 @@ from siamtool.tracking.online import (
     ScaleFilter,
     TranslationFilter,
     gaussian_label,
+    refine_peak,
     upsampled_response,
 )
 from siamtool.tracking.tracker import Tracker
@@ -36,8 +37,8 @@ def test_filter_finds_the_target_where_it_moved():
     moved[:, 9:12, 4:7] = target  # now centred on cell (10, 5)
     coarse, fine = f.respond(moved)
     assert np.unravel_index(int(np.argmax(coarse)), coarse.shape) == (10, 5)
-    i, j = np.unravel_index(int(np.argmax(fine)), fine.shape)
-    assert (i / 4, j / 4) == pytest.approx((10.0, 5.0), abs=0.25)
+    # Sub-cell: the refined peak, not the 1/4-cell grid (off-grid peaks: test_robustness.py).
+    assert refine_peak(fine, 4, (10, 5)) == pytest.approx((10.0, 5.0), abs=0.1)  # the new background pulls 0.05
     # calibrated: the first frame's own response peaks at 1
     assert f.respond(first)[0].max() == pytest.approx(1.0, abs=1e-5)
 
@@ -160,3 +161,28 @@ def test_distractor_memory_discounts_cells_that_look_like_a_seen_look_alike():
     fresh = DistractorMemory(weight=0.8, ratio=0.5)
     fresh.start(feats, (7.0, 7.0))
     assert fresh.observe(feats, score, (7, 7), (2.0, 2.0), (7.0, 7.0)) == 0
+
+
+class TwinBackend(BlindHeadsBackend):
+    """Blind heads, except that the heatmap peaks on the crop centre and on a second cell: a look-alike."""
+
+    def search(self, crop_rgb, features):
+        score, boxes, feats = super().search(crop_rgb, features)
+        score = np.full_like(score, 0.05)
+        score[8, 8], score[3, 12] = 0.9, 0.8
+        return score, boxes, feats
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_the_tracker_remembers_the_first_frames_look_alike_only_when_asked(weight):
+    cfg = small_config(distractor_weight=weight)
+    cfg.track.scale = "head"
+    tracker = Tracker(TwinBackend(), cfg)
+    box = np.array([120.0, 90.0, 40.0, 40.0])
+    tracker.initialize(_textured_frame((400, 300), box), box)
+    if weight == 0:
+        assert tracker.online.distractors is None  # off: the default scoring is untouched
+    else:
+        assert len(tracker.online.distractors.distractors) == 1
+    r = tracker.track(_textured_frame((400, 300), box))
+    assert np.all(np.isfinite(r.box)) and not r.lost
