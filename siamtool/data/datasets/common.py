@@ -53,6 +53,22 @@ def first_box_only(gt: np.ndarray, n_frames: int) -> np.ndarray:
     return out
 
 
+def frames_for(gt: np.ndarray, frame_dir: Path, gt_path: Path, test: bool,
+               require_images: bool) -> tuple[np.ndarray, list[Path], bool]:
+    """(gt, frames, first_only) of a sequence of a split that may publish only the first box (GOT-10k test,
+    TrackingNet TEST): such a sequence's length is its frame count, so its frames are listed even for
+    `eval --results`; a fully annotated test folder is read, and scored, like any other."""
+    first_only = test and len(gt) == 1
+    frames = list_frames(frame_dir, require=require_images or first_only)
+    if first_only:
+        if not frames:
+            raise DatasetError(f"{frame_dir}: no frames (a test sequence's length is its frame count)")
+        gt = first_box_only(gt, len(frames))
+    elif require_images:
+        check_count(frames, len(gt), frame_dir, gt_path)
+    return gt, frames, first_only
+
+
 def refuse_nan(gt: np.ndarray, gt_path: Path, absent: np.ndarray | None = None) -> None:
     """A NaN box where the layout has no way to say "absent" (or the frame is not flagged absent) is bad
     input: one line naming the file and line. UAV and VOT write NaN for absent and do not call this."""

@@ -16,9 +16,7 @@ import numpy as np
 
 from siamtool.data.datasets.common import (
     build_index,
-    check_count,
-    first_box_only,
-    list_frames,
+    frames_for,
     read_names_file,
     refuse_nan,
 )
@@ -88,14 +86,7 @@ def load_sequence(folder: Path, test: bool, require_images: bool) -> LasotSequen
     if not gt_path.is_file():
         raise DatasetError(f"{gt_path}: missing (is {folder} a GOT-10k sequence folder?)")
     gt = parse_boxes(gt_path)
-    first_only = test and len(gt) == 1  # a test split as published; a fully annotated one is scored
-    frames = list_frames(folder, require=require_images or first_only)
-    if first_only:
-        if not frames:
-            raise DatasetError(f"{folder}: no frames (a test sequence's length is its frame count)")
-        gt = first_box_only(gt, len(frames))
-    elif require_images:
-        check_count(frames, len(gt), folder, gt_path)
+    gt, frames, first_only = frames_for(gt, folder, gt_path, test, require_images)
     n = len(gt)
     absent = read_label(folder / "absence.label", n, gt_path, required=not test)
     cover = read_label(folder / "cover.label", n, gt_path, required=not test)

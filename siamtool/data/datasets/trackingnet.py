@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, first_box_only, list_frames, refuse_nan, zero_rows
+from siamtool.data.datasets.common import build_index, frames_for, refuse_nan, zero_rows
 from siamtool.data.lasot import Index, LasotSequence, parse_boxes
 from siamtool.errors import DatasetError
 
@@ -41,16 +41,9 @@ def chunks_of(split: str) -> list[str]:
 def load_sequence(chunk_dir: Path, name: str, test: bool, require_images: bool) -> LasotSequence:
     gt_path = chunk_dir / "anno" / f"{name}.txt"
     gt = parse_boxes(gt_path)
-    first_only = test and len(gt) == 1  # a test split as published; a fully annotated one is scored
     refuse_nan(gt, gt_path)
     frame_dir = chunk_dir / "frames" / name
-    frames = list_frames(frame_dir, require=require_images or first_only)
-    if first_only:
-        if not frames:
-            raise DatasetError(f"{frame_dir}: no frames (a TEST sequence's length is its frame count)")
-        gt = first_box_only(gt, len(frames))
-    elif require_images:
-        check_count(frames, len(gt), frame_dir, gt_path)
+    gt, frames, first_only = frames_for(gt, frame_dir, gt_path, test, require_images)
     n = len(gt)
     return LasotSequence(name=name, class_name=name, path=frame_dir, gt=gt, full_occlusion=zero_rows(gt),
                          out_of_view=np.zeros(n, bool), n_images=len(frames) if frames else None,
