@@ -67,10 +67,10 @@ def compare(path: Path, feeds: dict[str, np.ndarray], work: Path) -> list[tuple[
 
 
 def tiny_export(work: Path) -> Path:
+    """The test suite's tiny random resnet18 `stable_model`, exported to `work/export`."""
+    from siamtool.export.onnx import export_model
     from tests.conftest import tiny_config
     from tests.onnx_fixtures import STABLE, stable_model
-
-    from siamtool.export.onnx import export_model
 
     cfg = tiny_config(*STABLE, backbone="resnet18")
     assert export_model(stable_model(cfg), cfg, work / "export").passed
