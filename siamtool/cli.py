@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -761,7 +762,23 @@ def vot(
               log=str(log) if log else False)
 
 
+def act_on_ctrl_c() -> None:
+    """Make Ctrl-C (SIGINT) raise KeyboardInterrupt even when this process inherited it as ignored.
+
+    A process started in the background by a non-interactive shell (`siamtool prepare ... &` in a script,
+    a CI step or a tool that backgrounds its commands) inherits SIGINT as ignored, and Python then never
+    installs its KeyboardInterrupt handler: Ctrl-C or `kill -INT` was silently ignored and the run went on
+    (issue 23: the prepare Ctrl-C test failed whenever the test suite itself ran in the background, whose
+    subprocesses inherit the same). Every siamtool command stops cleanly on Ctrl-C, saving what it did
+    (exit 130, the same command resumes), so interrupting is always safe and is honoured here. Worker
+    processes still ignore SIGINT on purpose (the main process owns Ctrl-C and cleans up).
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main() -> None:
     """Console-script entry point."""
+    act_on_ctrl_c()
     app(prog_name="siamtool")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,5 +27,12 @@ def test_gpu_check_cpu_fallback_runs_every_stage(tmp_path):
     assert "CPU fallback" in out.stdout
     for stage in ("== 1. data", "== 2. data pipeline on cpu", "== 3. training steps on cpu", "== summary"):
         assert stage in out.stdout
-    assert "pairs_per_s_per_gpu=" in out.stdout and "loader_pairs_per_s_cpu_1_workers=" in out.stdout
+    # The summary repeats what stages 2 and 3 measured, as positive numbers (not just the names).
+    summary = out.stdout.split("== summary")[1]
+    values = dict(re.findall(r"^\s+(\w+)=([0-9.]+)\s*$", summary, re.M))
+    assert set(values) == {"pairs_per_s_per_gpu", "loader_pairs_per_s_cpu_1_workers"}, summary
+    assert all(float(v) > 0 for v in values.values()), values
+    for key, value in values.items():
+        assert f"GPU_CHECK {key}={value}" in out.stdout  # the stage's own line
+    assert re.search(r"^\s+3 steps in [0-9.]+ s: [0-9.]+ pairs/s per GPU", out.stdout, re.M), out.stdout[-2000:]
     assert not list(tmp_path.glob("siamtool-gpu-check.*")), "the work folder is removed"
