@@ -224,7 +224,7 @@ class TrackConfig:
     """Weight of the Hann (cosine) window in the score: 0 = none, 1 = window only."""
     scale_penalty: float = 0.04
     """SiamRPN-style penalty k on scale and aspect change: exp(-k * (r * s - 1))."""
-    select_margin: float = 0.4
+    select_margin: float = 0.0
     """Cells next to the best one whose penalised, windowed score is within this margin of the best share
     the answer, weighted by how far above (best - margin) they score (`tracker.select_candidate`): a
     continuous choice instead of an argmax, so two runtimes 1e-5 apart do not pick different cells at a

@@ -179,30 +179,35 @@ def select_candidate(
 
 def _blend_near_best(pscore: np.ndarray, score: np.ndarray, penalty: np.ndarray, boxes: np.ndarray,
                      best: tuple[int, int], margin: float) -> Candidate:
-    """The candidate of the best cell, averaged with the cells next to it that score (nearly) as well.
+    """The candidate of the best cell, averaged with the cells around it that score (nearly) as well.
 
     The target usually sits between cells, and neighbouring cells' box-head answers differ by several
     pixels: an argmax then jumps between them on scores 1e-5 apart (measured: on motorcycle-2 PyTorch and
     onnxruntime picked different centre cells at frame 28 and never met again), and the Hann window of an
-    even-sized map has four equal maxima, where argmax alone walks the box up and left. So each cell of the
-    3 x 3 neighbourhood gets the weight ``max(pscore - (best - margin), 0)``: a continuous function of the
-    scores, so a 1e-5 change of any score moves the answer by about 1e-5 / margin of a cell's difference,
-    instead of a whole cell. `margin` 0: the exact ties only (relative 1e-6), averaged equally.
+    even-sized map has four equal maxima, where argmax alone walks the box up and left. So the answer is
+    the centroid of the peak: the connected (8-neighbour) region of cells within `margin` of the best
+    pscore that holds the best cell, each weighted by ``pscore - (best - margin)``. That is a continuous
+    function of the scores (a cell enters or leaves the region at weight 0), symmetric about a peak that
+    lies between cells, and it never averages two separate peaks (two look-alikes) into a box between
+    them. The score and penalty stay the best cell's: the loss, recovery and update gates compare them
+    with thresholds, and a blend with weaker cells would lower them. `margin` 0: the exact ties next to
+    the best cell only (relative 1e-6), averaged equally.
     """
     i, j = best
+    if margin > 0:
+        weight = np.maximum(pscore - (pscore[i, j] - margin), 0.0)
+        _, labels = cv2.connectedComponents((weight > 0).astype(np.uint8), connectivity=8)
+        weight = np.where(labels == labels[i, j], weight, 0.0)
+        weight = weight / weight.sum()
+        box = np.tensordot(weight, boxes.astype(np.float64), axes=([0, 1], [0, 1]))
+        return Candidate(best, float(score[i, j]), float(penalty[i, j]), box)
     rows = slice(max(i - 1, 0), i + 2)
     cols = slice(max(j - 1, 0), j + 2)
-    near = pscore[rows, cols]
-    if margin > 0:
-        weight = np.maximum(near - (pscore[i, j] - margin), 0.0)
-    else:
-        weight = np.isclose(near, pscore[i, j], rtol=1e-6, atol=1e-9).astype(np.float64)
-    if np.count_nonzero(weight) <= 1:
+    tied = np.isclose(pscore[rows, cols], pscore[i, j], rtol=1e-6, atol=1e-9)
+    if tied.sum() <= 1:
         return Candidate(best, float(score[i, j]), float(penalty[i, j]), boxes[i, j].astype(np.float64))
-    weight = weight / weight.sum()
-    box = np.tensordot(weight, boxes[rows, cols].astype(np.float64), axes=([0, 1], [0, 1]))
-    return Candidate(best, float((score[rows, cols] * weight).sum()), float((penalty[rows, cols] * weight).sum()),
-                     box)
+    box = boxes[rows, cols][tied].astype(np.float64).mean(axis=0)
+    return Candidate(best, float(score[rows, cols][tied].mean()), float(penalty[rows, cols][tied].mean()), box)
 
 
 STATE_MIN_SIZE = 1.0

