@@ -225,10 +225,11 @@ class TrackConfig:
     scale_penalty: float = 0.04
     """SiamRPN-style penalty k on scale and aspect change: exp(-k * (r * s - 1))."""
     select_margin: float = 0.0
-    """Cells next to the best one whose penalised, windowed score is within this margin of the best share
-    the answer, weighted by how far above (best - margin) they score (`tracker.select_candidate`): a
-    continuous choice instead of an argmax, so two runtimes 1e-5 apart do not pick different cells at a
-    near tie (issue #20's runtime parity); 0 = argmax, exact ties averaged."""
+    """The connected region of cells around the best one whose penalised, windowed score is within this
+    margin of the best shares the answer, weighted by how far above (best - margin) they score
+    (`tracker._blend_near_best`): a continuous choice instead of an argmax, so two runtimes 1e-5 apart do
+    not pick different neighbouring cells at a near tie (issue #20's runtime parity); 0 = the argmax, exact
+    ties averaged (the default: 0.1 and 0.2 scored lower on validation, docs/benchmarks.md)."""
     size_lr: float = 0.6
     """Learning rate of the box size update (scaled by the penalised score)."""
     min_size: float = 4.0
