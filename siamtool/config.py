@@ -224,6 +224,12 @@ class TrackConfig:
     """Weight of the Hann (cosine) window in the score: 0 = none, 1 = window only."""
     scale_penalty: float = 0.04
     """SiamRPN-style penalty k on scale and aspect change: exp(-k * (r * s - 1))."""
+    select_margin: float = 0.0
+    """The connected region of cells around the best one whose penalised, windowed score is within this
+    margin of the best shares the answer, weighted by how far above (best - margin) they score
+    (`tracker._blend_near_best`): a continuous choice instead of an argmax, so two runtimes 1e-5 apart do
+    not pick different neighbouring cells at a near tie (issue #20's runtime parity); 0 = the argmax, exact
+    ties averaged (the default: 0.1 and 0.2 scored lower on validation, docs/benchmarks.md)."""
     size_lr: float = 0.6
     """Learning rate of the box size update (scaled by the penalised score)."""
     min_size: float = 4.0
@@ -362,7 +368,7 @@ AdamW (with a ValueError, not a line naming the key), the rest have no meaning b
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",
                   "blur_prob", "val_fraction", "window_influence", "size_lr", "lost_threshold", "lost_ratio",
                   "online_weight", "online_first_weight", "online_update_ratio", "reference_rate", "recover_ratio",
-                  "calibrate_size", "distractor_weight",
+                  "calibrate_size", "distractor_weight", "select_margin",
                   "val_sequence_fraction", "brightness", "contrast", "saturation"}
 _RANGES = {("data", "jpeg_quality"): (1, 100), ("model", "dropout"): (0.0, 0.99), ("data", "context"): (0.0, 10.0),
            ("data", "template_size"): (1, 4096), ("data", "search_size"): (1, 8192),

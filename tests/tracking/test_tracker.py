@@ -127,11 +127,20 @@ def test_scale_penalty_suppresses_a_sudden_size_change():
     def maps(big_score):
         return peaks(16, [(*a, 0.8, (*_cell_centre(*a), 64, 64)), (*b, big_score, (*_cell_centre(*b), 128, 128))])
 
+    # The argmax (select_margin 0, the default): the penalty decides which of the two neighbours wins.
     for k, expected_w in ((0.0, 128), (0.2, 64)):
         backend, tracker = _scripted(window_influence=0.3, scale_penalty=k, size_lr=1.0)
         backend.queue.append(maps(0.85))
         r = tracker.track(render((100, 100, 40, 40)))
         assert r.crop_box[2] == pytest.approx(expected_w), k
+    # A select_margin blends two neighbours this close (test_runtime_parity): the penalty moves weight off
+    # the sudden size change.
+    widths = []
+    for k in (0.0, 0.2):
+        backend, tracker = _scripted(window_influence=0.3, scale_penalty=k, size_lr=1.0, select_margin=0.2)
+        backend.queue.append(maps(0.85))
+        widths.append(tracker.track(render((100, 100, 40, 40))).crop_box[2])
+    assert 64 < widths[1] < widths[0] < 128, widths
 
 
 def test_aspect_change_is_penalised_like_scale_change():
