@@ -56,6 +56,7 @@ from siamtool.config import Config
 from siamtool.data.lasot import find_sequences, load_sequence
 from siamtool.data.synthetic import render_sequence
 from siamtool.errors import SiamtoolError
+from siamtool.export.online import check_online_graphs, export_online_graphs
 from siamtool.fileio import write_json_atomic
 from siamtool.geometry import CropGeometry, crop_antialiased, from_lasot
 from siamtool.models.backbones import get_spec
@@ -260,10 +261,15 @@ class ExportResult:
     exporter: str = "torch.onnx.export(dynamo=False) (TorchScript-based)"
     track: dict[str, Any] = field(default_factory=dict)
     """export.json's tracking settings (`onnx_format.track_settings`): the model's own, read by every runtime."""
+    online: dict[str, float] = field(default_factory=dict)
+    """Max |onnxruntime - numpy| of the online model's graphs per output, relative to the output's scale
+    (`siamtool.export.online.check_online_graphs`); checked against the same tolerance as the fp32 pair."""
+    tolerance: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.pairs)
+        online_ok = not self.online or max(self.online.values()) <= self.tolerance
+        return all(p.passed for p in self.pairs) and online_ok
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,6 +280,7 @@ class ExportResult:
                         "bytes": p.bytes, "max_diff": p.diffs, "units": _units(p.precision),
                         "tolerance": p.tolerance, "passed": p.passed}
                        for p in self.pairs],
+            "online_graphs_max_diff": self.online,
             **self.track,
         }
 
@@ -439,8 +446,10 @@ def export_model(
     try:
         pairs = [_export_pair(model, cfg, sample, staging, precision, settings, export_id, checkpoint_sha256,
                               reporter) for precision in settings.precisions]
+        online = _export_online(model, sample, staging, settings.opset, reporter)
         result = ExportResult(out, export_id, settings.opset, sample.source, "CPUExecutionProvider", pairs,
-                              time.perf_counter() - start, track=track_settings(cfg))
+                              time.perf_counter() - start, track=track_settings(cfg), online=online,
+                              tolerance=settings.tolerance)
         _publish(staging, out, result, cfg)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -480,6 +489,22 @@ def _export_pair(model: nn.Module, cfg: Config, sample: Sample, staging: Path, p
     reporter.status(f"running the {precision} graphs in onnxruntime and PyTorch")
     pair.diffs = compare_with_torch(model, pair, sample, cfg.data.search_size)
     return pair
+
+
+def _export_online(model: nn.Module, sample: Sample, staging: Path, opset: int, reporter: Reporter) -> dict[str, float]:
+    """Write the online model's two graphs (`siamtool.export.online`) beside the fp32 pair and check them
+    against numpy on the parity sample's search features, with a Hann window and a centred label."""
+    reporter.status("exporting the online target model's graphs")
+    z = torch.from_numpy(to_nchw(sample.templates[:1]))
+    x = torch.from_numpy(to_nchw(sample.searches[:1]))
+    with torch.inference_mode():
+        feats = SearchGraph(model).eval()(x, model.template(z))[2].numpy()
+    _, c, h, w = feats.shape
+    export_online_graphs(staging, c, h, w, opset)
+    window = np.outer(np.hanning(h + 2)[1:-1], np.hanning(w + 2)[1:-1])
+    dy, dx = np.arange(h)[:, None] - h / 2, np.arange(w)[None, :] - w / 2
+    label = np.exp(-0.5 * (dy**2 + dx**2) / max(0.1 * h / 4, 0.25) ** 2)
+    return check_online_graphs(staging, feats, window, label)
 
 
 def _publish(staging: Path, out: Path, result: ExportResult, cfg: Config) -> None:
