@@ -147,6 +147,8 @@ means; `cpp/` reads them."""
 TRACKER_FORMAT_VERSION = 1
 """Bumped when the host logic that docs/runtimes.md specifies changes meaning (a new step, a constant
 that is read differently): a C++ port checks it and refuses other values."""
+OPENCV4_DIR = "opencv4"
+"""Batch-1 copies of the two graphs that OpenCV 4.x's DNN reads (`siamtool.export.opencv4`; `cpp/` uses them)."""
 ONLINE_FIT_FILE = "online_fit.onnx"
 ONLINE_APPLY_FILE = "online_apply.onnx"
 
@@ -183,7 +185,11 @@ def track_settings(cfg: Config) -> dict[str, Any]:
                                    "context": float(d.context), "interpolation": "INTER_LINEAR",
                                    "border": "BORDER_REPLICATE", "reduce": "INTER_AREA", "input": "RGB 0..255 NCHW"},
                           "constants": dict(HOST_CONSTANTS),
-                          "online_graphs": {"fit": ONLINE_FIT_FILE, "apply": ONLINE_APPLY_FILE}}}
+                          "online_graphs": {"fit": ONLINE_FIT_FILE, "apply": ONLINE_APPLY_FILE},
+                          "opencv4_graphs": {"template": f"{OPENCV4_DIR}/{TEMPLATE_FILE}",
+                                             "search": f"{OPENCV4_DIR}/{SEARCH_FILE}",
+                                             "boxes_layout": "(1,4,H,W) cx,cy,w,h as channels",
+                                             "score_layout": "(1,1,H,W)"}}}
 
 
 def read_track_settings(path: str | Path) -> dict[str, Any] | None:
