@@ -349,6 +349,10 @@ public:
         const Window win = nextWindow();
         cv::Mat crop = cropWindow(frame, win);
         Output out = search(crop);
+        if (const char* dump = std::getenv("SIAMTOOL_DUMP")) {  // debugging: the first search's outputs
+            cv::FileStorage fs(dump, cv::FileStorage::WRITE);
+            fs << "crop" << crop << "score" << out.score << "boxes" << out.boxes << "feats" << out.feats;
+        }
         if (s_.calibrateSize > 0) calibrate(win, out);
         if (s_.online) startOnline(frame, win, crop, out);
     }
