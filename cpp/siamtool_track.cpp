@@ -108,6 +108,10 @@ Settings readSettings(const std::string& dir) {
     s.labelMinSigma = jsonNumber(c, "label_min_sigma"); s.energyEps = jsonNumber(c, "energy_eps");
     s.denEps = jsonNumber(c, "den_eps"); s.peakMin = jsonNumber(c, "peak_min");
     s.templateGraph = dir + "/" + jsonValue(g, "template"); s.searchGraph = dir + "/" + jsonValue(g, "search");
+    for (const auto& graph : {s.templateGraph, s.searchGraph})
+        if (!std::ifstream(graph))
+            throw std::runtime_error(graph + ": missing (export.json's opencv4_graphs_max_diff says why); "
+                                     "export again with this siamtool");
     return s;
 }
 
