@@ -95,3 +95,6 @@ def test_export_json_carries_the_whole_tracker(stable_export):
     for name in tracker["online_graphs"].values():
         assert (stable_export / name).is_file()
     assert max(report["online_graphs_max_diff"].values()) < 1e-4
+    graphs = tracker["opencv4_graphs"]
+    assert (stable_export / graphs["template"]).is_file() and (stable_export / graphs["search"]).is_file()
+    assert max(report["opencv4_graphs_max_diff"].values()) < 1e-4  # folded for OpenCV 4 and still right
