@@ -14,9 +14,9 @@ weighted sums, the label and window formulas, the peak calibration), specified i
 
 Why matrices and not an FFT operator: on a 16 x 16 map the 2-D DFT is one (H W x H W) matrix product
 (the Kronecker product of two 1-D DFT matrices), which every ONNX runtime runs (a MatMul with a constant),
-while opset 17's DFT is missing from older runtimes such as Debian's OpenCV 4.6. The fine grid is one
-more constant matrix: zero-padding the spectrum, with the Nyquist bins split between +N/2 and -N/2
-exactly as `tracking.online.upsampled_response` does, is linear in the spectrum.
+while opset 17's DFT is missing from older runtimes such as Debian's OpenCV 4.6. The fine grid is two
+more small constant matrices (one per axis): zero-padding the spectrum, with the Nyquist bins split
+between +N/2 and -N/2 exactly as `tracking.online.upsampled_response` does, is linear in the spectrum.
 
 All in float32; the Python tracker computes the same in float64 numpy, so the graphs match it to float32
 rounding (`check_online_graphs`, tests/export/test_online_graphs.py).
@@ -107,14 +107,20 @@ class OnlineFitGraph(nn.Module):
 
 
 class OnlineApplyGraph(nn.Module):
-    """The filter's response to a search map, on the cell grid and the fine grid."""
+    """The filter's response to a search map, on the cell grid and the fine grid.
+
+    The fine grid is separable: Re(U_h S U_w^T) with the (F H, H) and (F W, W) 1-D upsampling matrices
+    (`_axis_upsample`), four small products per side instead of one (F^2 H W, H W) matrix (8 MB at 16 x 16)."""
 
     def __init__(self, h: int, w: int, factor: int = UPSAMPLE) -> None:
         super().__init__()
         self.spectrum = _Spectrum(h, w)
         m = dft_matrices(h, w, factor)
-        for name in ("inv_re", "inv_im", "fine_re", "fine_im"):
+        for name in ("inv_re", "inv_im"):
             self.register_buffer(name, torch.from_numpy(m[name].T.astype(np.float32)))
+        rows, cols = _axis_upsample(h, factor), _axis_upsample(w, factor).T
+        for name, value in (("up_re", rows.real), ("up_im", rows.imag), ("upt_re", cols.real), ("upt_im", cols.imag)):
+            self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(value, np.float32)))
         self.shape, self.fine_shape = (h, w), (h * factor, w * factor)
 
     def forward(self, features: torch.Tensor, window: torch.Tensor, num_re: torch.Tensor, num_im: torch.Tensor,
@@ -123,8 +129,11 @@ class OnlineApplyGraph(nn.Module):
         sr = torch.sum(num_re * zr + num_im * zi, dim=0, keepdim=True) / den  # sum_c conj(A_c) Z_c / den
         si = torch.sum(num_re * zi - num_im * zr, dim=0, keepdim=True) / den
         response = torch.matmul(sr, self.inv_re) - torch.matmul(si, self.inv_im)
-        fine = torch.matmul(sr, self.fine_re) - torch.matmul(si, self.fine_im)
-        return response.reshape(self.shape), fine.reshape(self.fine_shape)
+        sr, si = sr.reshape(self.shape), si.reshape(self.shape)
+        ar = torch.matmul(self.up_re, sr) - torch.matmul(self.up_im, si)  # U_h S
+        ai = torch.matmul(self.up_re, si) + torch.matmul(self.up_im, sr)
+        fine = torch.matmul(ar, self.upt_re) - torch.matmul(ai, self.upt_im)  # Re((U_h S) U_w^T)
+        return response.reshape(self.shape), fine
 
 
 # ------------------------------------------------------------------------------- numpy reference
