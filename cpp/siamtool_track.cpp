@@ -68,7 +68,9 @@ struct Settings {  // export.json "track" (config.TrackConfig) and "tracker" (on
     double context;
     double stateMinSize, growthTol, tieRtol, tieAtol, sizeEps, calibMin, calibMax, refineRadius, blurSigma;
     double labelMinSigma, energyEps, denEps, peakMin;
-    int referenceFrames, upsample;
+    int referenceFrames, upsample, scaleCount;
+    std::string scaleMode;
+    double scaleStep, scaleReg, scaleModelArea;
     std::string templateGraph, searchGraph;
 };
 
@@ -81,10 +83,9 @@ Settings readSettings(const std::string& dir) {
     if (int(jsonNumber(k, "format_version")) != kTrackerFormatVersion)
         throw std::runtime_error(dir + "/export.json: tracker format " + jsonValue(k, "format_version") +
                                  ", this program reads format 1; export again or rebuild cpp/");
-    if (jsonValue(t, "scale") != "head" || jsonNumber(t, "distractor_weight") > 0)
-        throw std::runtime_error(dir + "/export.json: track.scale '" + jsonValue(t, "scale") +
-                                 "' / distractor_weight: this port implements scale 'head' without the "
-                                 "distractor memory (docs/runtimes.md); export with --set track.scale=head");
+    if (jsonNumber(t, "distractor_weight") > 0)
+        throw std::runtime_error(dir + "/export.json: track.distractor_weight > 0: this port has no distractor "
+                                 "memory (docs/runtimes.md); export with --set track.distractor_weight=0");
     Settings s{};
     s.windowInfluence = jsonNumber(t, "window_influence"); s.scalePenalty = jsonNumber(t, "scale_penalty");
     s.sizeLr = jsonNumber(t, "size_lr"); s.minSize = jsonNumber(t, "min_size");
@@ -97,6 +98,8 @@ Settings readSettings(const std::string& dir) {
     s.onlineMemory = int(jsonNumber(t, "online_memory")); s.onlineFirstWeight = jsonNumber(t, "online_first_weight");
     s.onlineInterval = int(jsonNumber(t, "online_interval")); s.onlineUpdateRatio = jsonNumber(t, "online_update_ratio");
     s.onlineAugment = jsonBool(t, "online_augment"); s.calibrateSize = jsonNumber(t, "calibrate_size");
+    s.scaleMode = jsonValue(t, "scale"); s.scaleStep = jsonNumber(t, "scale_step");
+    s.scaleCount = int(jsonNumber(t, "scale_count"));
     const std::string crop = jsonValue(k, "crop"), c = jsonValue(k, "constants"), g = jsonValue(k, "opencv4_graphs");
     s.templateSize = int(jsonNumber(crop, "template_size")); s.searchSize = int(jsonNumber(crop, "search_size"));
     s.context = jsonNumber(crop, "context");
@@ -107,6 +110,7 @@ Settings readSettings(const std::string& dir) {
     s.refineRadius = jsonNumber(c, "refine_radius"); s.blurSigma = jsonNumber(c, "augment_blur_sigma");
     s.labelMinSigma = jsonNumber(c, "label_min_sigma"); s.energyEps = jsonNumber(c, "energy_eps");
     s.denEps = jsonNumber(c, "den_eps"); s.peakMin = jsonNumber(c, "peak_min");
+    s.scaleReg = jsonNumber(c, "scale_reg"); s.scaleModelArea = jsonNumber(c, "scale_model_area");
     s.templateGraph = dir + "/" + jsonValue(g, "template"); s.searchGraph = dir + "/" + jsonValue(g, "search");
     for (const auto& graph : {s.templateGraph, s.searchGraph})
         if (!std::ifstream(graph))
@@ -119,7 +123,37 @@ Settings readSettings(const std::string& dir) {
 
 struct Window { double cx, cy, side; int out; double scale() const { return out / side; } };
 
-// geometry.crop_antialiased: INTER_AREA by the largest k in {1,2,4,8} with scale * k <= 1, then one warp.
+// Bilinear sampling at exact coordinates with the border replicated: output pixel (u, v) reads source
+// ((u + 0.5) / ax + x0 - 0.5, (v + 0.5) / ay + y0 - 0.5). This is cv::warpAffine(INTER_LINEAR,
+// BORDER_REPLICATE) of the matrix [[ax, 0, ax (0.5 - x0) - 0.5], [0, ay, ay (0.5 - y0) - 0.5]] as OpenCV 5
+// (the Python tracker's) computes it, to a grey level; OpenCV 4 rounds the source coordinates to 1/32
+// pixel, which moved crop pixels by up to 3 levels and the tracker's boxes with them.
+cv::Mat sampleBilinear(const cv::Mat& src, int outW, int outH, double ax, double ay, double x0, double y0) {
+    const int cn = src.channels(), cols = src.cols, rows = src.rows;
+    cv::Mat out(outH, outW, src.type());
+    for (int v = 0; v < outH; ++v) {
+        const double y = (v + 0.5) / ay + y0 - 0.5;
+        const int yi = int(std::floor(y));
+        const double fy = y - yi;
+        const uchar* r0 = src.ptr<uchar>(std::clamp(yi, 0, rows - 1));
+        const uchar* r1 = src.ptr<uchar>(std::clamp(yi + 1, 0, rows - 1));
+        uchar* dst = out.ptr<uchar>(v);
+        for (int u = 0; u < outW; ++u) {
+            const double x = (u + 0.5) / ax + x0 - 0.5;
+            const int xi = int(std::floor(x));
+            const double fx = x - xi;
+            const int c0 = std::clamp(xi, 0, cols - 1) * cn, c1 = std::clamp(xi + 1, 0, cols - 1) * cn;
+            for (int ch = 0; ch < cn; ++ch) {
+                const double top = r0[c0 + ch] * (1 - fx) + r0[c1 + ch] * fx;
+                const double bottom = r1[c0 + ch] * (1 - fx) + r1[c1 + ch] * fx;
+                dst[u * cn + ch] = cv::saturate_cast<uchar>(top * (1 - fy) + bottom * fy);
+            }
+        }
+    }
+    return out;
+}
+
+// geometry.crop_antialiased: INTER_AREA by the largest k in {1,2,4,8} with scale * k <= 1, then the warp.
 cv::Mat cropWindow(const cv::Mat& frame, Window w) {
     int k = 1;
     while (k * 2 <= 8 && w.scale() * k * 2 <= 1.0) k *= 2;
@@ -128,33 +162,7 @@ cv::Mat cropWindow(const cv::Mat& frame, Window w) {
         cv::resize(frame, src, cv::Size(), 1.0 / k, 1.0 / k, cv::INTER_AREA);
         w = {w.cx / k, w.cy / k, w.side / k, w.out};
     }
-    // Bilinear sampling at exact coordinates with the border replicated: what cv::warpAffine(INTER_LINEAR,
-    // BORDER_REPLICATE) of the matrix [[s, 0, s (0.5 - x0) - 0.5], [0, s, s (0.5 - y0) - 0.5]] computes in
-    // OpenCV 5 (the Python tracker's); OpenCV 4 rounds the source coordinates to 1/32 pixel, which moved
-    // crop pixels by up to 3 levels and the tracker's boxes with them.
-    const double s = w.scale(), x0 = w.cx - w.side / 2, y0 = w.cy - w.side / 2;
-    cv::Mat crop(w.out, w.out, CV_8UC3);
-    const int cols = src.cols, rows = src.rows;
-    for (int v = 0; v < w.out; ++v) {
-        const double y = (v + 0.5) / s + y0 - 0.5;
-        const int yi = int(std::floor(y));
-        const double ay = y - yi;
-        const cv::Vec3b* r0 = src.ptr<cv::Vec3b>(std::clamp(yi, 0, rows - 1));
-        const cv::Vec3b* r1 = src.ptr<cv::Vec3b>(std::clamp(yi + 1, 0, rows - 1));
-        cv::Vec3b* out = crop.ptr<cv::Vec3b>(v);
-        for (int u = 0; u < w.out; ++u) {
-            const double x = (u + 0.5) / s + x0 - 0.5;
-            const int xi = int(std::floor(x));
-            const double ax = x - xi;
-            const int c0 = std::clamp(xi, 0, cols - 1), c1 = std::clamp(xi + 1, 0, cols - 1);
-            for (int ch = 0; ch < 3; ++ch) {
-                const double top = r0[c0][ch] * (1 - ax) + r0[c1][ch] * ax;
-                const double bottom = r1[c0][ch] * (1 - ax) + r1[c1][ch] * ax;
-                out[u][ch] = cv::saturate_cast<uchar>(top * (1 - ay) + bottom * ay);
-            }
-        }
-    }
-    return crop;
+    return sampleBilinear(src, w.out, w.out, w.scale(), w.scale(), w.cx - w.side / 2, w.cy - w.side / 2);
 }
 
 double contextSide(double w, double h, double context) {  // geometry.context_side
@@ -327,6 +335,151 @@ cv::Point2d refinePeak(const cv::Mat& fine, int factor, int ci, int cj, double r
     return {(cj * factor + bj + dj) / factor, (ci * factor + bi + di) / factor};  // x = col, y = row
 }
 
+// ------------------------------------------------------------------------------ DSST scale filter
+
+// geometry.crop_patches: target-shaped grey patches at each scale factor, resampled to (ow, oh).
+std::vector<cv::Mat> cropPatches(const cv::Mat& grey, double cx, double cy, double w, double h,
+                                 const std::vector<double>& factors, int ow, int oh) {
+    const double big = *std::max_element(factors.begin(), factors.end());
+    const double shrink = std::min({1.0, 2.0 * ow / std::max(w * big, 1e-6), 2.0 * oh / std::max(h * big, 1e-6)});
+    cv::Mat image = grey;
+    if (shrink < 0.5) {
+        const int x0 = int(std::floor(cx - w * big / 2)) - 2, y0 = int(std::floor(cy - h * big / 2)) - 2;
+        const int x1 = int(std::ceil(cx + w * big / 2)) + 2, y1 = int(std::ceil(cy + h * big / 2)) + 2;
+        cv::Mat region(y1 - y0, x1 - x0, CV_8U);  // an integer shift with the border replicated
+        for (int y = y0; y < y1; ++y)
+            for (int x = x0; x < x1; ++x)
+                region.at<uchar>(y - y0, x - x0) = grey.at<uchar>(std::clamp(y, 0, grey.rows - 1), std::clamp(x, 0, grey.cols - 1));
+        const int sw = std::max(1, int(std::nearbyint(region.cols * shrink)));  // Python's round: half to even
+        const int sh = std::max(1, int(std::nearbyint(region.rows * shrink)));
+        cv::resize(region, image, cv::Size(sw, sh), 0, 0, cv::INTER_AREA);
+        const double sx = double(sw) / region.cols, sy = double(sh) / region.rows;
+        cx = (cx - x0) * sx; cy = (cy - y0) * sy; w *= sx; h *= sy;
+    }
+    std::vector<cv::Mat> out;
+    for (double f : factors)
+        out.push_back(sampleBilinear(image, ow, oh, ow / (w * f), oh / (h * f), cx - w * f / 2, cy - h * f / 2));
+    return out;
+}
+
+// online.gradient_histograms: per patch, 9 unsigned-orientation bins of the gradient magnitude and the grey
+// level / 255, averaged over 4 x 4 blocks; the patches are stacked vertically for the Sobel filters, as in
+// Python (so the rows next to a neighbouring patch see it). Returns (N, D) CV_32F.
+cv::Mat gradientHistograms(const std::vector<cv::Mat>& patches) {
+    constexpr int cell = 4, bins = 9;
+    const int n = int(patches.size()), h = patches[0].rows, w = patches[0].cols, bh = h / cell, bw = w / cell;
+    cv::Mat stacked, flat, gx, gy;
+    cv::vconcat(patches, stacked);
+    stacked.convertTo(flat, CV_32F);
+    cv::Sobel(flat, gx, CV_32F, 1, 0, 1);
+    cv::Sobel(flat, gy, CV_32F, 0, 1, 1);
+    cv::Mat out = cv::Mat::zeros(n, (bins + 1) * bh * bw, CV_32F);
+    for (int k = 0; k < n; ++k) {
+        float* row = out.ptr<float>(k);
+        for (int y = 0; y < h; ++y)
+            for (int x = 0; x < w; ++x) {
+                const float dx = gx.at<float>(k * h + y, x), dy = gy.at<float>(k * h + y, x);
+                const float mag = std::sqrt(dx * dx + dy * dy);
+                float ang = std::fmod(std::atan2(dy, dx), float(M_PI));
+                if (ang < 0) ang += float(M_PI);  // numpy's % keeps the sign of the divisor
+                const int bin = std::min(int(ang * float(bins / M_PI)), bins - 1);
+                const int block = (y / cell) * bw + x / cell;
+                row[bin * bh * bw + block] += mag / (cell * cell);
+                row[bins * bh * bw + block] += patches[k].at<uchar>(y, x) / 255.0f / (cell * cell);
+            }
+    }
+    return out;
+}
+
+// online.ScaleFilter: a DCF along the scale axis over gradient histograms of a scale pyramid.
+struct ScaleFilter {
+    const Settings* s = nullptr;
+    std::vector<double> factors, win;
+    std::vector<std::complex<double>> yf;
+    int ow = 8, oh = 8, keep = 0;
+    std::vector<cv::Mat> nums, dens;  // (N, D) CV_64FC2 and (N, 1) CV_64F per sample
+    cv::Mat num, den;
+
+    void init(const Settings& settings, double w, double h) {
+        s = &settings;
+        const int n = s->scaleCount;
+        const double sigma = 0.25 * n / std::sqrt(33.0);
+        win = hanning(n);
+        for (int i = 0; i < n; ++i) factors.push_back(std::pow(s->scaleStep, i - (n - 1) / 2.0));
+        std::vector<std::complex<double>> y(n);
+        for (int i = 0; i < n; ++i) y[i] = std::exp(-0.5 * std::pow((i - (n - 1) / 2.0) / sigma, 2));
+        yf = dft(y);
+        const double k = std::sqrt(s->scaleModelArea / std::max(w * h, 1e-6));
+        ow = std::max(8, int(std::nearbyint(w * k / 4)) * 4);
+        oh = std::max(8, int(std::nearbyint(h * k / 4)) * 4);
+    }
+
+    static std::vector<std::complex<double>> dft(const std::vector<std::complex<double>>& x, int sign = -1) {
+        const int n = int(x.size());
+        std::vector<std::complex<double>> out(n);
+        for (int k = 0; k < n; ++k)
+            for (int j = 0; j < n; ++j) out[k] += x[j] * std::polar(1.0, sign * 2 * M_PI * double(k) * j / n);
+        return out;
+    }
+
+    cv::Mat spectrum(const cv::Mat& grey, const cv::Point2d& c, const cv::Point2d& size) const {  // (N, D) CV_64FC2
+        cv::Mat feats = gradientHistograms(cropPatches(grey, c.x, c.y, size.x, size.y, factors, ow, oh));
+        const int n = feats.rows, d = feats.cols;
+        cv::Mat out(n, d, CV_64FC2);
+        std::vector<std::complex<double>> column(n);
+        for (int j = 0; j < d; ++j) {
+            for (int i = 0; i < n; ++i) column[i] = double(feats.at<float>(i, j) * float(win[i]));
+            auto f = dft(column);
+            for (int i = 0; i < n; ++i) out.at<cv::Vec2d>(i, j) = {f[i].real(), f[i].imag()};
+        }
+        return out;
+    }
+
+    void addSample(const cv::Mat& grey, const cv::Point2d& c, const cv::Point2d& size) {
+        cv::Mat xf = spectrum(grey, c, size), sampleNum(xf.size(), CV_64FC2), sampleDen(xf.rows, 1, CV_64F);
+        for (int i = 0; i < xf.rows; ++i) {
+            double e = 0;
+            for (int j = 0; j < xf.cols; ++j) {
+                const std::complex<double> x(xf.at<cv::Vec2d>(i, j)[0], xf.at<cv::Vec2d>(i, j)[1]), v = std::conj(yf[i]) * x;
+                sampleNum.at<cv::Vec2d>(i, j) = {v.real(), v.imag()};
+                e += std::norm(x);
+            }
+            sampleDen.at<double>(i) = e;
+        }
+        const bool permanent = nums.empty();  // ScaleFilter: the first sample is the permanent one
+        const int at = permanent ? keep : int(nums.size());
+        nums.insert(nums.begin() + at, sampleNum);
+        dens.insert(dens.begin() + at, sampleDen);
+        if (permanent) ++keep;
+        while (int(nums.size()) > std::max(s->onlineMemory, keep)) { nums.erase(nums.begin() + keep); dens.erase(dens.begin() + keep); }
+        const int m = int(nums.size());
+        num = cv::Mat::zeros(xf.size(), CV_64FC2);
+        den = cv::Mat::zeros(xf.rows, 1, CV_64F);
+        for (int i = 0; i < m; ++i) {
+            const double wt = m == keep ? 1.0 / m : i < keep ? s->onlineFirstWeight / keep : (1 - s->onlineFirstWeight) / (m - keep);
+            num += wt * nums[i];
+            den += wt * dens[i];
+        }
+        den += s->scaleReg * cv::mean(den)[0];
+    }
+
+    double estimate(const cv::Mat& grey, const cv::Point2d& c, const cv::Point2d& size) const {
+        cv::Mat zf = spectrum(grey, c, size);
+        std::vector<std::complex<double>> acc(zf.rows);
+        for (int i = 0; i < zf.rows; ++i) {
+            for (int j = 0; j < zf.cols; ++j) {
+                const cv::Vec2d a = num.at<cv::Vec2d>(i, j), z = zf.at<cv::Vec2d>(i, j);
+                acc[i] += std::conj(std::complex<double>(a[0], a[1])) * std::complex<double>(z[0], z[1]);
+            }
+            acc[i] /= den.at<double>(i);
+        }
+        auto r = dft(acc, 1);
+        int best = 0;
+        for (int i = 1; i < int(r.size()); ++i) if (r[i].real() > r[best].real()) best = i;
+        return factors[best];
+    }
+};
+
 // --------------------------------------------------------------------------------------- tracker
 
 struct Candidate { int i = 0, j = 0; double score = NAN, penalty = 0; cv::Vec4d box{NAN, NAN, NAN, NAN}; };
@@ -403,7 +556,7 @@ public:
             const bool widest = growth >= s_.maxGrowth * (1.0 - s_.growthTol);
             growth_ = widest ? 1.0 : std::min(growth * s_.searchGrowth, s_.maxGrowth);
         } else {
-            updateState(win, cand, pred, out, growth);
+            updateState(frame, win, cand, pred, out, growth);
             growth_ = 1.0;
         }
         score = finite ? cand.score : 0.0;
@@ -429,7 +582,15 @@ private:
     bool hasReference_ = false, lost_ = false, online_ = false;
     cv::Vec2d calibration_{1.0, 1.0};
     Filter filter_;
+    ScaleFilter scale_;
+    bool dsst_ = false;  // the DSST scale filter runs (track.scale dsst or both, with the online model)
     std::map<int, cv::Mat> hann_;
+
+    static cv::Mat grey(const cv::Mat& frame) {
+        cv::Mat g;
+        cv::cvtColor(frame, g, cv::COLOR_BGR2GRAY);
+        return g;
+    }
 
     Window nextWindow() const {  // geometry.search_window of the state box
         const double side = contextSide(size_.x, size_.y, s_.context) * s_.searchSize / s_.templateSize * growth_;
@@ -552,6 +713,11 @@ private:
         cv::minMaxLoc(coarse, nullptr, &mx);
         filter_.peak = std::isfinite(mx) ? std::max(mx, s_.peakMin) : 1.0;
         online_ = true;
+        if (s_.scaleMode != "head") {  // OnlineTarget.start: the scale model starts on the first box
+            scale_.init(s_, size_.x, size_.y);
+            scale_.addSample(grey(frame), center_, size_);
+            dsst_ = true;
+        }
         if (std::getenv("SIAMTOOL_DEBUG"))
             std::fprintf(stderr, "calibration %.6f %.6f peak %.6f\n", calibration_[0], calibration_[1], filter_.peak);
     }
@@ -579,20 +745,30 @@ private:
         far = std::max(threshold, s_.recoverRatio * ref);
     }
 
-    // Tracker._update_state for track.scale 'head'.
-    void updateState(const Window& win, const Candidate& cand, const cv::Vec4d& pred, const Output& out, double growth) {
-        const double lr = cand.penalty * cand.score * s_.sizeLr;
-        const double w = size_.x * (1 - lr) + pred[2] * lr, h = size_.y * (1 - lr) + pred[3] * lr;
-        setBox({pred[0] - w / 2, pred[1] - h / 2, w, h});
+    // Tracker._update_state: the size from the scale filter (dsst), the box head (head), or both in turn.
+    void updateState(const cv::Mat& frame, const Window& win, const Candidate& cand, const cv::Vec4d& pred,
+                     const Output& out, double growth) {
+        cv::Point2d size = size_;
+        cv::Mat g;
+        if (dsst_) {
+            g = grey(frame);
+            size *= scale_.estimate(g, {pred[0], pred[1]}, size_);
+        }
+        if (s_.scaleMode != "dsst" || !dsst_) {
+            const double lr = cand.penalty * cand.score * s_.sizeLr;
+            size = {size.x * (1 - lr) + pred[2] * lr, size.y * (1 - lr) + pred[3] * lr};
+        }
+        setBox({pred[0] - size.x / 2, pred[1] - size.y / 2, size.x, size.y});
         if (!online_ || std::abs(growth - 1.0) > s_.growthTol) return;
         const bool confident = cand.score >= s_.onlineUpdateRatio * (hasReference_ ? reference_ : 0.0);
         ++sinceUpdate_;  // OnlineTarget.maybe_update
         if (!confident || sinceUpdate_ < s_.onlineInterval) return;
         sinceUpdate_ = 0;
-        if (!cv::checkRange(out.feats)) return;
         const cv::Point2d cell = targetCell(win, center_);
         const double stride = double(s_.searchSize) / cells_;
-        filter_.addSample(out.feats, cell.y, cell.x, size_.x * win.scale() / stride, size_.y * win.scale() / stride, false);
+        if (cv::checkRange(out.feats))
+            filter_.addSample(out.feats, cell.y, cell.x, size_.x * win.scale() / stride, size_.y * win.scale() / stride, false);
+        if (dsst_) scale_.addSample(g.empty() ? grey(frame) : g, center_, size_);
     }
 };
 

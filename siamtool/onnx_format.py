@@ -168,6 +168,8 @@ HOST_CONSTANTS: dict[str, Any] = {
     "den_eps": 1e-12,                 # TranslationFilter.add_sample: mean(den) floored here
     "peak_min": 1e-6,                 # TranslationFilter.calibrate: the peak is at least this
     "antialias_factors": [1, 2, 4, 8],  # geometry.crop_antialiased: INTER_AREA reductions before the crop
+    "scale_reg": 0.01,                # online.ScaleFilter(reg=0.01): the DSST filter's regularisation
+    "scale_model_area": 512,          # online.ScaleFilter(model_area=512): pixels of a scale patch
 }
 """The numbers the Python tracker hard-codes (not `track:` settings), written into export.json so a port
 reads them instead of copying them; tests/export/test_online_graphs.py checks them against the code."""

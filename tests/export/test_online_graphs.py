@@ -13,7 +13,7 @@ from siamtool.export.online import (
     export_online_graphs,
 )
 from siamtool.onnx_format import onnx_session
-from siamtool.tracking.online import TranslationFilter, gaussian_label, target_window, upsampled_response
+from siamtool.tracking.online import ScaleFilter, TranslationFilter, gaussian_label, target_window, upsampled_response
 
 C, H, W = 6, 16, 16
 
@@ -81,6 +81,8 @@ def test_host_constants_are_the_trackers_own():
     assert HOST_CONSTANTS["growth_tol"] == tracker.GROWTH_TOL
     assert HOST_CONSTANTS["upsample"] == TranslationFilter().upsample
     assert target_window(40, 4.0).min() == pytest.approx(HOST_CONSTANTS["window_floor"])
+    scale = ScaleFilter()
+    assert (scale.reg, scale.model_area) == (HOST_CONSTANTS["scale_reg"], HOST_CONSTANTS["scale_model_area"])
 
 
 def test_export_json_carries_the_whole_tracker(stable_export):
