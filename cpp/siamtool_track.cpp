@@ -10,6 +10,7 @@
 // Python function it ports. One class, `Tracker`, plus a small JSON reader and `main`.
 
 #include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -780,9 +781,9 @@ std::string boxLine(const cv::Vec4d& b, double score, bool lost) {  // app.track
     return line;
 }
 
+// Bad input: one line naming the value and what to do, exit 2 (siamtool's convention, siamtool/errors.py).
 int usage(const std::string& why) {
-    std::cerr << "siamtool-track: " << why << "\nusage: siamtool-track EXPORT_DIR SOURCE --init X,Y,W,H "
-              << "--save-boxes FILE [--threads N]\n";
+    std::cerr << "siamtool-track: " << why << "\n";
     return 2;
 }
 
@@ -800,11 +801,13 @@ int main(int argc, char** argv) {
         else if (args[i] == "--threads") threads = std::atoi(args[++i].c_str());
         else pos.push_back(args[i]);
     }
-    if (pos.size() != 2 || init.empty() || boxesFile.empty()) return usage("EXPORT_DIR, SOURCE, --init and --save-boxes are required");
+    if (pos.size() != 2 || init.empty() || boxesFile.empty()) return usage("usage: siamtool-track EXPORT_DIR SOURCE --init X,Y,W,H --save-boxes FILE [--threads N]");
     cv::Vec4d box;
     if (std::sscanf(init.c_str(), "%lf,%lf,%lf,%lf", &box[0], &box[1], &box[2], &box[3]) != 4 || box[2] <= 0 || box[3] <= 0)
         return usage("--init " + init + ": expected X,Y,W,H with W, H > 0 (0-based pixels)");
     if (threads > 0) cv::setNumThreads(threads);
+    cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);  // errors are ours, one line each
+    setenv("OPENCV_FFMPEG_LOGLEVEL", "-8", 0);                               // FFmpeg's own: AV_LOG_QUIET
     try {
         std::vector<cv::String> files;
         cv::VideoCapture video;
@@ -812,6 +815,8 @@ int main(int argc, char** argv) {
             cv::glob(pos[1], files, false);
             std::sort(files.begin(), files.end());
             if (files.empty()) return usage("SOURCE " + pos[1] + ": no file matches");
+        } else if (!std::ifstream(pos[1])) {
+            return usage("SOURCE " + pos[1] + ": no such file (a video file or an image glob such as 'frames/*.jpg')");
         } else if (!video.open(pos[1])) {
             return usage("SOURCE " + pos[1] + ": not a readable video file");
         }
@@ -823,9 +828,16 @@ int main(int argc, char** argv) {
             if (files.empty()) { if (!video.read(frame)) break; }
             else if (index >= files.size()) break;
             else frame = cv::imread(files[index], cv::IMREAD_COLOR);
-            if (frame.empty()) return usage("frame " + std::to_string(index) + ": unreadable");
+            if (frame.empty() && index == 0) return usage("SOURCE " + pos[1] + ": the first frame is unreadable");
+            if (frame.empty()) {  // as `siamtool track`: the previous box, score 0, lost, so line N is frame N
+                lines.push_back(boxLine(tracker.box(), 0.0, true));
+                continue;
+            }
             const auto start = std::chrono::steady_clock::now();
             if (index == 0) {
+                if (box[0] >= frame.cols || box[1] >= frame.rows || box[0] + box[2] <= 0 || box[1] + box[3] <= 0)
+                    return usage("--init " + init + " is outside the " + std::to_string(frame.cols) + "x" +
+                                 std::to_string(frame.rows) + " frame (x,y are 0-based pixels of the top-left corner)");
                 tracker.initialize(frame, box);
                 lines.push_back(boxLine(box, 1.0, false));  // the initial box as given, as `siamtool track`
             } else {
@@ -843,9 +855,10 @@ int main(int argc, char** argv) {
         if (!out || std::rename(tmp.c_str(), boxesFile.c_str()) != 0) return usage(boxesFile + ": cannot write");
         std::cerr << lines.size() << " frames, " << (lines.size() > 1 ? (lines.size() - 1) / seconds : 0.0)
                   << " FPS (tracking only, frame decode excluded)\n";
-    } catch (const std::exception& e) {
-        std::cerr << "siamtool-track: " << e.what() << "\n";
-        return 2;
+    } catch (const std::exception& e) {  // one line: OpenCV's messages span several
+        std::string what = e.what();
+        std::replace(what.begin(), what.end(), '\n', ' ');
+        return usage(what);
     }
     return 0;
 }

@@ -147,10 +147,16 @@ def test_cpp_dsst_scale_filter_follows_python(binary, shipped_export, tmp_path):
 
 
 def test_bad_arguments_fail_in_one_line_with_exit_2(binary, shipped_export, tmp_path):
-    cases = [[str(shipped_export), str(tmp_path / "*.png"), "--init", "1,2,3,4", "--save-boxes", "b.txt"],
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "one").mkdir()
+    cv2.imwrite(str(tmp_path / "one" / "f.png"), np.zeros((40, 60, 3), np.uint8))
+    cases = [[str(shipped_export), "empty.mp4", "--init", "1,2,3,4", "--save-boxes", "b.txt"],
+             [str(shipped_export), str(tmp_path / "one" / "*.png"), "--init", "100,2,3,4", "--save-boxes", "b.txt"],
+             [str(shipped_export), str(tmp_path / "*.png"), "--init", "1,2,3,4", "--save-boxes", "b.txt"],
              [str(shipped_export), "x.mp4", "--init", "1,2,0,4", "--save-boxes", "b.txt"],
-             [str(tmp_path), "x.mp4", "--init", "1,2,3,4"]]
+             [str(tmp_path), "x.mp4", "--init", "1,2,3,4"],
+             [str(tmp_path), "x.mp4", "--init", "1,2,3,4", "--save-boxes", "b.txt"]]
     for args in cases:
         run = subprocess.run([str(binary), *args], capture_output=True, text=True, cwd=tmp_path)
         assert run.returncode == 2, run
-        assert run.stderr.startswith("siamtool-track: ") and "Traceback" not in run.stderr
+        assert run.stderr.startswith("siamtool-track: ") and run.stderr.count("\n") == 1, run.stderr
