@@ -71,7 +71,7 @@ struct Settings {  // export.json "track" (config.TrackConfig) and "tracker" (on
     double labelMinSigma, energyEps, denEps, peakMin;
     int referenceFrames, upsample, scaleCount;
     std::string scaleMode;
-    double scaleStep, scaleReg, scaleModelArea;
+    double scaleStep, scaleReg, scaleModelArea, distractorWeight;
     std::string templateGraph, searchGraph;
 };
 
@@ -84,9 +84,6 @@ Settings readSettings(const std::string& dir) {
     if (int(jsonNumber(k, "format_version")) != kTrackerFormatVersion)
         throw std::runtime_error(dir + "/export.json: tracker format " + jsonValue(k, "format_version") +
                                  ", this program reads format 1; export again or rebuild cpp/");
-    if (jsonNumber(t, "distractor_weight") > 0)
-        throw std::runtime_error(dir + "/export.json: track.distractor_weight > 0: this port has no distractor "
-                                 "memory (docs/runtimes.md); export with --set track.distractor_weight=0");
     Settings s{};
     s.windowInfluence = jsonNumber(t, "window_influence"); s.scalePenalty = jsonNumber(t, "scale_penalty");
     s.sizeLr = jsonNumber(t, "size_lr"); s.minSize = jsonNumber(t, "min_size");
@@ -100,7 +97,7 @@ Settings readSettings(const std::string& dir) {
     s.onlineInterval = int(jsonNumber(t, "online_interval")); s.onlineUpdateRatio = jsonNumber(t, "online_update_ratio");
     s.onlineAugment = jsonBool(t, "online_augment"); s.calibrateSize = jsonNumber(t, "calibrate_size");
     s.scaleMode = jsonValue(t, "scale"); s.scaleStep = jsonNumber(t, "scale_step");
-    s.scaleCount = int(jsonNumber(t, "scale_count"));
+    s.scaleCount = int(jsonNumber(t, "scale_count")); s.distractorWeight = jsonNumber(t, "distractor_weight");
     const std::string crop = jsonValue(k, "crop"), c = jsonValue(k, "constants"), g = jsonValue(k, "opencv4_graphs");
     s.templateSize = int(jsonNumber(crop, "template_size")); s.searchSize = int(jsonNumber(crop, "search_size"));
     s.context = jsonNumber(crop, "context");
@@ -481,6 +478,62 @@ struct ScaleFilter {
     }
 };
 
+// -------------------------------------------------------------------------------- look-alikes
+
+// online.DistractorMemory (track.distractor_weight > 0): cells whose backbone features are closer (cosine)
+// to a remembered look-alike than to the target lose up to `weight` of their fused score.
+struct DistractorMemory {
+    static constexpr double kRatio = 0.5, kTargetRate = 0.1;  // DistractorMemory(ratio=0.5, target_rate=0.1)
+    static constexpr int kSize = 8, kPerFrame = 3;             // size=8; at most 3 new look-alikes per frame
+    double weight = 0;
+    cv::Mat first, recent;                                     // (1, C) unit vectors
+    std::vector<cv::Mat> distractors;
+
+    static cv::Mat at(const cv::Mat& feats, int n, double row, double col) {  // DistractorMemory._at
+        const int i = std::clamp(int(std::nearbyint(row)), 0, n - 1), j = std::clamp(int(std::nearbyint(col)), 0, n - 1);
+        cv::Mat v = feats.col(i * n + j).t();
+        return v / (cv::norm(v) + 1e-6);
+    }
+
+    void start(const cv::Mat& feats, int n, double row, double col) { first = at(feats, n, row, col); recent = first.clone(); }
+
+    // (n, n) CV_32F factors in [1 - weight, 1]; empty while no look-alike is known.
+    cv::Mat multiplier(const cv::Mat& feats, int n) const {
+        if (distractors.empty() || first.empty()) return {};
+        cv::Mat out(n, n, CV_32F);
+        for (int c = 0; c < n * n; ++c) {
+            cv::Mat u = feats.col(c).t();
+            u = u / (cv::norm(u) + 1e-6);
+            double toDistractor = -INFINITY;
+            for (const auto& d : distractors) toDistractor = std::max(toDistractor, u.dot(d));
+            const double margin = std::clamp(toDistractor - std::max(u.dot(first), u.dot(recent)), 0.0, 1.0);
+            out.at<float>(c / n, c % n) = float(1.0 - weight * margin);
+        }
+        return out;
+    }
+
+    // DistractorMemory.observe: `score` the fused (or first) map, (ci, cj) the chosen cell, (row, col) the centre.
+    void observe(const cv::Mat& feats, const cv::Mat& score, int ci, int cj, double wCells, double hCells, double row, double col) {
+        const int n = score.rows;
+        if (first.empty() || !cv::checkRange(feats) || !cv::checkRange(score)) return;
+        recent = recent + kTargetRate * (at(feats, n, row, col) - recent);
+        recent /= cv::norm(recent) + 1e-6;
+        cv::Mat dilated;
+        cv::dilate(score, dilated, cv::Mat::ones(3, 3, CV_8U));
+        std::vector<std::pair<float, int>> peaks;  // (score, cell) of the local maxima outside the target
+        for (int i = 0; i < n; ++i)
+            for (int j = 0; j < n; ++j) {
+                const float v = score.at<float>(i, j);
+                const bool outside = std::abs(i - ci) > hCells / 2 + 1 || std::abs(j - cj) > wCells / 2 + 1;
+                if (v >= dilated.at<float>(i, j) && v >= kRatio * score.at<float>(ci, cj) && outside) peaks.push_back({v, i * n + j});
+            }
+        std::stable_sort(peaks.begin(), peaks.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+        for (int k = 0; k < std::min(int(peaks.size()), kPerFrame); ++k)
+            distractors.push_back(at(feats, n, peaks[k].second / n, peaks[k].second % n));
+        if (int(distractors.size()) > kSize) distractors.erase(distractors.begin(), distractors.end() - kSize);
+    }
+};
+
 // --------------------------------------------------------------------------------------- tracker
 
 struct Candidate { int i = 0, j = 0; double score = NAN, penalty = 0; cv::Vec4d box{NAN, NAN, NAN, NAN}; };
@@ -557,7 +610,7 @@ public:
             const bool widest = growth >= s_.maxGrowth * (1.0 - s_.growthTol);
             growth_ = widest ? 1.0 : std::min(growth * s_.searchGrowth, s_.maxGrowth);
         } else {
-            updateState(frame, win, cand, pred, out, growth);
+            updateState(frame, win, cand, pred, out, growth, fused);
             growth_ = 1.0;
         }
         score = finite ? cand.score : 0.0;
@@ -584,7 +637,8 @@ private:
     cv::Vec2d calibration_{1.0, 1.0};
     Filter filter_;
     ScaleFilter scale_;
-    bool dsst_ = false;  // the DSST scale filter runs (track.scale dsst or both, with the online model)
+    DistractorMemory distractors_;
+    bool dsst_ = false, useDistractors_ = false;  // the DSST scale filter runs (track.scale dsst or both, with the online model)
     std::map<int, cv::Mat> hann_;
 
     static cv::Mat grey(const cv::Mat& frame) {
@@ -714,13 +768,21 @@ private:
         cv::minMaxLoc(coarse, nullptr, &mx);
         filter_.peak = std::isfinite(mx) ? std::max(mx, s_.peakMin) : 1.0;
         online_ = true;
+        if (s_.distractorWeight > 0) {  // what else in the first frame looks like the target (DaSiamRPN)
+            distractors_.weight = s_.distractorWeight;
+            distractors_.start(out.feats, n, cell.y, cell.x);
+            const int ai = std::clamp(int(std::nearbyint(cell.y)), 0, n - 1), aj = std::clamp(int(std::nearbyint(cell.x)), 0, n - 1);
+            distractors_.observe(out.feats, out.score, ai, aj, wc, hc, cell.y, cell.x);
+            useDistractors_ = true;
+        }
         if (s_.scaleMode != "head") {  // OnlineTarget.start: the scale model starts on the first box
             scale_.init(s_, size_.x, size_.y);
             scale_.addSample(grey(frame), center_, size_);
             dsst_ = true;
         }
         if (std::getenv("SIAMTOOL_DEBUG"))
-            std::fprintf(stderr, "calibration %.6f %.6f peak %.6f\n", calibration_[0], calibration_[1], filter_.peak);
+            std::fprintf(stderr, "calibration %.6f %.6f peak %.6f distractors %zu\n", calibration_[0], calibration_[1],
+                         filter_.peak, distractors_.distractors.size());
     }
 
     // Tracker._fuse
@@ -731,7 +793,12 @@ private:
         cv::Mat coarse;
         filter_.respond(out.feats, coarse, fine);
         cv::Mat clipped = cv::max(cv::min(coarse, 1.0), 0.0);
-        return float(1.0 - weight) * out.score + float(weight) * clipped;
+        cv::Mat fused = float(1.0 - weight) * out.score + float(weight) * clipped;
+        if (useDistractors_) {
+            cv::Mat factor = distractors_.multiplier(out.feats, fused.rows);
+            if (!factor.empty()) fused = fused.mul(factor);
+        }
+        return fused;
     }
 
     // Tracker._gates: (loss threshold, far-recovery threshold) from the reference score.
@@ -748,7 +815,7 @@ private:
 
     // Tracker._update_state: the size from the scale filter (dsst), the box head (head), or both in turn.
     void updateState(const cv::Mat& frame, const Window& win, const Candidate& cand, const cv::Vec4d& pred,
-                     const Output& out, double growth) {
+                     const Output& out, double growth, const cv::Mat& fused) {
         cv::Point2d size = size_;
         cv::Mat g;
         if (dsst_) {
@@ -762,14 +829,17 @@ private:
         setBox({pred[0] - size.x / 2, pred[1] - size.y / 2, size.x, size.y});
         if (!online_ || std::abs(growth - 1.0) > s_.growthTol) return;
         const bool confident = cand.score >= s_.onlineUpdateRatio * (hasReference_ ? reference_ : 0.0);
-        ++sinceUpdate_;  // OnlineTarget.maybe_update
-        if (!confident || sinceUpdate_ < s_.onlineInterval) return;
-        sinceUpdate_ = 0;
         const cv::Point2d cell = targetCell(win, center_);
         const double stride = double(s_.searchSize) / cells_;
-        if (cv::checkRange(out.feats))
-            filter_.addSample(out.feats, cell.y, cell.x, size_.x * win.scale() / stride, size_.y * win.scale() / stride, false);
-        if (dsst_) scale_.addSample(g.empty() ? grey(frame) : g, center_, size_);
+        const double wc = size_.x * win.scale() / stride, hc = size_.y * win.scale() / stride;
+        ++sinceUpdate_;  // OnlineTarget.maybe_update
+        if (confident && sinceUpdate_ >= s_.onlineInterval) {
+            sinceUpdate_ = 0;
+            if (cv::checkRange(out.feats)) filter_.addSample(out.feats, cell.y, cell.x, wc, hc, false);
+            if (dsst_) scale_.addSample(g.empty() ? grey(frame) : g, center_, size_);
+        }
+        if (confident && useDistractors_ && cv::checkRange(out.feats))
+            distractors_.observe(out.feats, fused, cand.i, cand.j, wc, hc, cell.y, cell.x);
     }
 };
 

@@ -123,18 +123,24 @@ def test_cpp_follows_python_on_rendered_frames(binary, shipped_export, tmp_path)
     _check_parity(cpp, shipped_export, frames, boxes[0], boxes)
 
 
-def test_cpp_dsst_scale_filter_follows_python(binary, shipped_export, tmp_path):
-    """`track.scale: dsst` (the library default; the shipped tracker uses `head`), set by editing
-    export.json as docs/export.md allows: the C++ scale filter picks the same scales box for box."""
+def _retuned(shipped_export: Path, tmp_path: Path, **track) -> Path:
+    """A copy of the export with other `track:` settings, edited in export.json as docs/export.md allows."""
     import json
-
-    from siamtool.data.synthetic import render_sequence
 
     export = tmp_path / "export"
     shutil.copytree(shipped_export, export)
     report = json.loads((export / "export.json").read_text())
-    report["track"]["scale"] = "dsst"
+    report["track"].update(track)
     (export / "export.json").write_text(json.dumps(report))
+    return export
+
+
+def test_cpp_dsst_scale_filter_follows_python(binary, shipped_export, tmp_path):
+    """`track.scale: dsst` (the library default; the shipped tracker uses `head`): the C++ scale filter
+    picks the same scales box for box."""
+    from siamtool.data.synthetic import render_sequence
+
+    export = _retuned(shipped_export, tmp_path, scale="dsst")
     frames, boxes, _, _ = render_sequence(np.random.default_rng(5), 12, (320, 240))
     for i, frame in enumerate(frames):
         cv2.imwrite(str(tmp_path / f"{i:04d}.png"), frame)
@@ -144,6 +150,19 @@ def test_cpp_dsst_scale_filter_follows_python(binary, shipped_export, tmp_path):
     assert iou[: START_FRAMES + 1].min() > 0.99, iou
     # DSST keeps the aspect ratio and moves in steps of track.scale_step: the sizes agree to rounding
     np.testing.assert_allclose(cpp[1 : START_FRAMES + 1, 2:4], py[1 : START_FRAMES + 1, 2:], rtol=2e-3)
+
+
+def test_cpp_distractor_memory_follows_python(binary, shipped_export, tmp_path):
+    """`track.distractor_weight` > 0 (off by default) on a rendered clip with look-alikes."""
+    from siamtool.data.synthetic import render_sequence
+
+    export = _retuned(shipped_export, tmp_path, distractor_weight=0.5)
+    frames, boxes, _, _ = render_sequence(np.random.default_rng(3), 12, (320, 240))
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), frame)
+    cpp = _cpp_boxes(binary, export, str(tmp_path / "*.png"), boxes[0], tmp_path)
+    py = _python_boxes(export, frames, boxes[0])
+    assert iou_xywh(cpp[:, :4], py)[: START_FRAMES + 1].min() > 0.99
 
 
 def test_bad_arguments_fail_in_one_line_with_exit_2(binary, shipped_export, tmp_path):
