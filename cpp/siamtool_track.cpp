@@ -7,7 +7,9 @@
 // Everything comes from the export folder: the graphs (EXPORT_DIR/opencv4/, the batch-1 copies that
 // OpenCV 4.x's DNN reads), the `track:` settings and the host constants (export.json). The host logic
 // is specified in docs/runtimes.md ("The whole tracker without Python"); every step below names the
-// Python function it ports. One class, `Tracker`, plus a small JSON reader and `main`.
+// Python function it ports. One class, `Tracker`, with its three online models (`Filter`, `ScaleFilter`,
+// `DistractorMemory`), a small JSON reader and `main`. Debugging aids: SIAMTOOL_DEBUG=1 prints each
+// frame's window and candidate to stderr, SIAMTOOL_DUMP=FILE.yml writes the first search's crop and outputs.
 
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
