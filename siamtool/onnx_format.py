@@ -139,9 +139,59 @@ checkpoint's own, tuned on its validation sequences, so a runtime that reads the
 they win over the copy inside the graphs' config metadata."""
 
 
+TRACKER_KEY = "tracker"
+"""export.json's key for everything else a runtime outside Python needs to run the whole tracker: the
+format version of this description, the crop (pre-processing) settings, the host logic's constants
+and the online model's graphs. docs/runtimes.md ("The whole tracker without Python") says what each
+means; `cpp/` reads them."""
+TRACKER_FORMAT_VERSION = 1
+"""Bumped when the host logic that docs/runtimes.md specifies changes meaning (a new step, a constant
+that is read differently): a C++ port checks it and refuses other values."""
+OPENCV4_DIR = "opencv4"
+"""Batch-1 copies of the two graphs that OpenCV 4.x's DNN reads (`siamtool.export.opencv4`; `cpp/` uses them)."""
+ONLINE_FIT_FILE = "online_fit.onnx"
+ONLINE_APPLY_FILE = "online_apply.onnx"
+
+HOST_CONSTANTS: dict[str, Any] = {
+    "state_min_size": 1.0,            # tracker.STATE_MIN_SIZE: smallest state side in frame pixels
+    "reference_frames": 5,            # tracker.REFERENCE_FRAMES: tracked frames whose best score is the reference
+    "growth_tol": 1e-9,               # tracker.GROWTH_TOL: growths this close to 1 / max_growth count as equal
+    "tie_rtol": 1e-6, "tie_atol": 1e-9,  # tracker._break_ties: np.isclose of the penalised scores
+    "size_eps": 1e-6,                 # select_candidate: box sides floored here before ratios
+    "calibration_min": 0.5, "calibration_max": 2.0,  # Tracker._size_calibration clips the ratio here
+    "upsample": 4,                    # TranslationFilter(upsample=4): fine grid of the response
+    "refine_radius": 1.0,             # online.refine_peak: fine-grid search radius in cells
+    "augment_blur_sigma": 2.0,        # Tracker._start_online: GaussianBlur sigma of the blurred copy
+    "label_min_sigma": 0.25,          # TranslationFilter.add_sample: the label's std is at least this (cells)
+    "window_floor": 0.05,             # online.target_window: 0.95 x Hann + 0.05 inside, 0.05 outside
+    "energy_eps": 1e-12,              # TranslationFilter._spectrum: mean energy + this before the sqrt
+    "den_eps": 1e-12,                 # TranslationFilter.add_sample: mean(den) floored here
+    "peak_min": 1e-6,                 # TranslationFilter.calibrate: the peak is at least this
+    "antialias_factors": [1, 2, 4, 8],  # geometry.crop_antialiased: INTER_AREA reductions before the crop
+    "scale_reg": 0.01,                # online.ScaleFilter(reg=0.01): the DSST filter's regularisation
+    "scale_model_area": 512,          # online.ScaleFilter(model_area=512): pixels of a scale patch
+}
+"""The numbers the Python tracker hard-codes (not `track:` settings), written into export.json so a port
+reads them instead of copying them; tests/export/test_online_graphs.py checks them against the code."""
+
+
 def track_settings(cfg: Config) -> dict[str, Any]:
-    """The `TRACK_KEY` entry of export.json for an export of a model with config `cfg` (the one writer)."""
-    return {TRACK_KEY: dataclasses.asdict(cfg.track)}
+    """export.json's `TRACK_KEY` and `TRACKER_KEY` entries for an export of a model with config `cfg`
+    (the one writer): the `track:` settings, then the format version, the crop settings, the host
+    constants and the online graphs' files (written when `track.online`, which every built-in backend
+    supports)."""
+    d = cfg.data
+    return {TRACK_KEY: dataclasses.asdict(cfg.track),
+            TRACKER_KEY: {"format_version": TRACKER_FORMAT_VERSION,
+                          "crop": {"template_size": d.template_size, "search_size": d.search_size,
+                                   "context": float(d.context), "interpolation": "INTER_LINEAR",
+                                   "border": "BORDER_REPLICATE", "reduce": "INTER_AREA", "input": "RGB 0..255 NCHW"},
+                          "constants": dict(HOST_CONSTANTS),
+                          "online_graphs": {"fit": ONLINE_FIT_FILE, "apply": ONLINE_APPLY_FILE},
+                          "opencv4_graphs": {"template": f"{OPENCV4_DIR}/{TEMPLATE_FILE}",
+                                             "search": f"{OPENCV4_DIR}/{SEARCH_FILE}",
+                                             "boxes_layout": "(1,4,H,W) cx,cy,w,h as channels",
+                                             "score_layout": "(1,1,H,W)"}}}
 
 
 def read_track_settings(path: str | Path) -> dict[str, Any] | None:

@@ -56,6 +56,8 @@ from siamtool.config import Config
 from siamtool.data.lasot import find_sequences, load_sequence
 from siamtool.data.synthetic import render_sequence
 from siamtool.errors import SiamtoolError
+from siamtool.export.online import check_online_graphs, export_online_graphs
+from siamtool.export.opencv4 import OPENCV4_DIR, compare_opencv4_graphs, export_opencv4_graphs
 from siamtool.fileio import write_json_atomic
 from siamtool.geometry import CropGeometry, crop_antialiased, from_lasot
 from siamtool.models.backbones import get_spec
@@ -260,10 +262,18 @@ class ExportResult:
     exporter: str = "torch.onnx.export(dynamo=False) (TorchScript-based)"
     track: dict[str, Any] = field(default_factory=dict)
     """export.json's tracking settings (`onnx_format.track_settings`): the model's own, read by every runtime."""
+    opencv4: dict[str, Any] = field(default_factory=dict)
+    """Max |onnxruntime - PyTorch| of the OpenCV 4 copy of the graphs (`siamtool.export.opencv4`), relative
+    to each output's scale; or {"skipped": why} for a model the folding does not handle (the copy is then
+    not written; the main graphs are unaffected)."""
+    online: dict[str, float] = field(default_factory=dict)
+    """Max |onnxruntime - numpy| of the online model's graphs per output, relative to the output's scale
+    (`siamtool.export.online.check_online_graphs`); checked against the same tolerance as the fp32 pair."""
+    tolerance: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.pairs)
+        return all(p.passed for p in self.pairs) and all(v <= self.tolerance for v in self.online.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,6 +284,8 @@ class ExportResult:
                         "bytes": p.bytes, "max_diff": p.diffs, "units": _units(p.precision),
                         "tolerance": p.tolerance, "passed": p.passed}
                        for p in self.pairs],
+            "online_graphs_max_diff": self.online,
+            "opencv4_graphs_max_diff": self.opencv4,
             **self.track,
         }
 
@@ -439,8 +451,11 @@ def export_model(
     try:
         pairs = [_export_pair(model, cfg, sample, staging, precision, settings, export_id, checkpoint_sha256,
                               reporter) for precision in settings.precisions]
+        online = _export_online(model, sample, staging, settings.opset, reporter)
+        opencv4 = _export_opencv4(model, sample, staging, settings.tolerance, reporter)
         result = ExportResult(out, export_id, settings.opset, sample.source, "CPUExecutionProvider", pairs,
-                              time.perf_counter() - start, track=track_settings(cfg))
+                              time.perf_counter() - start, track=track_settings(cfg), online=online,
+                              opencv4=opencv4, tolerance=settings.tolerance)
         _publish(staging, out, result, cfg)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -482,6 +497,40 @@ def _export_pair(model: nn.Module, cfg: Config, sample: Sample, staging: Path, p
     return pair
 
 
+def _export_online(model: nn.Module, sample: Sample, staging: Path, opset: int, reporter: Reporter) -> dict[str, float]:
+    """Write the online model's two graphs (`siamtool.export.online`) beside the fp32 pair and check them
+    against numpy on the parity sample's search features, with a Hann window and a centred label."""
+    reporter.status("exporting the online target model's graphs")
+    z = torch.from_numpy(to_nchw(sample.templates[:1]))
+    x = torch.from_numpy(to_nchw(sample.searches[:1]))
+    with torch.inference_mode():
+        feats = SearchGraph(model).eval()(x, model.template(z))[2].numpy()
+    _, c, h, w = feats.shape
+    export_online_graphs(staging, c, h, w, opset)
+    window = np.outer(np.hanning(h + 2)[1:-1], np.hanning(w + 2)[1:-1])
+    dy, dx = np.arange(h)[:, None] - h / 2, np.arange(w)[None, :] - w / 2
+    label = np.exp(-0.5 * (dy**2 + dx**2) / max(0.1 * h / 4, 0.25) ** 2)
+    return check_online_graphs(staging, feats, window, label)
+
+
+def _export_opencv4(model: nn.Module, sample: Sample, staging: Path, tolerance: float,
+                    reporter: Reporter) -> dict[str, Any]:
+    """The batch-1 copy for OpenCV 4 (`siamtool.export.opencv4`), kept only where it matches PyTorch: an
+    optional extra for `cpp/`, so a backbone it cannot fold (the DINOv3 ViTs' RoPE `If` nodes) or a
+    mismatch leaves it out with the reason, and never rejects the export."""
+    reporter.status("exporting the graphs for OpenCV 4 (batch 1, folded)")
+    z, x = torch.from_numpy(to_nchw(sample.templates[:1])), torch.from_numpy(to_nchw(sample.searches[:1]))
+    try:
+        diffs: dict[str, Any] = compare_opencv4_graphs(model, export_opencv4_graphs(model, staging, z, x), z, x)
+    except Exception as e:  # noqa: BLE001 - any failure of the optional copy is reported, not raised
+        diffs = {"skipped": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
+    if "skipped" not in diffs and max(diffs.values()) > tolerance:
+        diffs = {"skipped": f"differs from PyTorch by {max(diffs.values()):.2g} (tolerance {tolerance:g})", **diffs}
+    if "skipped" in diffs:
+        shutil.rmtree(staging / OPENCV4_DIR, ignore_errors=True)
+    return diffs
+
+
 def _publish(staging: Path, out: Path, result: ExportResult, cfg: Config) -> None:
     """Move checked graphs into `out` (each file atomically), or failed ones into `out/rejected/`."""
     target = out if result.passed else out / REJECTED_DIR
@@ -494,6 +543,11 @@ def _publish(staging: Path, out: Path, result: ExportResult, cfg: Config) -> Non
             os.replace(src, dest_dir / src.name)
         pair.template_path = dest_dir / TEMPLATE_FILE
         pair.search_path = dest_dir / SEARCH_FILE
+    shutil.rmtree(target / OPENCV4_DIR, ignore_errors=True)  # a stale copy of an earlier export
+    if (staging / OPENCV4_DIR).is_dir():
+        (target / OPENCV4_DIR).mkdir(parents=True, exist_ok=True)
+        for src in sorted((staging / OPENCV4_DIR).glob("*.onnx")):
+            os.replace(src, target / OPENCV4_DIR / src.name)
     if result.passed:
         cfg.save(out / CONFIG_FILE)
         if len(result.pairs) == 1:  # no --fp16 this time: fp16 graphs of an earlier export would be stale
