@@ -341,7 +341,10 @@ def _export_graph(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path,
 
 
 def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+    """Largest |a - b|; complex arrays (the online filter's spectra) keep their imaginary parts."""
+    a, b = np.asarray(a), np.asarray(b)
+    dtype = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64
+    return float(np.abs(a.astype(dtype) - b.astype(dtype)).max())
 
 
 DIFF_UNITS = {
@@ -364,7 +367,7 @@ a box is 0.01 px on a 100 px target: far below anything tracking can notice.
 
 def _rel_diff(a: np.ndarray, ref: np.ndarray) -> float:
     """Max |a - ref| as a fraction of the largest |ref| (features: see DIFF_UNITS)."""
-    return _max_diff(a, ref) / max(float(np.abs(np.asarray(ref, np.float64)).max()), 1e-12)
+    return _max_diff(a, ref) / max(float(np.abs(np.asarray(ref)).max()), 1e-12)
 
 
 def _box_rel_diff(boxes: np.ndarray, ref: np.ndarray) -> float:
