@@ -175,12 +175,20 @@ HOST_CONSTANTS: dict[str, Any] = {
 reads them instead of copying them; tests/export/test_online_graphs.py checks them against the code."""
 
 
-def track_settings(cfg: Config) -> dict[str, Any]:
+def track_settings(cfg: Config, deploy: bool = True) -> dict[str, Any]:
     """export.json's `TRACK_KEY` and `TRACKER_KEY` entries for an export of a model with config `cfg`
     (the one writer): the `track:` settings, then the format version, the crop settings, the host
-    constants and the online graphs' files (written when `track.online`, which every built-in backend
-    supports)."""
+    constants and, for a `deploy` export (`siamtool export`), the files of the online graphs and of the
+    OpenCV 4 copy. The tracking cache's exports leave those out: Python never reads them."""
     d = cfg.data
+    settings = _all_track_settings(cfg, d)
+    if not deploy:
+        for key in ("online_graphs", "opencv4_graphs"):
+            settings[TRACKER_KEY].pop(key)
+    return settings
+
+
+def _all_track_settings(cfg: Config, d: Any) -> dict[str, Any]:
     return {TRACK_KEY: dataclasses.asdict(cfg.track),
             TRACKER_KEY: {"format_version": TRACKER_FORMAT_VERSION,
                           "crop": {"template_size": d.template_size, "search_size": d.search_size,

@@ -435,8 +435,13 @@ def export_model(
     checkpoint_sha256: str = "",
     reporter: Reporter = SILENT,
     parity: ParityFrames | None = None,
+    deploy: bool = True,
 ) -> ExportResult:
     """Write template.onnx + search.onnx for `model` into `out`, check them, keep them only if they pass.
+
+    `deploy` also writes what a runtime outside Python needs (the online model's graphs and the OpenCV 4
+    copy, docs/runtimes.md); the tracking cache leaves it out (Python tracks without them: seconds and
+    megabytes saved on every first run).
 
     `opset`, `fp16` and `tolerance` default to `cfg.export`; `parity` are the frames the check crops
     (default: `synthetic_parity_frames`). Returns the comparison with PyTorch; graphs that fail are
@@ -454,10 +459,11 @@ def export_model(
     try:
         pairs = [_export_pair(model, cfg, sample, staging, precision, settings, export_id, checkpoint_sha256,
                               reporter) for precision in settings.precisions]
-        online = _export_online(model, sample, staging, settings.opset, reporter)
-        opencv4 = _export_opencv4(model, sample, staging, settings.tolerance, reporter)
+        online = _export_online(model, sample, staging, settings.opset, reporter) if deploy else {}
+        opencv4 = (_export_opencv4(model, sample, staging, settings.tolerance, reporter) if deploy
+                   else {"skipped": "not written for the tracking cache (siamtool export writes it)"})
         result = ExportResult(out, export_id, settings.opset, sample.source, "CPUExecutionProvider", pairs,
-                              time.perf_counter() - start, track=track_settings(cfg), online=online,
+                              time.perf_counter() - start, track=track_settings(cfg, deploy), online=online,
                               opencv4=opencv4, tolerance=settings.tolerance)
         _publish(staging, out, result, cfg)
     finally:
@@ -583,11 +589,11 @@ def _max_supported_opset() -> int:
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, opset: int | None = None,
                       fp16: bool | None = None, tolerance: float | None = None,
                       overrides: list[str] | tuple[str, ...] = (), reporter: Reporter = SILENT,
-                      parity: ParityFrames | None = None) -> ExportResult:
+                      parity: ParityFrames | None = None, deploy: bool = True) -> ExportResult:
     """Load a checkpoint (one-line error if corrupt or from another version) and `export_model` it."""
     check_settings(opset, tolerance)
     path = checkpoint_path(checkpoint)
     reporter.status(f"loading {path}")
     model, cfg = load_model(path, "cpu", overrides)
     return export_model(model, cfg, out, opset=opset, fp16=fp16, tolerance=tolerance,
-                        checkpoint_sha256=file_digest(path), reporter=reporter, parity=parity)
+                        checkpoint_sha256=file_digest(path), reporter=reporter, parity=parity, deploy=deploy)

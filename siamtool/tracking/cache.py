@@ -110,7 +110,7 @@ def cached_onnx_backend(checkpoint: str | Path, device: Any = "cpu", reporter: R
                          f"into {folder} (--set track.backend=torch, or runtime='torch' in Python, skips this)", label=None)
         from siamtool.export.onnx import export_checkpoint
 
-        result = export_checkpoint(path, folder, fp16=False)
+        result = export_checkpoint(path, folder, fp16=False, deploy=False)  # Python needs no C++ extras
         if not all(math.isfinite(v) for p in result.pairs for v in p.diffs.values()):
             # NaN or inf from the model itself, not an export problem: PyTorch would track with it too.
             raise SiamtoolError(f"{path}: the model outputs NaN or inf (corrupt weights?); use another "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 
 from siamtool.errors import SiamtoolError
 from siamtool.export import onnx as export_onnx
+from siamtool.onnx_format import OPENCV4_DIR, REPORT_FILE, TRACKER_KEY
 from siamtool.provenance import file_digest
 from siamtool.tracking.backends import TorchBackend, load_backend
 from siamtool.tracking.cache import cache_root, cached_onnx_backend, use_onnx
@@ -40,6 +42,10 @@ def test_checkpoint_on_cpu_uses_a_cached_export(stable_checkpoint, cache):
     assert backend.metadata["checkpoint_sha256"] == file_digest(stable_checkpoint)
     assert name == "stable-run-tiny" and cfg.track.size_lr == 0.3 and cfg.data.search_size == 80
     assert "exporting it to ONNX" in recorder.text
+    # Only what Python tracks with: no online graphs or OpenCV 4 copy (`siamtool export` writes those).
+    report = json.loads((backend.path / REPORT_FILE).read_text())
+    assert not list(backend.path.glob("online_*.onnx")) and not (backend.path / OPENCV4_DIR).exists()
+    assert "online_graphs" not in report[TRACKER_KEY] and "opencv4_graphs" not in report[TRACKER_KEY]
     stamp = (backend.path / "search.onnx").stat().st_mtime_ns
     recorder = Recorder()
     again, _, _ = load_backend(stable_checkpoint, None, torch.device("cpu"), tiny_config(), recorder)
