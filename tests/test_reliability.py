@@ -534,6 +534,14 @@ def test_the_missing_weights_message_calls_the_backbone_default_only_when_it_is(
     assert ("(the default: the config sets no model.backbone)" in str(e.value)) == default
 
 
+def _train_tiny(tmp_path, shards, *sets: str):
+    """`siamtool --device cpu train` of a one-epoch tiny config (plus `sets`) on `shards`."""
+    path = tmp_path / "tiny.yaml"
+    tiny_config(*sets, "train.epochs=1", "train.batch_size=8", "train.val_samples=8", "train.tensorboard=false").save(path)
+    return runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(shards), "--out",
+                               str(tmp_path / "run")])
+
+
 def test_train_sizes_its_shard_readers_to_the_machine(synthetic_shards, tmp_path, monkeypatch):
     """Issue #23: base.yaml's 8 workers on a 2-core machine: PyTorch's "suggested max" warning, twice."""
     import siamtool.data.stream as stream
@@ -543,11 +551,7 @@ def test_train_sizes_its_shard_readers_to_the_machine(synthetic_shards, tmp_path
     monkeypatch.setattr(trainer, "available_cores", lambda: 1)
     cfg = tiny_config("train.workers=3")
     assert stream.build_loader(synthetic_shards, cfg, "cpu").workers == 1
-    path = tmp_path / "tiny.yaml"
-    tiny_config("train.workers=3", "train.epochs=1", "train.samples_per_epoch=16", "train.batch_size=8",
-                "train.val_samples=8", "train.tensorboard=false").save(path)
-    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
-                            str(tmp_path / "run")])
+    r = _train_tiny(tmp_path, synthetic_shards, "train.workers=3", "train.samples_per_epoch=16")
     assert r.exit_code == 0, r.output
     warnings = [line for line in output_lines(r.output) if "train.workers" in line]
     assert warnings == ["warning: train.workers is 3 but this process has 1 CPU cores: reading shards with 1 "
@@ -563,11 +567,7 @@ def test_a_long_cpu_run_is_told_its_time_and_the_cpu_recipe(threshold, warned, s
 
     if threshold is not None:
         monkeypatch.setattr(trainer, "PACE_WARN_S", threshold)
-    path = tmp_path / "tiny.yaml"
-    tiny_config("train.workers=0", "train.epochs=1", "train.samples_per_epoch=48", "train.batch_size=8",
-                "train.val_samples=8", "train.tensorboard=false").save(path)
-    r = runner.invoke(app, ["--device", "cpu", "train", str(path), "--shards", str(synthetic_shards), "--out",
-                            str(tmp_path / "run")])
+    r = _train_tiny(tmp_path, synthetic_shards, "train.workers=0", "train.samples_per_epoch=48")
     assert r.exit_code == 0, r.output
     lines = [line for line in output_lines(r.output) if "s a step on this CPU" in line]
     assert len(lines) == int(warned), r.output
