@@ -21,6 +21,7 @@ from siamtool.data.stills import MIN_BOX_SIDE, STRETCH, index_stills
 from siamtool.errors import ConfigError, DatasetError
 from siamtool.geometry import crop, from_lasot, iou_xywh, template_window
 from tests.conftest import REPO, Recorder, shared
+from tests.data.test_prepare import all_rows
 
 # ------------------------------------------------------------------------------------- data in code
 
@@ -95,16 +96,6 @@ def mixed_cfg(lasot: Path, stills: Path, got: Path, **data) -> Config:
     for k, v in data.items():
         setattr(cfg.data, k, v)
     return cfg
-
-
-def all_rows(out: Path) -> list[tuple]:
-    rows = []
-    for path, _ in load_shard_index(out).shards:
-        with ShardReader(path) as r:
-            for p in r.read_many(range(len(r))):
-                rows.append((path.name, p.template_jpeg.tobytes(), p.search_jpeg.tobytes(), p.template_box.tobytes(),
-                             p.search_box.tobytes(), p.kind, p.sequence, p.search_sequence, tuple(p.frames)))
-    return rows
 
 
 def pairs_of(out: Path) -> list:
