@@ -63,8 +63,9 @@ class SamplingResult:
     """One line per sequence that yields no pairs, with the reason."""
 
 
-def _rng(seed: int, name: str, salt: int = 0) -> np.random.Generator:
-    # crc32 is stable across processes and Python versions (hash() of a str is salted per process).
+def stable_rng(seed: int, name: str, salt: int = 0) -> np.random.Generator:
+    """The generator of one sequence (or still box) `name`: the same in every process and on every resume.
+    crc32 is stable across processes and Python versions (hash() of a str is salted per process)."""
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), salt])
 
 
@@ -148,7 +149,7 @@ def sample_pairs(sequences: list[LasotSequence], data: DataConfig, pairs_per_seq
     pairs: list[PairSpec] = []
     for name in names:
         pool = pools[name]
-        rng = _rng(data.seed, name)
+        rng = stable_rng(data.seed, name)
         same = [n for n in by_class[pool.seq.class_name] if n != name]
         other = [n for n in names if pools[n].seq.class_name != pool.seq.class_name]
         weights = _kind_weights(data, {KIND_SAME_CLASS: bool(same), KIND_OTHER_CLASS: bool(other),

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import math
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from siamtool.data.sampling import PairSpec, spread
+from siamtool.data.sampling import PairSpec, spread, stable_rng
 from siamtool.data.shards import KIND_OTHER_CLASS, KIND_POSITIVE, KIND_SAME_CLASS
 from siamtool.errors import DatasetError
 
@@ -202,10 +201,6 @@ def index_stills(root: str | Path, require_images: bool = True, strict: bool = F
 # ------------------------------------------------------------------------------------------ sampling
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8")), 0x571])
-
-
 def _negative(rng: np.random.Generator, box: StillBox, same_image: list[StillBox], by_class: dict[str, list[StillBox]],
               everything: list[StillBox]) -> StillBox | None:
     """Another box of the same image if there is one, else one of the same class, else any other box."""
@@ -229,7 +224,7 @@ def sample_still_pairs(boxes: list[StillBox], seed: int, neg_prob: float, total:
         by_class.setdefault(b.class_name, []).append(b)
     pairs = []
     for box, count in zip(boxes, spread(total, len(boxes), seed)):
-        rng = _rng(seed, box.name)
+        rng = stable_rng(seed, box.name, salt=0x571)
         others = [b for b in by_image[box.image] if b.name != box.name]
         for _ in range(count):
             search = _negative(rng, box, others, by_class, boxes) if rng.random() < neg_prob else None
