@@ -14,7 +14,9 @@ Conventions (see README, "Geometry"):
   ``s_z = sqrt((w + p) * (h + p))`` with ``p = context * (w + h)``; the search window has the same scale
   as the template (``s_x = s_z * search_size / template_size``) so that the target has the same size in
   pixels in both crops, which is what a Siamese matcher needs.
-* The crop is one ``cv2.warpAffine`` with ``BORDER_REPLICATE``: no padded copy of the full frame.
+* prepare's crop is one ``cv2.warpAffine`` with ``BORDER_REPLICATE`` (`crop`), from a JPEG decoded at 1/k;
+  the tracker's crops (`resample`: template, search, the DSST scale pyramid) are exact float32 bilinear
+  samples after a k x k block mean, specified to the bit so that the C++ tracker cuts the same crops.
 """
 
 from __future__ import annotations
@@ -285,55 +287,92 @@ REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMRE
 
 
 def crop_antialiased(frame: np.ndarray, window: CropWindow) -> np.ndarray:
-    """`crop` after an integer block average that removes the detail the crop cannot show (no aliasing),
-    at the same reduction factor as `prepare`'s training crops, but not with the same filter.
+    """The tracker's crop of `window`: `resample` of the square window, float32 (not rounded to uint8).
 
-    prepare decodes each JPEG at the coarsest reduction (1/2, 1/4, 1/8) the crop allows and then
-    warps; a tracker that warped the full frame directly would see aliased crops of large targets
-    that training never showed. Frames here are already decoded (video, camera, eval), so the reduction
-    is a k x k block average (INTER_AREA at an integer factor), then the same warp. libjpeg's scaled
-    decode filters in the DCT domain, so the two are close, not equal: on the reduced crops of the
-    validation sequences they differ by 0.29 grey levels on average, 2 at the 99th percentile, 19 at
-    most. Tracking with crops made prepare's way scores 48.74 AUC against 49.12 the tracker's way on
-    validation, 61.3 against 66.3 on dev-test, where one sequence (motorcycle-2) flips, as it does between
-    runtimes whose crops are identical: at this data size the two filters cannot be told apart by AUC
-    (`benchmarks/resample_parity.py`, docs/benchmarks.md). The DSST pyramid
-    (`crop_patches`) band-limits its own way again; it is learnt online, never trained offline.
-
-    Only the k-aligned region of the frame that the warp reads is averaged (`reduced_region`), into its
-    place in an otherwise blank reduced frame, and the window is warped out of that with the same
-    matrix: a window much smaller than the frame costs what its own pixels cost, and the crop is
-    bit-identical to the one from the whole reduced frame (the same block averages under every pixel
-    the warp reads, the same border replication at the frame's edges). Frames whose sides are not
-    multiples of k (where the whole-frame resize averages fractional blocks) take the whole-frame way.
+    Every crop the tracker feeds the network (template, search, the online model's augmented copies)
+    and the export's parity crops come from here; see `resample` for why float and exact.
     """
-    k = reduced_decode_factor(window.scale)
+    return resample(frame, (window.cx, window.cy), (window.side, window.side), (window.out_size, window.out_size))
+
+
+def resample(image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float],
+             out_wh: tuple[int, int]) -> np.ndarray:
+    """The one resample path of tracking: the `size_wh` window at `center`, as (out_h, out_w[, C]) float32.
+
+    Two steps, each exactly specified so that another language reproduces it bit for bit (the C++ tracker
+    in `cpp/` does; docs/runtimes.md, "Crops"):
+
+    1. **Band-limit**: when the window shrinks by 2x or more, the image is first reduced by the largest k
+       in {1, 2, 4, 8} with ``k x scale <= 1`` (`reduced_decode_factor` of the larger of the two axis
+       scales) by averaging k x k blocks (`block_mean`), as prepare decodes JPEGs at 1/k: bilinear
+       sampling alone would alias large targets into crops that training never showed.
+    2. **Exact bilinear sampling** with the border replicated (`sample_bilinear`): source coordinates in
+       float64, weights in float32, no rounding of the result.
+
+    Why not `cv2.warpAffine`: it rounds source coordinates to 1/32 pixel and returns uint8 for uint8
+    input, so a state change of 1e-5 px moved whole grey levels on some pixels; the network turned them
+    into 0.1 px box changes, and two runtimes whose outputs agree to 1e-6 tracked apart within 30 frames
+    (docs/benchmarks.md, "Runtime parity"). Here a small change of the window is a small change of the
+    crop. prepare's training crops are still JPEG-scaled decodes then a warp (docs/benchmarks.md,
+    "Prepare's crops against the tracker's crops", measured equal in tracking AUC): prepare reads each
+    JPEG at 1/k, which is where its speed comes from, and its crops are stored as JPEGs anyway.
+    """
+    cx, cy = float(center[0]), float(center[1])
+    w, h = float(size_wh[0]), float(size_wh[1])
+    out_w, out_h = int(out_wh[0]), int(out_wh[1])
+    k = reduced_decode_factor(max(out_w / w, out_h / h))
+    return sample_bilinear(image, k, (cx - w / 2) / k, (cy - h / 2) / k, w / k / out_w, h / k / out_h, out_w, out_h)
+
+
+def _taps(start: float, step: float, n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of n output pixels: source pixel (i + 0.5) * step + start - 0.5 (float64), its two
+    neighbours clamped to [0, size) (border replication) and the float32 weight of the second."""
+    pos = start + step * (np.arange(n, dtype=np.float64) + 0.5) - 0.5
+    i0 = np.floor(pos)
+    frac = (pos - i0).astype(np.float32)
+    i0 = i0.astype(np.int64)
+    return np.clip(i0, 0, size - 1), np.clip(i0 + 1, 0, size - 1), frac
+
+
+def sample_bilinear(image: np.ndarray, k: int, x0: float, y0: float, step_x: float, step_y: float,
+                    out_w: int, out_h: int) -> np.ndarray:
+    """Bilinear samples of `image` reduced by k (`block_mean`): output pixel (i, j) reads the reduced
+    image at (x0 + (j + 0.5) step_x - 0.5, y0 + (i + 0.5) step_y - 0.5), border replicated.
+
+    Separable, rows first: t = a (1 - fx) + b fx along x, then t0 (1 - fy) + t1 fy along y, in float32;
+    only the reduced pixels that the taps touch are computed, so a small window of a large frame costs
+    what its own pixels cost.
+    """
+    height, width = image.shape[:2]
+    xa, xb, fx = _taps(x0, step_x, out_w, -(-width // k))
+    ya, yb, fy = _taps(y0, step_y, out_h, -(-height // k))
+    left, right = int(xa[0]), int(xb[-1]) + 1
+    top, bottom = int(ya[0]), int(yb[-1]) + 1
+    region = block_mean(image, k, left, top, right, bottom)
+    shape = (1, -1) + (1,) * (region.ndim - 2)
+    fx = fx.reshape(shape)
+    rows = region[:, xa - left] * (1 - fx) + region[:, xb - left] * fx
+    fy = fy.reshape(shape[1:2] + shape[:1] + shape[2:])
+    return rows[ya - top] * (1 - fy) + rows[yb - top] * fy
+
+
+def block_mean(image: np.ndarray, k: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """Pixels [x0, x1) x [y0, y1) of `image` reduced by k, float32: each the mean of a k x k block.
+
+    The image is extended by replicating its last row and column to a multiple of k, so a partial block
+    at the right or bottom edge averages real and repeated pixels. The sum is taken in float64 (exact
+    for integer images in any order) and divided by k^2 (a power of two: exact), then rounded once to
+    float32, so the result does not depend on the summation order of numpy or of a C++ loop.
+    """
     if k == 1:
-        return crop(frame, window)
-    small_window = window.scaled(1.0 / k)
-    height, width = frame.shape[:2]
-    if width % k or height % k:
-        small = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
-        return crop(small, small_window)
-    x0, y0, x1, y1 = reduced_region(small_window, width // k, height // k)
-    small = np.zeros((height // k, width // k) + frame.shape[2:], frame.dtype)
-    cv2.resize(frame[y0 * k:y1 * k, x0 * k:x1 * k], (x1 - x0, y1 - y0), dst=small[y0:y1, x0:x1],
-               interpolation=cv2.INTER_AREA)
-    return crop(small, small_window)
-
-
-def reduced_region(window: CropWindow, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
-    """Pixel bounds x0, y0, x1, y1 (end exclusive) of a `width` x `height` image that a bilinear `crop`
-    of `window` reads, `margin` pixels wider, clipped to the image and never empty (a window wholly
-    outside the image reads the nearest edge pixels, which border replication repeats)."""
-    half = window.side / 2
-    bounds = []
-    for centre, size in ((window.cx, width), (window.cy, height)):
-        lo = min(max(int(np.floor(centre - half)) - margin, 0), size - 1)
-        hi = max(min(int(np.ceil(centre + half)) + margin, size), lo + 1)
-        bounds.append((lo, hi))
-    (x0, x1), (y0, y1) = bounds
-    return x0, y0, x1, y1
+        return image[y0:y1, x0:x1].astype(np.float32)
+    height, width = image.shape[:2]
+    rows = np.minimum(np.arange(y0 * k, y1 * k), height - 1)
+    cols = np.minimum(np.arange(x0 * k, x1 * k), width - 1)
+    inside = y1 * k <= height and x1 * k <= width
+    block = image[y0 * k:y1 * k, x0 * k:x1 * k] if inside else image[rows][:, cols]
+    block = block.reshape((y1 - y0, k, x1 - x0, k) + image.shape[2:])
+    return (block.sum(axis=(1, 3), dtype=np.float64) / (k * k)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------- torch (batched)
@@ -378,32 +417,18 @@ def crop_patches(
     image: np.ndarray, center: np.ndarray, size_wh: np.ndarray, factors: np.ndarray, out_wh: tuple[int, int]
 ) -> np.ndarray:
     """Target-shaped patches at several scales: patch k covers `size_wh * factors[k]` around `center`,
-    resampled to `out_wh` (w, h). Returns (K, out_h, out_w) of `image`'s dtype (the DSST scale pyramid).
+    resampled to `out_wh` (w, h). Returns (K, out_h, out_w) float32 (the DSST scale pyramid).
 
-    The largest patch is band-limited once (INTER_AREA to about twice the output size), and every scale
-    is then one bilinear warp of that small image, so a large target costs no more than a small one.
+    The same path as the tracker's crops (`resample`), with one band-limit factor for every scale (the
+    largest patch's), so the scales differ only in where they sample, not in how blurred they are.
     """
     cx, cy = float(center[0]), float(center[1])
     w, h = float(size_wh[0]), float(size_wh[1])
-    ow, oh = out_wh
+    ow, oh = int(out_wh[0]), int(out_wh[1])
     big = float(np.max(factors))
-    shrink = min(1.0, 2.0 * ow / max(w * big, 1e-6), 2.0 * oh / max(h * big, 1e-6))
-    if shrink < 0.5:
-        x0, y0 = int(np.floor(cx - w * big / 2)) - 2, int(np.floor(cy - h * big / 2)) - 2
-        x1, y1 = int(np.ceil(cx + w * big / 2)) + 2, int(np.ceil(cy + h * big / 2)) + 2
-        inside = x0 >= 0 and y0 >= 0 and x1 <= image.shape[1] and y1 <= image.shape[0]
-        region = (image[y0:y1, x0:x1] if inside else  # an integer shift with the border replicated
-                  cv2.warpAffine(image, np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0]]), (x1 - x0, y1 - y0),
-                                 flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE))
-        sw = max(1, int(round(region.shape[1] * shrink)))
-        sh = max(1, int(round(region.shape[0] * shrink)))
-        image = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
-        sx, sy = sw / region.shape[1], sh / region.shape[0]
-        cx, cy, w, h = (cx - x0) * sx, (cy - y0) * sy, w * sx, h * sy
-    out = np.empty((len(factors), oh, ow) + image.shape[2:], dtype=image.dtype)
-    for k, f in enumerate(factors):
-        ax, ay = ow / (w * f), oh / (h * f)
-        m = np.array([[ax, 0.0, ax * (0.5 - (cx - w * f / 2)) - 0.5],
-                      [0.0, ay, ay * (0.5 - (cy - h * f / 2)) - 0.5]])
-        out[k] = cv2.warpAffine(image, m, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    k = reduced_decode_factor(max(ow / (w * big), oh / (h * big)))
+    out = np.empty((len(factors), oh, ow) + image.shape[2:], dtype=np.float32)
+    for i, f in enumerate(factors):
+        out[i] = sample_bilinear(image, k, (cx - w * f / 2) / k, (cy - h * f / 2) / k, w * f / k / ow,
+                                 h * f / k / oh, ow, oh)
     return out

@@ -167,7 +167,7 @@ HOST_CONSTANTS: dict[str, Any] = {
     "energy_eps": 1e-12,              # TranslationFilter._spectrum: mean energy + this before the sqrt
     "den_eps": 1e-12,                 # TranslationFilter.add_sample: mean(den) floored here
     "peak_min": 1e-6,                 # TranslationFilter.calibrate: the peak is at least this
-    "antialias_factors": [1, 2, 4, 8],  # geometry.crop_antialiased: INTER_AREA reductions before the crop
+    "antialias_factors": [1, 2, 4, 8],  # geometry.resample: k x k block means before the crop
     "scale_reg": 0.01,                # online.ScaleFilter(reg=0.01): the DSST filter's regularisation
     "scale_model_area": 512,          # online.ScaleFilter(model_area=512): pixels of a scale patch
 }
@@ -247,7 +247,7 @@ def export_spec(path: str | Path, template_meta: dict[str, str] | None = None,
 
 
 def to_nchw(crops_rgb: np.ndarray) -> np.ndarray:
-    """uint8 (B,H,W,3) or (H,W,3) RGB -> float32 (B,3,H,W) 0..255, the graphs' input format."""
+    """uint8 or float32 (B,H,W,3) or (H,W,3) RGB 0..255 -> float32 (B,3,H,W), the graphs' input format."""
     if crops_rgb.ndim == 3:
         crops_rgb = crops_rgb[None]
     return np.ascontiguousarray(crops_rgb.transpose(0, 3, 1, 2), dtype=np.float32)
@@ -255,7 +255,7 @@ def to_nchw(crops_rgb: np.ndarray) -> np.ndarray:
 
 
 def crop_to_input(crop_rgb: np.ndarray, side: int, what: str) -> np.ndarray:
-    """One uint8 (side, side, 3) RGB crop -> the graphs' (1, 3, side, side) float32 input; refuses other shapes."""
+    """One (side, side, 3) RGB crop (uint8 or float32 0..255) -> the graphs' (1, 3, side, side) float32 input; refuses other shapes."""
     if crop_rgb.shape != (side, side, 3):
         raise ValueError(f"{what} crop must be {side}x{side}x3 RGB, got {crop_rgb.shape}")
     return to_nchw(crop_rgb)

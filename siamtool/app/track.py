@@ -109,15 +109,20 @@ def annotate(frame: np.ndarray, box: np.ndarray, score: float, lost: bool, fps: 
     return out
 
 
+def _to_bgr8(crop_rgb: np.ndarray) -> np.ndarray:
+    """A tracker crop (float32 RGB, not rounded) as a uint8 BGR tile."""
+    return cv2.cvtColor(np.clip(np.rint(crop_rgb), 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
 def side_panel(tracker: Tracker, result: TrackResult | None, height: int) -> np.ndarray:
     """Template crop, search crop with its box, heatmap over the search crop, stacked in one column."""
     tile = int(np.clip(height // 3, 96, 256))
     panel = np.zeros((max(height, 3 * tile), tile, 3), np.uint8)
     tiles: list[tuple[str, np.ndarray]] = []
     if tracker.template_crop is not None:
-        tiles.append(("template", cv2.cvtColor(tracker.template_crop, cv2.COLOR_RGB2BGR)))
+        tiles.append(("template", _to_bgr8(tracker.template_crop)))
     if result is not None:
-        search = cv2.cvtColor(result.search_crop, cv2.COLOR_RGB2BGR)
+        search = _to_bgr8(result.search_crop)
         boxed = search.copy()
         _rect(boxed, result.crop_box, RED if result.lost else GREEN)
         tiles.append((f"search x{result.growth:.2g}", boxed))

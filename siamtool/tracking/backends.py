@@ -3,7 +3,7 @@
 The Tracker owns everything that is not the network (crops, penalties, box smoothing, loss handling), so
 PyTorch, onnxruntime or a test double produce identical tracking as long as they honour this protocol:
 
-* `template(crop_rgb)` takes the template crop (uint8 H x W x 3, RGB) and returns opaque features that
+* `template(crop_rgb)` takes the template crop (H x W x 3 RGB 0..255, float32 from the Tracker; uint8 accepted) and returns opaque features that
   the Tracker caches for the whole sequence;
 * `search(crop_rgb, features)` takes the search crop and returns ``(score, boxes)`` or
   ``(score, boxes, search_features)``: score (H, W) float32 in [0, 1] and boxes (H, W, 4) float32
@@ -46,7 +46,10 @@ class Backend(Protocol):
 
 
 def crop_to_tensor(crop_rgb: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 H x W x 3 -> (1, 3, H, W) float 0..255: the model normalises internally (docs/contracts.md)."""
+    """H x W x 3 RGB 0..255 (uint8 or float32) -> (1, 3, H, W) float 0..255.
+
+    The model normalises internally (docs/contracts.md).
+    """
     import torch
 
     t = torch.from_numpy(np.ascontiguousarray(crop_rgb)).to(device=device, non_blocking=True)

@@ -87,7 +87,7 @@ class TrackResult:
     growth: float
     """Search window growth used this frame (1 = normal, > 1 while re-detecting)."""
     search_crop: np.ndarray
-    """The search crop fed to the backend, uint8 RGB."""
+    """The search crop fed to the backend, float32 RGB 0..255 (`geometry.resample`: not rounded)."""
     heatmap: np.ndarray
     """(H, W) raw score map of this frame."""
     crop_box: np.ndarray

@@ -55,7 +55,7 @@ class OracleBackend:
 
     def template(self, crop_rgb: np.ndarray) -> dict:
         self.template_calls += 1
-        assert crop_rgb.dtype == np.uint8 and crop_rgb.shape[2] == 3
+        assert crop_rgb.dtype == np.float32 and crop_rgb.shape[2] == 3  # geometry.resample: not rounded
         return {"template": crop_rgb.copy()}
 
     def search(self, crop_rgb: np.ndarray, features: dict) -> tuple[np.ndarray, np.ndarray]:

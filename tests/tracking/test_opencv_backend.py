@@ -17,7 +17,7 @@ from siamtool.cli import app
 from siamtool.config import load_config
 from siamtool.errors import SiamtoolError
 from siamtool.export.onnx import _box_rel_diff, _max_diff, _rel_diff, export_model, parity_sample
-from siamtool.geometry import crop_antialiased, search_window, template_window
+from siamtool.geometry import CropWindow, crop_antialiased, search_window, template_window
 from siamtool.images import OPENCV_TESTED, opencv_untested
 from siamtool.onnx_format import SEARCH_FILE, TEMPLATE_FILE
 from siamtool.tracking.backends import load_backend, merge_tracking_config
@@ -26,6 +26,7 @@ from siamtool.tracking.opencv_backend import OpenCVBackend
 from siamtool.tracking.tracker import Tracker
 from tests.conftest import Recorder, tiny_config
 from tests.onnx_fixtures import STABLE_TRACK, peaked_model, sequence_frames
+from tests.test_geometry import resample_reference
 from tests.tracking.test_onnx_backend import TOL_PX, _folder, _frames_source, _init_box
 
 runner = CliRunner()
@@ -188,18 +189,8 @@ def test_cli_track_with_opencv_gives_the_boxes_of_onnxruntime(stable_export, syn
 
 
 def _doc_crop(frame, cx, cy, side, out):
-    """docs/runtimes.md's `cropWindow`, call for call."""
-    k, s = 1, out / side
-    while k < 8 and s * k * 2 <= 1.0:
-        k *= 2
-    src = frame
-    if k > 1:
-        src = cv2.resize(frame, (0, 0), fx=1.0 / k, fy=1.0 / k, interpolation=cv2.INTER_AREA)
-        cx, cy, side = cx / k, cy / k, side / k
-        s = out / side
-    x0, y0 = cx - side / 2, cy - side / 2
-    m = np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5]])
-    return cv2.warpAffine(src, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    """docs/runtimes.md's crop ("Crops": k x k block means, then exact bilinear taps), the slow way."""
+    return resample_reference(frame, CropWindow(cx, cy, side, out))
 
 
 def test_the_documented_recipe_gives_the_backends_outputs(stable_export, synthetic_lasot):
