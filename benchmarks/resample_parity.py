@@ -1,9 +1,10 @@
 """Do the tracker's crops and prepare's crops band-limit the same way, and does the difference matter?
 
 prepare decodes a JPEG at the coarsest reduction (1/2, 1/4, 1/8) a crop allows (libjpeg's scaled
-decode, DCT-domain) and warps; the tracker gets frames already decoded and block-averages k x k
-(`geometry.crop_antialiased`). The two are not the same filter: this script measures by how much, on
-the crops the tracker really cuts, and whether tracking notices (issue #20 item 7).
+decode, DCT-domain) and warps to uint8 (`geometry.crop`); the tracker gets frames already decoded,
+block-averages k x k and samples bilinearly in float32 (`geometry.resample`). The two are not the same
+filter: this script measures by how much, on the crops the tracker really cuts, and whether tracking
+notices (issue #20 item 7).
 
     python benchmarks/resample_parity.py --set validation
     python benchmarks/resample_parity.py --set dev-test --json /tmp/resample.json
@@ -68,12 +69,12 @@ class FramePaths:
         return self._reduced[(path, k)]
 
     def prepare_crop(self, frame: np.ndarray, window) -> np.ndarray:
-        """The crop as prepare makes it: the JPEG decoded at 1/k, then the same warp."""
+        """The crop as prepare makes it: the JPEG decoded at 1/k, then one uint8 warpAffine (`crop`)."""
         k = reduced_decode_factor(window.scale)
         path = self.paths.get(id(frame))
-        if k == 1 or path is None:
+        if path is None:
             return crop_antialiased(frame, window)
-        return crop(self.reduced(path, k), window.scaled(1.0 / k))
+        return crop(frame, window) if k == 1 else crop(self.reduced(path, k), window.scaled(1.0 / k))
 
 
 def load(roots: list[Path], names: list[str], paths: FramePaths):
@@ -107,11 +108,11 @@ def pixel_differences(data, paths: FramePaths, cfg) -> dict:
             if reduced_decode_factor(window.scale) == 1:
                 continue
             reduced += 1
-            a = crop_antialiased(frames[i], window).astype(np.int16)
-            b = paths.prepare_crop(frames[i], window).astype(np.int16)
+            a = crop_antialiased(frames[i], window)
+            b = paths.prepare_crop(frames[i], window).astype(np.float32)
             diffs.append(np.abs(a - b))
     flat = np.concatenate([x.reshape(-1) for x in diffs]) if diffs else np.zeros(1)
-    return {"crops": total, "reduced": reduced, "mean_abs": float(flat.mean()), "max_abs": int(flat.max()),
+    return {"crops": total, "reduced": reduced, "mean_abs": float(flat.mean()), "max_abs": float(flat.max()),
             "p99_abs": float(np.percentile(flat, 99))}
 
 
@@ -131,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     backend = cached_onnx_backend(default_checkpoint(), "cpu", WarningsReporter())
     pixels = pixel_differences(data, paths, backend.cfg)
     print(f"crops: {pixels['reduced']} of {pixels['crops']} reduced; |tracker - prepare| mean "
-          f"{pixels['mean_abs']:.2f}, p99 {pixels['p99_abs']:.0f}, max {pixels['max_abs']} grey levels", flush=True)
+          f"{pixels['mean_abs']:.2f}, p99 {pixels['p99_abs']:.0f}, max {pixels['max_abs']:.1f} grey levels", flush=True)
     rows = {}
-    for way, fn in (("tracker (block average)", crop_antialiased), ("prepare (JPEG scaled decode)", paths.prepare_crop)):
+    for way, fn in (("tracker (block mean, float)", crop_antialiased), ("prepare (JPEG scaled decode, uint8)", paths.prepare_crop)):
         tracker_module.crop_antialiased = fn  # what Tracker.initialize and Tracker.track call
         r = score(backend, backend.cfg, [], data)
         rows[way] = {"auc": round(r["auc"], 2), "per_sequence": r["per_sequence"], "fps": round(r["fps"], 1)}
