@@ -148,6 +148,52 @@ def test_cpp_crops_are_pythons_bit_for_bit(binary, shipped_export, tmp_path, sou
         assert np.array_equal(cpp, python), (name, np.abs(cpp - python).max(), (cpp != python).mean())
 
 
+DOC_MAIN = """
+#include <cstdlib>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+int main(int, char** argv) {  // FRAME CX CY SIDE OUT RAW
+    const cv::Mat crop = cropWindow(cv::imread(argv[1], cv::IMREAD_COLOR), std::atof(argv[2]), std::atof(argv[3]),
+                                    std::atof(argv[4]), std::atoi(argv[5]));
+    std::ofstream(argv[6], std::ios::binary).write(crop.ptr<char>(), std::streamsize(crop.total() * crop.elemSize()));
+}
+"""
+DOC_CMAKE = """cmake_minimum_required(VERSION 3.16)
+project(doc_crop CXX)
+set(CMAKE_CXX_STANDARD 17)
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs dnn)
+add_executable(doc-crop doc_crop.cpp)
+target_link_libraries(doc-crop PRIVATE ${OpenCV_LIBS})
+target_compile_options(doc-crop PRIVATE -ffp-contract=off)
+"""
+
+
+def test_the_documented_crop_compiles_and_is_pythons(binary, tmp_path):
+    """docs/runtimes.md's `cropWindow` snippet, compiled as written, gives `geometry.crop_antialiased` to
+    the bit: at 1:1, reduced by 2, 4 and 8, and partly outside the frame."""
+    from siamtool.geometry import CropWindow
+
+    doc = (REPO / "docs" / "runtimes.md").read_text()
+    start = doc.index("```cpp\n#include <opencv2/dnn.hpp>") + len("```cpp\n")
+    snippet = doc[start:doc.index("cv::dnn::Net tnet", start)]
+    (tmp_path / "doc_crop.cpp").write_text("#include <algorithm>\n#include <cmath>\n" + snippet + DOC_MAIN)
+    (tmp_path / "CMakeLists.txt").write_text(DOC_CMAKE)
+    for args in (["-S", str(tmp_path), "-B", str(tmp_path / "build")], ["--build", str(tmp_path / "build")]):
+        run = subprocess.run(["cmake", *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    frame, _ = _first_frame("rendered")
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    for cx, cy, side, out in ((161.3, 120.7, 127.9, 128), (150.25, 99.5, 300.1, 128), (170.0, 130.5, 610.3, 128),
+                              (10.7, 230.2, 1100.9, 128), (300.3, -20.1, 90.6, 256)):
+        window = CropWindow(cx, cy, side, out)
+        raw = tmp_path / "crop.f32"
+        run = subprocess.run([str(tmp_path / "build" / "doc-crop"), str(tmp_path / "frame.png"), repr(cx), repr(cy),
+                              repr(side), str(out), str(raw)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        python = crop_antialiased(frame, window)
+        assert np.array_equal(np.fromfile(raw, np.float32).reshape(python.shape), python), window
+
+
 def test_cpp_scale_patches_and_features_are_pythons(binary, shipped_export, tmp_path):
     """`track.scale: dsst`: the C++ scale pyramid equals `geometry.crop_patches` to the bit and its
     gradient histograms `online.gradient_histograms` (float32, numpy's block sums)."""
