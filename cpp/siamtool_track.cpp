@@ -10,7 +10,8 @@
 // Python function it ports. One class, `Tracker`, with its three online models (`Filter`, `ScaleFilter`,
 // `DistractorMemory`), a small JSON reader and `main`. Debugging aids: SIAMTOOL_DEBUG=1 prints each
 // frame's window and candidate to stderr; --dump-crops DIR (for tests/cpp) writes the first frame's crops as raw
-// float32: template.f32, search.f32 (H, W, 3 BGR) and, with the DSST scale filter, scale_patches.f32 and
+// float32: template.f32, search.f32 (H, W, 3 BGR), the search graph's score.f32 (H, W), boxes.f32 (4, H, W)
+// and search_features.f32 (C, H, W) on that crop and, with the DSST scale filter, scale_patches.f32 and
 // scale_features.f32.
 
 #include <opencv2/core.hpp>
@@ -174,6 +175,10 @@ Taps taps(double start, double step, int n, int size) {
 cv::Mat blockMean(const cv::Mat& image, int k, int x0, int y0, int x1, int y1) {
     const int cn = image.channels();
     cv::Mat out(y1 - y0, x1 - x0, CV_32FC(cn));
+    if (k == 1) {  // the pixels themselves (the taps are clamped into the image)
+        image(cv::Rect(x0, y0, x1 - x0, y1 - y0)).convertTo(out, CV_32F);
+        return out;
+    }
     for (int r = y0; r < y1; ++r) {
         float* dst = out.ptr<float>(r - y0);
         for (int c = x0; c < x1; ++c)
@@ -616,8 +621,13 @@ public:
         tnet_.setInput(cv::dnn::blobFromImage(tpl, 1.0, cv::Size(), cv::Scalar(), true), "template");
         features_ = tnet_.forward("template_features").clone();
         if (!dumpDir.empty()) {
+            const cv::Mat crop = cropWindow(frame, nextWindow());
             writeRaw("template.f32", tpl);
-            writeRaw("search.f32", cropWindow(frame, nextWindow()));
+            writeRaw("search.f32", crop);
+            const Output out = search(crop);  // the DNN's answer to the same crop (OpenCV 4 vs Python's)
+            writeRaw("score.f32", out.score);
+            writeRaw("boxes.f32", out.boxes);
+            writeRaw("search_features.f32", out.feats);
         }
         if (!(s_.online || s_.calibrateSize > 0)) return;
         const Window win = nextWindow();

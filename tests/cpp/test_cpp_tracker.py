@@ -29,6 +29,8 @@ START_FRAMES = 2
 MIN_MEAN_IOU = 0.99
 """Issue 24's bar: the mean IoU of the C++ and the Python boxes over a whole sequence (docs/benchmarks.md
 measures all 5 real_lasot sequences)."""
+EXPORT_TOLERANCE = 1e-4
+"""`siamtool export`'s check: graph outputs agree to this fraction of each output's largest value."""
 AUC_POINTS = 0.5
 """Issue 24: the C++ track's success AUC against the ground truth equals the Python Tracker's to this."""
 
@@ -146,6 +148,12 @@ def test_cpp_crops_are_pythons_bit_for_bit(binary, shipped_export, tmp_path, sou
         python = crop_antialiased(frame, window)
         cpp = np.fromfile(dump / f"{name}.f32", np.float32).reshape(python.shape)
         assert np.array_equal(cpp, python), (name, np.abs(cpp - python).max(), (cpp != python).mean())
+    # and on that crop OpenCV 4's search graph answers as Python's runtime does, to the export tolerance
+    score, boxes, feats = tracker.backend.search(cv2.cvtColor(python, cv2.COLOR_BGR2RGB), tracker.features)
+    reference = {"score": score, "boxes": boxes.transpose(2, 0, 1), "search_features": feats}
+    for name, ref in reference.items():
+        got = np.fromfile(dump / f"{name}.f32", np.float32).reshape(ref.shape)
+        assert np.abs(got - ref).max() <= EXPORT_TOLERANCE * np.abs(ref).max(), (name, np.abs(got - ref).max())
 
 
 DOC_MAIN = """
