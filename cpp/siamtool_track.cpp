@@ -653,7 +653,7 @@ public:
             double rawMax, fusedMax;
             cv::minMaxLoc(out.score, nullptr, &rawMax);
             cv::minMaxLoc(fused, nullptr, &fusedMax);
-            std::fprintf(stderr, "win %.4f %.4f %.4f raw %.6f fused %.6f cell %d %d score %.6f box %.4f %.4f %.4f %.4f feat0 %.6f\n",
+            std::fprintf(stderr, "win %.17g %.17g %.17g raw %.6f fused %.6f cell %d %d score %.6f box %.4f %.4f %.4f %.4f feat0 %.6f\n",
                          win.cx, win.cy, win.side, rawMax, fusedMax, cand.i, cand.j, cand.score, cand.box[0], cand.box[1],
                          cand.box[2], cand.box[3], out.feats.at<float>(0, 0));
         }
