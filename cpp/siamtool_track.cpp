@@ -232,9 +232,10 @@ double contextSide(double w, double h, double context) {  // geometry.context_si
     return std::sqrt(std::max(w + p, 1e-6) * std::max(h + p, 1e-6));
 }
 
-std::vector<double> hanning(int n) {  // np.hanning(n + 2)[1:-1]
+std::vector<double> hanning(int n) {  // np.hanning(n + 2)[1:-1], numpy's formula: equal to the last bit
+    const int m = n + 2;
     std::vector<double> v(n);
-    for (int i = 0; i < n; ++i) v[i] = 0.5 - 0.5 * std::cos(2 * M_PI * (i + 1) / (n + 1));
+    for (int i = 0; i < n; ++i) v[i] = 0.5 + 0.5 * std::cos(M_PI * double(1 - m + 2 * (i + 1)) / (m - 1));
     return v;
 }
 
