@@ -43,7 +43,7 @@ def run_cpp(binary: Path, export: Path, seq: Path, init: np.ndarray, threads: in
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "boxes.txt"
         run = subprocess.run([str(binary), str(export), str(seq / "img" / "*.jpg"), "--init",
-                              ",".join(f"{v:g}" for v in init), "--save-boxes", str(out), "--threads", str(threads)],
+                              ",".join(repr(float(v)) for v in init), "--save-boxes", str(out), "--threads", str(threads)],
                              capture_output=True, text=True, check=True)
         fps = float(re.search(r"([0-9.]+) FPS", run.stderr).group(1))  # type: ignore[union-attr]
         return fps, np.loadtxt(out, delimiter=",")[:, :4]

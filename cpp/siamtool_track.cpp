@@ -9,7 +9,10 @@
 // is specified in docs/runtimes.md ("The whole tracker without Python"); every step below names the
 // Python function it ports. One class, `Tracker`, with its three online models (`Filter`, `ScaleFilter`,
 // `DistractorMemory`), a small JSON reader and `main`. Debugging aids: SIAMTOOL_DEBUG=1 prints each
-// frame's window and candidate to stderr, SIAMTOOL_DUMP=FILE.yml writes the first search's crop and outputs.
+// frame's window and candidate to stderr; --dump-crops DIR (for tests/cpp) writes the first frame's crops as raw
+// float32: template.f32, search.f32 (H, W, 3 BGR), the search graph's score.f32 (H, W), boxes.f32 (4, H, W)
+// and search_features.f32 (C, H, W) on that crop and, with the DSST scale filter, scale_patches.f32 and
+// scale_features.f32.
 
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
@@ -36,6 +39,26 @@
 namespace {
 
 constexpr int kTrackerFormatVersion = 1;  // onnx_format.TRACKER_FORMAT_VERSION
+
+// numpy's sum of a short contiguous array (pairwise_sum up to 128 values): in order below 8 values, else
+// 8 running sums combined as a tree, then the rest in order. Averages of tied cells round as in Python.
+template <typename T>
+T numpySum(const std::vector<T>& a) {
+    const size_t n = a.size();
+    T res = 0;
+    if (n < 8) {
+        for (T v : a) res += v;
+        return res;
+    }
+    T r[8];
+    for (size_t k = 0; k < 8; ++k) r[k] = a[k];
+    size_t i = 8;
+    for (; i < n - n % 8; i += 8)
+        for (size_t k = 0; k < 8; ++k) r[k] += a[i + k];
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; ++i) res += a[i];
+    return res;
+}
 
 // ------------------------------------------------------------------------------------ export.json
 
@@ -123,56 +146,96 @@ Settings readSettings(const std::string& dir) {
 
 struct Window { double cx, cy, side; int out; double scale() const { return out / side; } };
 
-// Bilinear sampling at exact coordinates with the border replicated: output pixel (u, v) reads source
-// ((u + 0.5) / ax + x0 - 0.5, (v + 0.5) / ay + y0 - 0.5). This is cv::warpAffine(INTER_LINEAR,
-// BORDER_REPLICATE) of the matrix [[ax, 0, ax (0.5 - x0) - 0.5], [0, ay, ay (0.5 - y0) - 0.5]] as OpenCV 5
-// (the Python tracker's) computes it, to a grey level; OpenCV 4 rounds the source coordinates to 1/32
-// pixel, which moved crop pixels by up to 3 levels and the tracker's boxes with them.
-cv::Mat sampleBilinear(const cv::Mat& src, int outW, int outH, double ax, double ay, double x0, double y0) {
-    const int cn = src.channels(), cols = src.cols, rows = src.rows;
-    cv::Mat out(outH, outW, src.type());
-    for (int v = 0; v < outH; ++v) {
-        const double y = (v + 0.5) / ay + y0 - 0.5;
-        const int yi = int(std::floor(y));
-        const double fy = y - yi;
-        const uchar* r0 = src.ptr<uchar>(std::clamp(yi, 0, rows - 1));
-        const uchar* r1 = src.ptr<uchar>(std::clamp(yi + 1, 0, rows - 1));
-        uchar* dst = out.ptr<uchar>(v);
-        for (int u = 0; u < outW; ++u) {
-            const double x = (u + 0.5) / ax + x0 - 0.5;
-            const int xi = int(std::floor(x));
-            const double fx = x - xi;
-            const int c0 = std::clamp(xi, 0, cols - 1) * cn, c1 = std::clamp(xi + 1, 0, cols - 1) * cn;
+// geometry.resample, bit for bit (docs/runtimes.md, "Crop geometry"): a k x k block mean (float64 sums / k^2,
+// rounded once to float32, the image edge-replicated to a multiple of k), then bilinear taps at exact
+// positions (float64), weights in float32, rows first then columns, all in float32, border replicated.
+// Built with -ffp-contract=off (CMakeLists.txt) so that no fused multiply-add changes the rounding.
+
+// geometry.reduced_decode_factor: the largest k in {1, 2, 4, 8} with scale * k <= 1.
+int reducedFactor(double scale) {
+    int k = 1;
+    while (k * 2 <= 8 && scale * k * 2 <= 1.0) k *= 2;
+    return k;
+}
+
+struct Taps { std::vector<int> a, b; std::vector<float> f; };  // geometry._taps
+
+Taps taps(double start, double step, int n, int size) {
+    Taps t{std::vector<int>(n), std::vector<int>(n), std::vector<float>(n)};
+    for (int j = 0; j < n; ++j) {
+        const double pos = start + step * (j + 0.5) - 0.5, i0 = std::floor(pos);
+        t.f[j] = float(pos - i0);
+        t.a[j] = std::clamp(int(i0), 0, size - 1);
+        t.b[j] = std::clamp(int(i0) + 1, 0, size - 1);
+    }
+    return t;
+}
+
+// geometry.block_mean: reduced pixels [x0, x1) x [y0, y1) of a CV_8UC(cn) image, CV_32FC(cn).
+cv::Mat blockMean(const cv::Mat& image, int k, int x0, int y0, int x1, int y1) {
+    const int cn = image.channels();
+    cv::Mat out(y1 - y0, x1 - x0, CV_32FC(cn));
+    if (k == 1) {  // the pixels themselves (the taps are clamped into the image)
+        image(cv::Rect(x0, y0, x1 - x0, y1 - y0)).convertTo(out, CV_32F);
+        return out;
+    }
+    for (int r = y0; r < y1; ++r) {
+        float* dst = out.ptr<float>(r - y0);
+        for (int c = x0; c < x1; ++c)
             for (int ch = 0; ch < cn; ++ch) {
-                const double top = r0[c0 + ch] * (1 - fx) + r0[c1 + ch] * fx;
-                const double bottom = r1[c0 + ch] * (1 - fx) + r1[c1 + ch] * fx;
-                dst[u * cn + ch] = cv::saturate_cast<uchar>(top * (1 - fy) + bottom * fy);
+                double sum = 0;
+                for (int dy = 0; dy < k; ++dy) {
+                    const uchar* row = image.ptr<uchar>(std::min(r * k + dy, image.rows - 1));
+                    for (int dx = 0; dx < k; ++dx) sum += row[std::min(c * k + dx, image.cols - 1) * cn + ch];
+                }
+                dst[(c - x0) * cn + ch] = float(sum / (k * k));
             }
-        }
     }
     return out;
 }
 
-// geometry.crop_antialiased: INTER_AREA by the largest k in {1,2,4,8} with scale * k <= 1, then the warp.
-cv::Mat cropWindow(const cv::Mat& frame, Window w) {
-    int k = 1;
-    while (k * 2 <= 8 && w.scale() * k * 2 <= 1.0) k *= 2;
-    cv::Mat src = frame;
-    if (k > 1) {
-        cv::resize(frame, src, cv::Size(), 1.0 / k, 1.0 / k, cv::INTER_AREA);
-        w = {w.cx / k, w.cy / k, w.side / k, w.out};
+// geometry.sample_bilinear: output pixel (u, v) reads the image reduced by k at
+// (x0 + (u + 0.5) stepX - 0.5, y0 + (v + 0.5) stepY - 0.5). Returns CV_32FC(cn), not rounded.
+cv::Mat sampleBilinear(const cv::Mat& image, int k, double x0, double y0, double stepX, double stepY, int outW, int outH) {
+    const int cn = image.channels();
+    const Taps tx = taps(x0, stepX, outW, (image.cols + k - 1) / k), ty = taps(y0, stepY, outH, (image.rows + k - 1) / k);
+    const int left = tx.a.front(), top = ty.a.front();
+    const cv::Mat region = blockMean(image, k, left, top, tx.b.back() + 1, ty.b.back() + 1);
+    cv::Mat rows(region.rows, outW, CV_32FC(cn)), out(outH, outW, CV_32FC(cn));
+    for (int y = 0; y < region.rows; ++y) {
+        const float* src = region.ptr<float>(y);
+        float* dst = rows.ptr<float>(y);
+        for (int u = 0; u < outW; ++u)
+            for (int ch = 0; ch < cn; ++ch)
+                dst[u * cn + ch] = src[(tx.a[u] - left) * cn + ch] * (1.0f - tx.f[u]) + src[(tx.b[u] - left) * cn + ch] * tx.f[u];
     }
-    return sampleBilinear(src, w.out, w.out, w.scale(), w.scale(), w.cx - w.side / 2, w.cy - w.side / 2);
+    for (int v = 0; v < outH; ++v) {
+        const float *r0 = rows.ptr<float>(ty.a[v] - top), *r1 = rows.ptr<float>(ty.b[v] - top);
+        float* dst = out.ptr<float>(v);
+        const float fy = ty.f[v];
+        for (int i = 0; i < outW * cn; ++i) dst[i] = r0[i] * (1.0f - fy) + r1[i] * fy;
+    }
+    return out;
 }
+
+// geometry.resample: the (w, h) window at (cx, cy) as (outH, outW) float32 samples.
+cv::Mat resample(const cv::Mat& image, double cx, double cy, double w, double h, int outW, int outH) {
+    const int k = reducedFactor(std::max(outW / w, outH / h));
+    return sampleBilinear(image, k, (cx - w / 2) / k, (cy - h / 2) / k, w / k / outW, h / k / outH, outW, outH);
+}
+
+// geometry.crop_antialiased: the square window, CV_32FC3 BGR 0..255.
+cv::Mat cropWindow(const cv::Mat& frame, const Window& w) { return resample(frame, w.cx, w.cy, w.side, w.side, w.out, w.out); }
 
 double contextSide(double w, double h, double context) {  // geometry.context_side
     const double p = context * (w + h);
     return std::sqrt(std::max(w + p, 1e-6) * std::max(h + p, 1e-6));
 }
 
-std::vector<double> hanning(int n) {  // np.hanning(n + 2)[1:-1]
+std::vector<double> hanning(int n) {  // np.hanning(n + 2)[1:-1], numpy's formula: equal to the last bit
+    const int m = n + 2;
     std::vector<double> v(n);
-    for (int i = 0; i < n; ++i) v[i] = 0.5 - 0.5 * std::cos(2 * M_PI * (i + 1) / (n + 1));
+    for (int i = 0; i < n; ++i) v[i] = 0.5 + 0.5 * std::cos(M_PI * double(1 - m + 2 * (i + 1)) / (m - 1));
     return v;
 }
 
@@ -337,56 +400,54 @@ cv::Point2d refinePeak(const cv::Mat& fine, int factor, int ci, int cj, double r
 
 // ------------------------------------------------------------------------------ DSST scale filter
 
-// geometry.crop_patches: target-shaped grey patches at each scale factor, resampled to (ow, oh).
+// geometry.crop_patches: target-shaped grey patches at each scale factor, (oh, ow) CV_32F each; one
+// band-limit factor for all scales (the largest patch's), the same sampler as the crops.
 std::vector<cv::Mat> cropPatches(const cv::Mat& grey, double cx, double cy, double w, double h,
                                  const std::vector<double>& factors, int ow, int oh) {
     const double big = *std::max_element(factors.begin(), factors.end());
-    const double shrink = std::min({1.0, 2.0 * ow / std::max(w * big, 1e-6), 2.0 * oh / std::max(h * big, 1e-6)});
-    cv::Mat image = grey;
-    if (shrink < 0.5) {
-        const int x0 = int(std::floor(cx - w * big / 2)) - 2, y0 = int(std::floor(cy - h * big / 2)) - 2;
-        const int x1 = int(std::ceil(cx + w * big / 2)) + 2, y1 = int(std::ceil(cy + h * big / 2)) + 2;
-        cv::Mat region(y1 - y0, x1 - x0, CV_8U);  // an integer shift with the border replicated
-        for (int y = y0; y < y1; ++y)
-            for (int x = x0; x < x1; ++x)
-                region.at<uchar>(y - y0, x - x0) = grey.at<uchar>(std::clamp(y, 0, grey.rows - 1), std::clamp(x, 0, grey.cols - 1));
-        const int sw = std::max(1, int(std::nearbyint(region.cols * shrink)));  // Python's round: half to even
-        const int sh = std::max(1, int(std::nearbyint(region.rows * shrink)));
-        cv::resize(region, image, cv::Size(sw, sh), 0, 0, cv::INTER_AREA);
-        const double sx = double(sw) / region.cols, sy = double(sh) / region.rows;
-        cx = (cx - x0) * sx; cy = (cy - y0) * sy; w *= sx; h *= sy;
-    }
+    const int k = reducedFactor(std::max(ow / (w * big), oh / (h * big)));
     std::vector<cv::Mat> out;
     for (double f : factors)
-        out.push_back(sampleBilinear(image, ow, oh, ow / (w * f), oh / (h * f), cx - w * f / 2, cy - h * f / 2));
+        out.push_back(sampleBilinear(grey, k, (cx - w * f / 2) / k, (cy - h * f / 2) / k, w * f / k / ow, h * f / k / oh, ow, oh));
     return out;
 }
 
 // online.gradient_histograms: per patch, 9 unsigned-orientation bins of the gradient magnitude and the grey
 // level / 255, averaged over 4 x 4 blocks; the patches are stacked vertically for the Sobel filters, as in
-// Python (so the rows next to a neighbouring patch see it). Returns (N, D) CV_32F.
+// Python (so the rows next to a neighbouring patch see it). Float32 throughout, and each block summed as
+// numpy's mean over axes (3, 5) sums it: the 4 values of each block row, then the rows. Returns (N, D) CV_32F.
 cv::Mat gradientHistograms(const std::vector<cv::Mat>& patches) {
     constexpr int cell = 4, bins = 9;
     const int n = int(patches.size()), h = patches[0].rows, w = patches[0].cols, bh = h / cell, bw = w / cell;
-    cv::Mat stacked, flat, gx, gy;
-    cv::vconcat(patches, stacked);
-    stacked.convertTo(flat, CV_32F);
+    cv::Mat flat, gx, gy;
+    cv::vconcat(patches, flat);
     cv::Sobel(flat, gx, CV_32F, 1, 0, 1);
     cv::Sobel(flat, gy, CV_32F, 0, 1, 1);
-    cv::Mat out = cv::Mat::zeros(n, (bins + 1) * bh * bw, CV_32F);
+    cv::Mat out(n, (bins + 1) * bh * bw, CV_32F);
+    std::vector<float> hist((bins + 1) * h * w);  // (bins + 1, h, w) of one patch
     for (int k = 0; k < n; ++k) {
-        float* row = out.ptr<float>(k);
+        std::fill(hist.begin(), hist.end(), 0.0f);
         for (int y = 0; y < h; ++y)
             for (int x = 0; x < w; ++x) {
                 const float dx = gx.at<float>(k * h + y, x), dy = gy.at<float>(k * h + y, x);
-                const float mag = std::sqrt(dx * dx + dy * dy);
                 float ang = std::fmod(std::atan2(dy, dx), float(M_PI));
                 if (ang < 0) ang += float(M_PI);  // numpy's % keeps the sign of the divisor
                 const int bin = std::min(int(ang * float(bins / M_PI)), bins - 1);
-                const int block = (y / cell) * bw + x / cell;
-                row[bin * bh * bw + block] += mag / (cell * cell);
-                row[bins * bh * bw + block] += patches[k].at<uchar>(y, x) / 255.0f / (cell * cell);
+                hist[(bin * h + y) * w + x] = std::sqrt(dx * dx + dy * dy);
+                hist[(bins * h + y) * w + x] = patches[k].at<float>(y, x) / 255.0f;
             }
+        float* row = out.ptr<float>(k);
+        for (int b = 0; b <= bins; ++b)
+            for (int by = 0; by < bh; ++by)
+                for (int bx = 0; bx < bw; ++bx) {
+                    float sum = 0;
+                    for (int dy = 0; dy < cell; ++dy) {
+                        float part = 0;
+                        for (int dx = 0; dx < cell; ++dx) part += hist[(b * h + by * cell + dy) * w + bx * cell + dx];
+                        sum += part;
+                    }
+                    row[(b * bh + by) * bw + bx] = sum / float(cell * cell);
+                }
     }
     return out;
 }
@@ -544,6 +605,8 @@ struct Output { cv::Mat score, boxes, feats; };  // (H, W) CV_32F; (4, H*W) CV_3
 
 class Tracker {
 public:
+    std::string dumpDir;  // --dump-crops: the first frame's crops as raw float32, for tests/cpp
+
     explicit Tracker(const std::string& exportDir) : s_(readSettings(exportDir)) {
         tnet_ = cv::dnn::readNetFromONNX(s_.templateGraph);
         snet_ = cv::dnn::readNetFromONNX(s_.searchGraph);
@@ -558,14 +621,19 @@ public:
         cv::Mat tpl = cropWindow(frame, {box[0] + box[2] / 2, box[1] + box[3] / 2, side, s_.templateSize});
         tnet_.setInput(cv::dnn::blobFromImage(tpl, 1.0, cv::Size(), cv::Scalar(), true), "template");
         features_ = tnet_.forward("template_features").clone();
+        if (!dumpDir.empty()) {
+            const cv::Mat crop = cropWindow(frame, nextWindow());
+            writeRaw("template.f32", tpl);
+            writeRaw("search.f32", crop);
+            const Output out = search(crop);  // the DNN's answer to the same crop (OpenCV 4 vs Python's)
+            writeRaw("score.f32", out.score);
+            writeRaw("boxes.f32", out.boxes);
+            writeRaw("search_features.f32", out.feats);
+        }
         if (!(s_.online || s_.calibrateSize > 0)) return;
         const Window win = nextWindow();
         cv::Mat crop = cropWindow(frame, win);
         Output out = search(crop);
-        if (const char* dump = std::getenv("SIAMTOOL_DUMP")) {  // debugging: the first search's outputs
-            cv::FileStorage fs(dump, cv::FileStorage::WRITE);
-            fs << "crop" << crop << "score" << out.score << "boxes" << out.boxes << "feats" << out.feats;
-        }
         if (s_.calibrateSize > 0) calibrate(win, out);
         if (s_.online) startOnline(frame, win, crop, out);
     }
@@ -586,7 +654,7 @@ public:
             double rawMax, fusedMax;
             cv::minMaxLoc(out.score, nullptr, &rawMax);
             cv::minMaxLoc(fused, nullptr, &fusedMax);
-            std::fprintf(stderr, "win %.4f %.4f %.4f raw %.6f fused %.6f cell %d %d score %.6f box %.4f %.4f %.4f %.4f feat0 %.6f\n",
+            std::fprintf(stderr, "win %.17g %.17g %.17g raw %.6f fused %.6f cell %d %d score %.6f box %.4f %.4f %.4f %.4f feat0 %.6f\n",
                          win.cx, win.cy, win.side, rawMax, fusedMax, cand.i, cand.j, cand.score, cand.box[0], cand.box[1],
                          cand.box[2], cand.box[3], out.feats.at<float>(0, 0));
         }
@@ -596,8 +664,11 @@ public:
             cand.box[0] = (1 - weight) * cand.box[0] + weight * (p.x + 0.5) * stride;
             cand.box[1] = (1 - weight) * cand.box[1] + weight * (p.y + 0.5) * stride;
         }
+        // crop cx,cy,w,h -> x,y,w,h -> CropWindow.box_to_frame -> cx,cy,w,h, each step rounded as in Python
         const double sc = win.scale(), x0 = win.cx - win.side / 2, y0 = win.cy - win.side / 2;
-        const cv::Vec4d pred{cand.box[0] / sc + x0, cand.box[1] / sc + y0, cand.box[2] / sc, cand.box[3] / sc};
+        const double fx = (cand.box[0] - cand.box[2] / 2) / sc + x0, fy = (cand.box[1] - cand.box[3] / 2) / sc + y0;
+        const double fw = cand.box[2] / sc, fh = cand.box[3] / sc;
+        const cv::Vec4d pred{fx + fw / 2, fy + fh / 2, fw, fh};
         bool finite = std::isfinite(cand.score);
         for (int k = 0; k < 4; ++k) finite = finite && std::isfinite(pred[k]);
         double threshold, far;
@@ -643,6 +714,13 @@ private:
     bool dsst_ = false, useDistractors_ = false;  // the DSST scale filter runs (track.scale dsst or both, with the online model)
     std::map<int, cv::Mat> hann_;
 
+    // A continuous float32 Mat's values in memory order (row-major, channels interleaved), no header.
+    void writeRaw(const std::string& name, const cv::Mat& m) const {
+        std::ofstream out(dumpDir + "/" + name, std::ios::binary);
+        out.write(reinterpret_cast<const char*>(m.ptr<float>()), std::streamsize(m.total() * m.elemSize()));
+        if (!out) throw std::runtime_error(dumpDir + "/" + name + ": cannot write (--dump-crops needs an existing folder)");
+    }
+
     static cv::Mat grey(const cv::Mat& frame) {
         cv::Mat g;
         cv::cvtColor(frame, g, cv::COLOR_BGR2GRAY);
@@ -651,7 +729,8 @@ private:
 
     Window nextWindow() const {  // geometry.search_window of the state box
         const double side = contextSide(size_.x, size_.y, s_.context) * s_.searchSize / s_.templateSize * growth_;
-        return {center_.x, center_.y, side, s_.searchSize};
+        const double x = center_.x - size_.x / 2, y = center_.y - size_.y / 2;  // via Tracker.state_box (x, y, w, h),
+        return {x + size_.x / 2, y + size_.y / 2, side, s_.searchSize};        // as Python rounds it
     }
 
     Output search(const cv::Mat& cropBgr) {
@@ -717,16 +796,20 @@ private:
             for (int j = 0; j < n; ++j)
                 if (ps.at<double>(i, j) > best) { best = ps.at<double>(i, j); cand.i = i; cand.j = j; }
         if (!std::isfinite(best)) return cand;
-        int count = 0;
-        double sScore = 0, sPen = 0;
+        std::vector<float> scores;  // the tied cells, averaged as numpy does: scores in float32, the rest in float64
+        std::vector<double> pens;
         cv::Vec4d sBox{0, 0, 0, 0};
         for (int i = std::max(cand.i - 1, 0); i < std::min(cand.i + 2, n); ++i)
             for (int j = std::max(cand.j - 1, 0); j < std::min(cand.j + 2, n); ++j) {
                 if (std::abs(ps.at<double>(i, j) - best) > s_.tieAtol + s_.tieRtol * std::abs(best)) continue;
-                ++count; sScore += score.at<float>(i, j); sPen += pen.at<double>(i, j);
+                scores.push_back(score.at<float>(i, j));
+                pens.push_back(pen.at<double>(i, j));
                 for (int k = 0; k < 4; ++k) sBox[k] += boxes.at<float>(k, i * n + j);
             }
-        cand.score = sScore / count; cand.penalty = sPen / count; cand.box = sBox / count;
+        const int count = int(scores.size());
+        cand.score = numpySum(scores) / float(count);
+        cand.penalty = numpySum(pens) / count;
+        for (int k = 0; k < 4; ++k) cand.box[k] = sBox[k] / count;
         return cand;
     }
 
@@ -779,8 +862,16 @@ private:
         }
         if (s_.scaleMode != "head") {  // OnlineTarget.start: the scale model starts on the first box
             scale_.init(s_, size_.x, size_.y);
-            scale_.addSample(grey(frame), center_, size_);
+            const cv::Mat g = grey(frame);
+            scale_.addSample(g, center_, size_);
             dsst_ = true;
+            if (!dumpDir.empty()) {
+                cv::Mat patches;
+                cv::vconcat(cropPatches(g, center_.x, center_.y, size_.x, size_.y, scale_.factors, scale_.ow, scale_.oh), patches);
+                writeRaw("scale_patches.f32", patches);
+                writeRaw("scale_features.f32", gradientHistograms(cropPatches(g, center_.x, center_.y, size_.x, size_.y,
+                                                                              scale_.factors, scale_.ow, scale_.oh)));
+            }
         }
         if (std::getenv("SIAMTOOL_DEBUG"))
             std::fprintf(stderr, "calibration %.6f %.6f peak %.6f distractors %zu\n", calibration_[0], calibration_[1],
@@ -794,8 +885,10 @@ private:
         weight = s_.onlineWeight;
         cv::Mat coarse;
         filter_.respond(out.feats, coarse, fine);
-        cv::Mat clipped = cv::max(cv::min(coarse, 1.0), 0.0);
-        cv::Mat fused = float(1.0 - weight) * out.score + float(weight) * clipped;
+        cv::Mat fused(coarse.size(), CV_32F);  // float32 products and sum, as numpy (no fused multiply-add)
+        const float a = float(1.0 - weight), b = float(weight);
+        for (int i = 0; i < int(fused.total()); ++i)
+            fused.ptr<float>()[i] = a * out.score.ptr<float>()[i] + b * std::clamp(coarse.ptr<float>()[i], 0.0f, 1.0f);
         if (useDistractors_) {
             cv::Mat factor = distractors_.multiplier(out.feats, fused.rows);
             if (!factor.empty()) fused = fused.mul(factor);
@@ -863,14 +956,16 @@ int usage(const std::string& why) {
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc), pos;
-    std::string init, boxesFile;
+    std::string init, boxesFile, dumpDir;
     int threads = 0;
     for (size_t i = 0; i < args.size(); ++i) {
-        if ((args[i] == "--init" || args[i] == "--save-boxes" || args[i] == "--threads") && i + 1 >= args.size())
+        if ((args[i] == "--init" || args[i] == "--save-boxes" || args[i] == "--threads" || args[i] == "--dump-crops") &&
+            i + 1 >= args.size())
             return usage(args[i] + " needs a value");
         if (args[i] == "--init") init = args[++i];
         else if (args[i] == "--save-boxes") boxesFile = args[++i];
         else if (args[i] == "--threads") threads = std::atoi(args[++i].c_str());
+        else if (args[i] == "--dump-crops") dumpDir = args[++i];  // hidden: tests/cpp compares the crops
         else pos.push_back(args[i]);
     }
     if (pos.size() != 2 || init.empty() || boxesFile.empty()) return usage("usage: siamtool-track EXPORT_DIR SOURCE --init X,Y,W,H --save-boxes FILE [--threads N]");
@@ -893,6 +988,7 @@ int main(int argc, char** argv) {
             return usage("SOURCE " + pos[1] + ": not a readable video file");
         }
         Tracker tracker(pos[0]);
+        tracker.dumpDir = dumpDir;
         std::vector<std::string> lines;
         double seconds = 0;
         for (size_t index = 0;; ++index) {

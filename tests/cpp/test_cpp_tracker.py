@@ -1,9 +1,10 @@
 """The reference C++ tracker (cpp/) follows the Python Tracker box for box on the same export.
 
 The test builds cpp/ with CMake (or reuses cpp/build), exports the shipped tracker once, and compares
-the C++ boxes file with the Python Tracker on the OpenCV DNN runtime. Without a compiler, CMake or
-OpenCV's C++ package the test is skipped, except in CI (CI=true), where that is an error: CI installs
-them (.ci/run).
+the C++ boxes file with the Python Tracker on the OpenCV DNN runtime: mean IoU >= 0.99 (issue 24). Its
+crops are `geometry.resample`'s to the bit (the program's hidden `--dump-crops DIR` writes them). Without
+a compiler, CMake or OpenCV's C++ package the test is skipped, except in CI (CI=true), where that is an
+error: CI installs them (.ci/run).
 """
 
 from __future__ import annotations
@@ -17,22 +18,21 @@ import cv2
 import numpy as np
 import pytest
 
-from siamtool.geometry import from_lasot, iou_xywh
+from siamtool.geometry import crop_antialiased, crop_patches, from_lasot, iou_xywh, template_window
 from tests.conftest import REPO, shared
 
 CPP = REPO / "cpp"
 BUILD = CPP / "build"
 BINARY = BUILD / "siamtool-track"
 START_FRAMES = 2
-"""Tracked frames over which the C++ and Python boxes agree box for box (IoU > 0.99 each; on the real
-sequences measured: 5 or more, docs/benchmarks.md)."""
-GT_MARGIN = 0.05
-"""The C++ track's mean IoU with the ground truth stays this close to the Python Tracker's."""
-MARGIN = 0.02
-"""How much further (mean IoU) the C++ track may stray from the Python Tracker on OpenCV's DNN than the
-Python Tracker on onnxruntime does. Two runtimes whose outputs agree to ~1e-6 already part over a
-sequence (the tracker amplifies rounding: docs/benchmarks.md, runtime parity), so the reference for
-"the port is right" is that spread, not a fixed IoU (docs/runtimes.md)."""
+"""Tracked frames over which the C++ and Python boxes agree box for box (IoU > 0.99 each)."""
+MIN_MEAN_IOU = 0.99
+"""Issue 24's bar: the mean IoU of the C++ and the Python boxes over a whole sequence (docs/benchmarks.md
+measures all 5 real_lasot sequences)."""
+EXPORT_TOLERANCE = 1e-4
+"""`siamtool export`'s check: graph outputs agree to this fraction of each output's largest value."""
+AUC_POINTS = 0.5
+"""Issue 24: the C++ track's success AUC against the ground truth equals the Python Tracker's to this."""
 
 
 def _missing(why: str) -> None:
@@ -66,61 +66,196 @@ def shipped_export(tmp_path_factory) -> Path:
     return out
 
 
-def _python_boxes(export: Path, frames: list[np.ndarray], init: np.ndarray, runtime: str = "opencv") -> np.ndarray:
-    from siamtool.tracking.onnx_backend import OnnxBackend
+def _python_tracker(export: Path, frame: np.ndarray, init: np.ndarray):
     from siamtool.tracking.opencv_backend import OpenCVBackend
     from siamtool.tracking.tracker import Tracker
 
-    backend = OpenCVBackend(export, threads=1) if runtime == "opencv" else OnnxBackend(export, threads=1)
-    tracker = Tracker(backend)
-    tracker.initialize(frames[0], init)
+    tracker = Tracker(OpenCVBackend(export, threads=1))
+    tracker.initialize(frame, init)
+    return tracker
+
+
+def _python_boxes(export: Path, frames: list[np.ndarray], init: np.ndarray) -> np.ndarray:
+    """The Python Tracker on OpenCV's DNN (the C++ program's runtime), 1 thread."""
+    tracker = _python_tracker(export, frames[0], init)
     return np.array([init] + [tracker.track(f).box for f in frames[1:]])
 
 
-def _cpp_boxes(binary: Path, export: Path, source: str, init: np.ndarray, tmp_path: Path) -> np.ndarray:
+def _init_arg(init: np.ndarray) -> str:
+    return ",".join(repr(float(v)) for v in init)  # every digit: the C++ state starts where Python's does
+
+
+def _cpp_boxes(binary: Path, export: Path, source: str, init: np.ndarray, tmp_path: Path,
+               *extra: str) -> np.ndarray:
     out = tmp_path / "boxes.txt"
-    run = subprocess.run([str(binary), str(export), source, "--init", ",".join(f"{v:g}" for v in init),
-                          "--save-boxes", str(out), "--threads", "1"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([str(binary), str(export), source, "--init", _init_arg(init), "--save-boxes", str(out),
+                          "--threads", "1", *extra], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     return np.loadtxt(out, delimiter=",", ndmin=2)
 
 
+def _pngs(frames: list[np.ndarray], folder: Path) -> str:
+    """Frames as lossless PNGs (both programs then read the same pixels); returns the glob."""
+    folder.mkdir(exist_ok=True)
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), frame)
+    return str(folder / "*.png")
+
+
+def _rendered(seed: int, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    from siamtool.data.synthetic import render_sequence
+
+    frames, boxes, _, _ = render_sequence(np.random.default_rng(seed), n, (320, 240))
+    return frames, boxes
+
+
+def _success_auc(boxes: np.ndarray, gt: np.ndarray) -> float:
+    """Success AUC (percent, 21 IoU thresholds) on the visible frames after the first."""
+    visible = np.all(gt[:, 2:] > 0, axis=1)
+    visible[0] = False
+    iou = iou_xywh(boxes[visible], gt[visible])
+    return 100.0 * float(np.mean([(iou > t).mean() for t in np.linspace(0, 1, 21)]))
+
+
+def _first_frame(source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, box): frame 0 of person-1 (real) or of a rendered clip."""
+    if source == "real":
+        seq = shared("real_lasot", "person", "person-1")
+        frame = cv2.imread(str(sorted((seq / "img").glob("*.jpg"))[0]))
+        return frame, from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
+    frames, boxes = _rendered(3, 1)
+    return frames[0], boxes[0]
+
+
+@pytest.mark.parametrize("source", ["rendered", "real"])
+@pytest.mark.parametrize("large", [False, True], ids=["box", "large-box"])
+def test_cpp_crops_are_pythons_bit_for_bit(binary, shipped_export, tmp_path, source, large):
+    """The template and the first search crop of the C++ program equal `geometry.crop_antialiased` to the
+    bit; the large box (most of the frame) makes both crops reduce the frame first (k x k block means)."""
+    frame, init = _first_frame(source)
+    height, width = frame.shape[:2]
+    if large:
+        init = np.array([0.37 * width / 10, 0.21 * height / 10, 0.83 * width, 0.77 * height])
+    tracker = _python_tracker(shipped_export, frame, init)  # its state window: the box bounded to the frame
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    _cpp_boxes(binary, shipped_export, _pngs([frame], tmp_path / "frames"), init, tmp_path, "--dump-crops", str(dump))
+    d = tracker.cfg.data
+    windows = {"template": template_window(init, d.context, d.template_size), "search": tracker.next_window()}
+    if large:
+        assert windows["template"].scale * 2 <= 1 and windows["search"].scale * 2 <= 1  # both reduced
+    for name, window in windows.items():
+        python = crop_antialiased(frame, window)
+        cpp = np.fromfile(dump / f"{name}.f32", np.float32).reshape(python.shape)
+        assert np.array_equal(cpp, python), (name, np.abs(cpp - python).max(), (cpp != python).mean())
+    # and on that crop OpenCV 4's search graph answers as Python's runtime does, to the export tolerance
+    score, boxes, feats = tracker.backend.search(cv2.cvtColor(python, cv2.COLOR_BGR2RGB), tracker.features)
+    reference = {"score": score, "boxes": boxes.transpose(2, 0, 1), "search_features": feats}
+    for name, ref in reference.items():
+        got = np.fromfile(dump / f"{name}.f32", np.float32).reshape(ref.shape)
+        assert np.abs(got - ref).max() <= EXPORT_TOLERANCE * np.abs(ref).max(), (name, np.abs(got - ref).max())
+
+
+DOC_MAIN = """
+#include <cstdlib>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+int main(int, char** argv) {  // FRAME CX CY SIDE OUT RAW
+    const cv::Mat crop = cropWindow(cv::imread(argv[1], cv::IMREAD_COLOR), std::atof(argv[2]), std::atof(argv[3]),
+                                    std::atof(argv[4]), std::atoi(argv[5]));
+    std::ofstream(argv[6], std::ios::binary).write(crop.ptr<char>(), std::streamsize(crop.total() * crop.elemSize()));
+}
+"""
+DOC_CMAKE = """cmake_minimum_required(VERSION 3.16)
+project(doc_crop CXX)
+set(CMAKE_CXX_STANDARD 17)
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs dnn)
+add_executable(doc-crop doc_crop.cpp)
+target_link_libraries(doc-crop PRIVATE ${OpenCV_LIBS})
+target_compile_options(doc-crop PRIVATE -ffp-contract=off)
+"""
+
+
+def test_the_documented_crop_compiles_and_is_pythons(binary, tmp_path):
+    """docs/runtimes.md's `cropWindow` snippet, compiled as written, gives `geometry.crop_antialiased` to
+    the bit: at 1:1, reduced by 2, 4 and 8, and partly outside the frame."""
+    from siamtool.geometry import CropWindow
+
+    doc = (REPO / "docs" / "runtimes.md").read_text()
+    start = doc.index("```cpp\n#include <opencv2/dnn.hpp>") + len("```cpp\n")
+    snippet = doc[start:doc.index("cv::dnn::Net tnet", start)]
+    (tmp_path / "doc_crop.cpp").write_text("#include <algorithm>\n#include <cmath>\n" + snippet + DOC_MAIN)
+    (tmp_path / "CMakeLists.txt").write_text(DOC_CMAKE)
+    for args in (["-S", str(tmp_path), "-B", str(tmp_path / "build")], ["--build", str(tmp_path / "build")]):
+        run = subprocess.run(["cmake", *args], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    frame, _ = _first_frame("rendered")
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    for cx, cy, side, out in ((161.3, 120.7, 127.9, 128), (150.25, 99.5, 300.1, 128), (170.0, 130.5, 610.3, 128),
+                              (10.7, 230.2, 1100.9, 128), (300.3, -20.1, 90.6, 256)):
+        window = CropWindow(cx, cy, side, out)
+        raw = tmp_path / "crop.f32"
+        run = subprocess.run([str(tmp_path / "build" / "doc-crop"), str(tmp_path / "frame.png"), repr(cx), repr(cy),
+                              repr(side), str(out), str(raw)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        python = crop_antialiased(frame, window)
+        assert np.array_equal(np.fromfile(raw, np.float32).reshape(python.shape), python), window
+
+
+def test_cpp_scale_patches_and_features_are_pythons(binary, shipped_export, tmp_path):
+    """`track.scale: dsst`: the C++ scale pyramid equals `geometry.crop_patches` to the bit and its
+    gradient histograms `online.gradient_histograms` (float32, numpy's block sums)."""
+    from siamtool.tracking.online import gradient_histograms
+
+    export = _retuned(shipped_export, tmp_path, scale="dsst")
+    frames, boxes = _rendered(5, 1)
+    tracker = _python_tracker(export, frames[0], boxes[0])
+    scale = tracker.online.scale
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    _cpp_boxes(binary, export, _pngs(frames, tmp_path / "frames"), boxes[0], tmp_path, "--dump-crops", str(dump))
+    grey = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
+    patches = crop_patches(grey, tracker.center, tracker.size, scale.factors, scale.model_wh)
+    cpp = np.fromfile(dump / "scale_patches.f32", np.float32).reshape(patches.shape)
+    assert np.array_equal(cpp, patches), np.abs(cpp - patches).max()
+    features = gradient_histograms(patches)
+    cpp = np.fromfile(dump / "scale_features.f32", np.float32).reshape(features.shape)
+    assert np.array_equal(cpp, features), np.abs(cpp - features).max()
+
+
+def _assert_parity(cpp: np.ndarray, py: np.ndarray, gt: np.ndarray | None = None) -> float:
+    """Box for box at the start, mean IoU >= 0.99 over the sequence, the same AUC; returns the mean IoU."""
+    iou = iou_xywh(cpp[:, :4], py)
+    assert iou[: START_FRAMES + 1].min() > 0.99, iou[:10]
+    assert iou.mean() >= MIN_MEAN_IOU, (iou.mean(), np.flatnonzero(iou < 0.9)[:10])
+    if gt is not None:
+        auc = _success_auc(cpp[:, :4], gt), _success_auc(py, gt)
+        assert abs(auc[0] - auc[1]) <= AUC_POINTS, auc
+    return float(iou.mean())
+
+
 def test_cpp_follows_python_on_a_real_sequence(binary, shipped_export, tmp_path):
+    """person-1 (120 JPEG frames), the shipped tracker: issue 24's bar, mean IoU >= 0.99, same AUC."""
     seq = shared("real_lasot", "person", "person-1")
     files = sorted((seq / "img").glob("*.jpg"))
     init = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
     cpp = _cpp_boxes(binary, shipped_export, str(seq / "img" / "*.jpg"), init, tmp_path)
-    frames = [cv2.imread(str(f)) for f in files]
     assert cpp.shape == (len(files), 6)
+    frames = [cv2.imread(str(f)) for f in files]
     gt = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=","))
-    cpp_to_py, control = _check_parity(cpp, shipped_export, frames, init, gt)
-    assert cpp_to_py >= control - MARGIN, (cpp_to_py, control)
-
-
-def _check_parity(cpp: np.ndarray, export: Path, frames: list[np.ndarray], init: np.ndarray,
-                  gt: np.ndarray) -> tuple[float, float]:
-    """Box for box at the start, as good against the ground truth; returns (mean IoU C++ vs Python on
-    OpenCV, mean IoU Python on onnxruntime vs Python on OpenCV)."""
-    py = _python_boxes(export, frames, init)
-    ort = _python_boxes(export, frames, init, "onnx")
-    iou = iou_xywh(cpp[:, :4], py)
-    assert iou[: START_FRAMES + 1].min() > 0.99, iou[:10]  # box for box before rounding differences add up
-    visible = np.all(gt[:, 2:] > 0, axis=1)
-    to_gt = {name: float(iou_xywh(b[visible], gt[visible]).mean()) for name, b in (("cpp", cpp[:, :4]), ("py", py))}
-    assert to_gt["cpp"] >= to_gt["py"] - GT_MARGIN, to_gt
-    return float(iou.mean()), float(iou_xywh(ort, py).mean())
+    _assert_parity(cpp, _python_boxes(shipped_export, frames, init), gt)
 
 
 def test_cpp_follows_python_on_rendered_frames(binary, shipped_export, tmp_path):
-    """Without ../shared: a rendered clip written as PNGs (lossless, so both read the same pixels)."""
-    from siamtool.data.synthetic import render_sequence
+    """Without ../shared: a rendered clip written as PNGs (lossless, so both read the same pixels).
 
-    frames, boxes, _, _ = render_sequence(np.random.default_rng(3), 40, (320, 240))
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), frame)
-    cpp = _cpp_boxes(binary, shipped_export, str(tmp_path / "*.png"), boxes[0], tmp_path)
+    Seed 5's clip: the Python Tracker on onnxruntime and on OpenCV agree on it (mean IoU 0.99998). Seed 3's
+    clip amplifies any 1e-6 difference about 2x per frame, so there even Python's two runtimes end at mean
+    IoU 0.90: a bar of 0.99 measures the port only where the tracker itself is not chaotic."""
+    frames, boxes = _rendered(5, 40)
+    cpp = _cpp_boxes(binary, shipped_export, _pngs(frames, tmp_path / "frames"), boxes[0], tmp_path)
     assert np.allclose(cpp[0, :4], boxes[0], atol=0.01) and cpp[0, 4] == 1.0
-    _check_parity(cpp, shipped_export, frames, boxes[0], boxes)
+    _assert_parity(cpp, _python_boxes(shipped_export, frames, boxes[0]), boxes)
 
 
 def _retuned(shipped_export: Path, tmp_path: Path, **track) -> Path:
@@ -138,31 +273,21 @@ def _retuned(shipped_export: Path, tmp_path: Path, **track) -> Path:
 def test_cpp_dsst_scale_filter_follows_python(binary, shipped_export, tmp_path):
     """`track.scale: dsst` (the library default; the shipped tracker uses `head`): the C++ scale filter
     picks the same scales box for box."""
-    from siamtool.data.synthetic import render_sequence
-
     export = _retuned(shipped_export, tmp_path, scale="dsst")
-    frames, boxes, _, _ = render_sequence(np.random.default_rng(5), 12, (320, 240))
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), frame)
-    cpp = _cpp_boxes(binary, export, str(tmp_path / "*.png"), boxes[0], tmp_path)
+    frames, boxes = _rendered(5, 12)
+    cpp = _cpp_boxes(binary, export, _pngs(frames, tmp_path / "frames"), boxes[0], tmp_path)
     py = _python_boxes(export, frames, boxes[0])
-    iou = iou_xywh(cpp[:, :4], py)
-    assert iou[: START_FRAMES + 1].min() > 0.99, iou
+    _assert_parity(cpp, py)
     # DSST keeps the aspect ratio and moves in steps of track.scale_step: the sizes agree to rounding
-    np.testing.assert_allclose(cpp[1 : START_FRAMES + 1, 2:4], py[1 : START_FRAMES + 1, 2:], rtol=2e-3)
+    np.testing.assert_allclose(cpp[1:, 2:4], py[1:, 2:], rtol=2e-3)
 
 
 def test_cpp_distractor_memory_follows_python(binary, shipped_export, tmp_path):
     """`track.distractor_weight` > 0 (off by default) on a rendered clip with look-alikes."""
-    from siamtool.data.synthetic import render_sequence
-
     export = _retuned(shipped_export, tmp_path, distractor_weight=0.5)
-    frames, boxes, _, _ = render_sequence(np.random.default_rng(3), 12, (320, 240))
-    for i, frame in enumerate(frames):
-        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), frame)
-    cpp = _cpp_boxes(binary, export, str(tmp_path / "*.png"), boxes[0], tmp_path)
-    py = _python_boxes(export, frames, boxes[0])
-    assert iou_xywh(cpp[:, :4], py)[: START_FRAMES + 1].min() > 0.99
+    frames, boxes = _rendered(3, 12)
+    cpp = _cpp_boxes(binary, export, _pngs(frames, tmp_path / "frames"), boxes[0], tmp_path)
+    _assert_parity(cpp, _python_boxes(export, frames, boxes[0]))
 
 
 def test_bad_arguments_fail_in_one_line_with_exit_2(binary, shipped_export, tmp_path):
