@@ -38,7 +38,7 @@
 
 namespace {
 
-constexpr int kTrackerFormatVersion = 1;  // onnx_format.TRACKER_FORMAT_VERSION
+constexpr int kTrackerFormatVersion = 2;  // onnx_format.TRACKER_FORMAT_VERSION
 
 // numpy's sum of a short contiguous array (pairwise_sum up to 128 values): in order below 8 values, else
 // 8 running sums combined as a tree, then the rest in order. Averages of tied cells round as in Python.

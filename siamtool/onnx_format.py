@@ -144,9 +144,10 @@ TRACKER_KEY = "tracker"
 format version of this description, the crop (pre-processing) settings, the host logic's constants
 and the online model's graphs. docs/runtimes.md ("The whole tracker without Python") says what each
 means; `cpp/` reads them."""
-TRACKER_FORMAT_VERSION = 1
+TRACKER_FORMAT_VERSION = 2
 """Bumped when the host logic that docs/runtimes.md specifies changes meaning (a new step, a constant
-that is read differently): a C++ port checks it and refuses other values."""
+that is read differently): a C++ port checks it and refuses other values. 2: the crops are
+`geometry.resample`'s (k x k block means, exact float32 bilinear taps), no longer a uint8 warpAffine."""
 OPENCV4_DIR = "opencv4"
 """Batch-1 copies of the two graphs that OpenCV 4.x's DNN reads (`siamtool.export.opencv4`; `cpp/` uses them)."""
 ONLINE_FIT_FILE = "online_fit.onnx"
@@ -192,8 +193,10 @@ def _all_track_settings(cfg: Config, d: Any) -> dict[str, Any]:
     return {TRACK_KEY: dataclasses.asdict(cfg.track),
             TRACKER_KEY: {"format_version": TRACKER_FORMAT_VERSION,
                           "crop": {"template_size": d.template_size, "search_size": d.search_size,
-                                   "context": float(d.context), "interpolation": "INTER_LINEAR",
-                                   "border": "BORDER_REPLICATE", "reduce": "INTER_AREA", "input": "RGB 0..255 NCHW"},
+                                   "context": float(d.context), "resample": "geometry.resample",
+                                   "interpolation": "bilinear, float32, exact coordinates",
+                                   "border": "BORDER_REPLICATE", "reduce": "k x k block mean",
+                                   "input": "RGB 0..255 NCHW, float32 (not rounded)"},
                           "constants": dict(HOST_CONSTANTS),
                           "online_graphs": {"fit": ONLINE_FIT_FILE, "apply": ONLINE_APPLY_FILE},
                           "opencv4_graphs": {"template": f"{OPENCV4_DIR}/{TEMPLATE_FILE}",

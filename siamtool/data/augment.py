@@ -220,8 +220,9 @@ def render_pairs(
 
     The search crops are cut in one `geometry.crop_batch` (one `grid_sample`); the template is cut the
     same way only when its window is not simply the whole stored template. The results are rounded to
-    integers: the tracker feeds the model crops of uint8 frames, and integer crops travel from CPU
-    workers as uint8 (4x less inter-process traffic than float32, which cost more than the crop itself).
+    integers: integer crops travel from CPU workers as uint8 (4x less inter-process traffic than float32,
+    which cost more than the crop itself). The tracker's crops are float (`geometry.resample`); half a grey
+    level of rounding is far below the JPEG loss of the stored crops.
     """
     d = cfg.data
     z = template.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -64,7 +65,11 @@ def test_same_state_same_box_with_default_post_processing(tmp_path, synthetic_la
     np.testing.assert_allclose(onnx_tracker.features, ref.features.numpy(), atol=1e-4)
     cells = set()
     for frame in frames[1:]:
+        # The whole state, the online models' too: a sample one tracker took and the other did not (a
+        # confidence gate met by one runtime's 1e-6) would otherwise decide a later frame's DSST scale.
         onnx_tracker.center, onnx_tracker.size, onnx_tracker.growth = ref.center.copy(), ref.size.copy(), ref.growth
+        onnx_tracker.online, onnx_tracker.lost = copy.deepcopy(ref.online), ref.lost
+        onnx_tracker.reference_score, onnx_tracker.reference_frames = ref.reference_score, ref.reference_frames
         a, b = ref.track(frame), onnx_tracker.track(frame)
         np.testing.assert_array_equal(a.search_crop, b.search_crop)
         np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-4)
