@@ -59,7 +59,12 @@ def cache_fingerprint(shards_dir: Path, cfg: Config, weights: float) -> dict[str
     return {"format": FORMAT, "shards": file_digest(shards_dir / INDEX_NAME, 16),
             "backbone": cfg.model.backbone, "weights": f"{weights:.6e}", "model_weights": cfg.model.weights,
             "data": fingerprint(cfg.to_dict()["data"]), "augment": fingerprint(cfg.to_dict()["train"]["augment"]),
-            "seed": cfg.train.seed}
+            "seed": cache_seed(cfg)}
+
+
+def cache_seed(cfg: Config) -> int:
+    """The seed of the cached views' jitter: `train.cache_seed`, else `train.seed`."""
+    return cfg.train.seed if cfg.train.cache_seed is None else cfg.train.cache_seed
 
 
 def cache_dir(shards_dir: str | Path, cfg: Config) -> Path:
@@ -152,7 +157,7 @@ def walk_views(index: ShardIndex, parts: list[Part], cfg: Config, view: int, jit
                 if not keep:
                     continue
                 pairs = [pairs[i] for i in keep]
-                rngs = [np.random.default_rng([cfg.train.seed, salt, part.shard, chunk[i]]) for i in keep]
+                rngs = [np.random.default_rng([cache_seed(cfg), salt, part.shard, chunk[i]]) for i in keep]
                 plan = plan_pairs(np.stack([p.template_box for p in pairs]), np.stack([p.search_box for p in pairs]),
                                   index.search_crop_size, cfg, rngs, photometric=jitter).to_tensors()
                 zt, xt = render_pairs(torch.stack([z[i] for i in keep]), torch.stack([x[i] for i in keep]), plan, cfg)

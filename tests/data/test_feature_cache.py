@@ -119,3 +119,20 @@ def test_train_with_the_feature_cache(synthetic_shards, cfg, tmp_path):
     result = train(cfg, synthetic_shards, tmp_path / "run", device="cpu")
     assert result.step == 4 and result.best_path is not None
     assert (cache_dir(synthetic_shards, cfg) / "val-view00.h5").is_file()
+
+
+def test_seeds_sharing_a_cache_seed_share_the_cache(synthetic_shards, cfg):
+    """train.cache_seed: a seed study reuses one cache (the jitter is the cache seed's, not the run's);
+    without it every seed draws its own views and rebuilds."""
+    model = build_model(cfg)
+    cfg.train.cache_seed = 0
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+    cfg.train.seed = 1
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 0  # same cache seed: reused
+    index = load_shard_index(synthetic_shards)
+    train, _ = split_parts(index.shards, cfg.train.val_fraction, index.splits)
+    shared = next(walk_views(index, train[:1], cfg, view=0, jitter=True, batch_size=8))
+    cfg.train.cache_seed = None  # the run's own seed (1) draws other views
+    own = next(walk_views(index, train[:1], cfg, view=0, jitter=True, batch_size=8))
+    assert not np.allclose(shared[2], own[2])
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
