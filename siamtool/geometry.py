@@ -346,10 +346,23 @@ def sample_bilinear(image: np.ndarray, k: int, x0: float, y0: float, step_x: flo
     fancy-indexing version, `benchmarks/track_profile.py` gives the per-frame share).
     """
     height, width = image.shape[:2]
-    xa, xb, fx = _taps(x0, step_x, out_w, -(-width // k))
-    ya, yb, fy = _taps(y0, step_y, out_h, -(-height // k))
-    left, top = int(xa[0]), int(ya[0])
-    region = block_mean(image, k, left, top, int(xb[-1]) + 1, int(yb[-1]) + 1)
+    taps = _taps(x0, step_x, out_w, -(-width // k)), _taps(y0, step_y, out_h, -(-height // k))
+    left, top, right, bottom = _tap_bounds([taps])
+    return _interpolate(block_mean(image, k, left, top, right, bottom), left, top, *taps)
+
+
+Taps = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _tap_bounds(taps: list[tuple[Taps, Taps]]) -> tuple[int, int, int, int]:
+    """The reduced-pixel bounds left, top, right, bottom (end exclusive) that (x, y) taps read."""
+    return (min(int(x[0][0]) for x, _ in taps), min(int(y[0][0]) for _, y in taps),
+            max(int(x[1][-1]) for x, _ in taps) + 1, max(int(y[1][-1]) for _, y in taps) + 1)
+
+
+def _interpolate(region: np.ndarray, left: int, top: int, x_taps: Taps, y_taps: Taps) -> np.ndarray:
+    """`sample_bilinear`'s arithmetic on `region`, the reduced image from pixel (left, top) on."""
+    (xa, xb, fx), (ya, yb, fy) = x_taps, y_taps
     channels = 1 if region.ndim == 2 else region.shape[2]
     flat = region.reshape(region.shape[0], -1)
     offsets = np.arange(channels)
@@ -365,7 +378,7 @@ def sample_bilinear(image: np.ndarray, k: int, x0: float, y0: float, step_x: flo
     below = rows.take(yb - top, axis=0)
     below *= fy
     out += below
-    return out.reshape((out_h, out_w) + region.shape[2:])
+    return out.reshape((len(ya), len(xa)) + region.shape[2:])
 
 
 def block_mean(image: np.ndarray, k: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -435,15 +448,17 @@ def crop_patches(
     resampled to `out_wh` (w, h). Returns (K, out_h, out_w) float32 (the DSST scale pyramid).
 
     The same path as the tracker's crops (`resample`), with one band-limit factor for every scale (the
-    largest patch's), so the scales differ only in where they sample, not in how blurred they are.
+    largest patch's), so the scales differ only in where they sample, not in how blurred they are; the
+    block means under all of them are computed once.
     """
     cx, cy = float(center[0]), float(center[1])
     w, h = float(size_wh[0]), float(size_wh[1])
     ow, oh = int(out_wh[0]), int(out_wh[1])
     big = float(np.max(factors))
     k = reduced_decode_factor(max(ow / (w * big), oh / (h * big)))
-    out = np.empty((len(factors), oh, ow) + image.shape[2:], dtype=np.float32)
-    for i, f in enumerate(factors):
-        out[i] = sample_bilinear(image, k, (cx - w * f / 2) / k, (cy - h * f / 2) / k, w * f / k / ow,
-                                 h * f / k / oh, ow, oh)
-    return out
+    height, width = image.shape[:2]
+    taps = [(_taps((cx - w * f / 2) / k, w * f / k / ow, ow, -(-width // k)),
+             _taps((cy - h * f / 2) / k, h * f / k / oh, oh, -(-height // k))) for f in factors]
+    left, top, right, bottom = _tap_bounds(taps)
+    region = block_mean(image, k, left, top, right, bottom)
+    return np.stack([_interpolate(region, left, top, *t) for t in taps])
