@@ -8,11 +8,13 @@ test_track.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -79,18 +81,12 @@ def test_draw_track_pause_and_quit_in_a_real_window(tiny_checkpoint, tmp_path, x
     for i in range(400):
         cv2.imwrite(str(frames / f"{i:04d}.png"), render((40 + i * 0.2, 50, 40, 30)))
     boxes = tmp_path / "b.txt"
-    proc, win = start_tracking(xdisplay, frames, tiny_checkpoint, boxes)
-    try:
+    with tracking(xdisplay, frames, tiny_checkpoint, boxes) as (proc, win):
         xdo(xdisplay, "key", "--window", win, "Return")
         time.sleep(1.5)
         xdo(xdisplay, "key", "--window", win, "space")  # pause
         time.sleep(0.5)
-        xdo(xdisplay, "key", "--window", win, "q")
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        out = quit_with(xdisplay, proc, win, "q")
     lines = boxes.read_text().splitlines()
     assert 2 <= len(lines) < 400
     np.testing.assert_allclose([float(v) for v in lines[0].split(",")], [40, 50, 40, 30, 1, 0])
@@ -116,6 +112,25 @@ def start_tracking(display: str, video: Path, checkpoint: Path, boxes: Path) -> 
     return proc, win
 
 
+@contextlib.contextmanager
+def tracking(display: str, video: Path, checkpoint: Path, boxes: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`start_tracking`, and the process killed on the way out if a step failed before it quit."""
+    proc, win = start_tracking(display, video, checkpoint, boxes)
+    try:
+        yield proc, win
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def quit_with(display: str, proc: subprocess.Popen, win: str, key: str) -> str:
+    """Press `key` in the window; the process must then exit 0. Its stdout."""
+    xdo(display, "key", "--window", win, key)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out
+
+
 def test_a_video_plays_at_its_own_rate_unsqueezed_and_waits_at_the_end(tiny_checkpoint, tmp_path, xdisplay):
     """Issue #23: a clip played at 4.5x its rate, squeezed beside the panel, and the window closed with the
     last frame. A 4 s clip at 10 FPS: about 12 frames after 1.2 s (the tiny model tracks all 40 in far
@@ -126,29 +141,17 @@ def test_a_video_plays_at_its_own_rate_unsqueezed_and_waits_at_the_end(tiny_chec
     clip, short, boxes = tmp_path / "clip.avi", tmp_path / "short.avi", tmp_path / "b.txt"
     write_video(clip, frames, fps=10)
     write_video(short, frames[:20], fps=10)
-    proc, win = start_tracking(xdisplay, clip, tiny_checkpoint, boxes)
-    try:
+    with tracking(xdisplay, clip, tiny_checkpoint, boxes) as (proc, win):
         geometry = xdo(xdisplay, "getwindowgeometry", win)
         assert "Geometry: 416x288" in geometry, geometry  # 320 px of frame + a 96 px panel, 3 tiles high
         xdo(xdisplay, "key", "--window", win, "Return")
         time.sleep(1.2)
-        xdo(xdisplay, "key", "--window", win, "q")
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        quit_with(xdisplay, proc, win, "q")
     assert 4 <= len(boxes.read_text().splitlines()) <= 25  # paced: not all 40
 
-    proc, win = start_tracking(xdisplay, short, tiny_checkpoint, boxes)
-    try:
+    with tracking(xdisplay, short, tiny_checkpoint, boxes) as (proc, win):
         xdo(xdisplay, "key", "--window", win, "Return")
         time.sleep(4.0)  # the clip lasts 2 s
         assert proc.poll() is None, "the window closed at the end of the video"
-        xdo(xdisplay, "key", "--window", win, "x")
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+        out = quit_with(xdisplay, proc, win, "x")
     assert len(boxes.read_text().splitlines()) == 20 and "tracked 20 frames" in out
