@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from trace_report import recorded_choices, report_parting
 
 import siamtool.tracking.tracker as tracker_module
 from siamtool.geometry import from_lasot
@@ -48,15 +49,7 @@ def cpp_trace(binary: Path, export: Path, source: str, init: np.ndarray, tmp: Pa
 
 def python_trace(export: Path, frames: list[np.ndarray], init: np.ndarray) -> list[dict]:
     """The same per tracked frame from the Python Tracker on OpenCV's DNN."""
-    chosen: list = []
-    select = tracker_module.select_candidate
-
-    def recording(*a, **k):
-        chosen.append(select(*a, **k))
-        return chosen[-1]
-
-    tracker_module.select_candidate = recording  # the chosen cell is not part of TrackResult
-    try:
+    with recorded_choices() as chosen:
         tracker = tracker_module.Tracker(OpenCVBackend(export, threads=1))
         tracker.initialize(frames[0], init)
         rows = []
@@ -65,8 +58,6 @@ def python_trace(export: Path, frames: list[np.ndarray], init: np.ndarray) -> li
             result = tracker.track(frame)
             rows.append({"window": np.array([w.cx, w.cy, w.side]), "cell": chosen[-1].index, "lost": result.lost})
         return rows
-    finally:
-        tracker_module.select_candidate = select
 
 
 def main() -> int:
@@ -86,16 +77,10 @@ def main() -> int:
             cv2.imwrite(str(Path(tmp) / f"{i:05d}.png"), frame)
         cpp = cpp_trace(args.binary, args.export, str(Path(tmp) / "*.png"), init, Path(tmp))
     py = python_trace(args.export, frames, init)
-    for k, (c, p) in enumerate(zip(cpp, py), 1):
-        apart = float(np.abs(c["window"] - p["window"]).max())
-        if c["cell"] != p["cell"] or c["lost"] != p["lost"] or apart > args.px:
-            print(f"frame {k:4d}  windows {apart:9.2e} px apart  C++: cell {c['cell']} lost {c['lost']}  |  "
-                  f"Python: cell {p['cell']} lost {p['lost']}")
-        if apart > args.stop:
-            print(f"parted at frame {k}")
-            return 1
-    print(f"together to the last frame ({len(py)})")
-    return 0
+    steps = ((k, float(np.abs(c["window"] - p["window"]).max()), c["cell"] != p["cell"] or c["lost"] != p["lost"],
+              f"C++: cell {c['cell']} lost {c['lost']}  |  Python: cell {p['cell']} lost {p['lost']}")
+             for k, (c, p) in enumerate(zip(cpp, py), 1))
+    return report_parting(steps, "windows", args.px, args.stop, number="9.2e")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from runtime_parity import RUNTIMES, backend  # noqa: E402
+from trace_report import recorded_choices, report_parting  # noqa: E402
 from tune_tracking import load_frames  # noqa: E402
 
 import siamtool.tracking.tracker as tracker_module  # noqa: E402
@@ -58,30 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     _, frames, gt, _ = load_frames([args.lasot], [args.sequence])[0]
     ckpt = args.checkpoint or default_checkpoint()
-    chosen: list = []
-    select = tracker_module.select_candidate
+    with recorded_choices() as chosen:
+        trackers = []
+        for runtime in args.runtimes:
+            b, cfg = backend(runtime, ckpt)
+            trackers.append(tracker_module.Tracker(b, cfg))
+            trackers[-1].initialize(frames[0], from_lasot(gt[0]))
+        return report_parting(lockstep(trackers, frames, chosen, args.runtimes), "centres", args.px, args.stop)
 
-    def recording(*a, **k):
-        chosen.append(select(*a, **k))
-        return chosen[-1]
 
-    tracker_module.select_candidate = recording  # the chosen cell is not part of TrackResult
-    trackers = []
-    for runtime in args.runtimes:
-        b, cfg = backend(runtime, ckpt)
-        trackers.append(tracker_module.Tracker(b, cfg))
-        trackers[-1].initialize(frames[0], from_lasot(gt[0]))
+def lockstep(trackers: list, frames: list[np.ndarray], chosen: list, runtimes: list[str]):
+    """(frame, centre distance, decisions differ, both rows) per frame, the trackers stepped together."""
     for k, frame in enumerate(frames[1:], 1):
         rows = [step(t, frame, chosen) for t in trackers]
         dist = float(np.hypot(*(trackers[0].center - trackers[1].center)))
-        if rows[0] != rows[1] or dist > args.px:
-            print(f"frame {k:4d}  centres {dist:8.3f} px apart  " + "  |  ".join(
-                f"{rt}: " + " ".join(f"{key} {val}" for key, val in row.items()) for rt, row in zip(args.runtimes, rows)))
-        if dist > args.stop:
-            print(f"parted at frame {k}")
-            return 1
-    print(f"together to the last frame ({len(frames) - 1})")
-    return 0
+        yield k, dist, rows[0] != rows[1], "  |  ".join(
+            f"{rt}: " + " ".join(f"{key} {val}" for key, val in row.items()) for rt, row in zip(runtimes, rows))
 
 
 if __name__ == "__main__":
