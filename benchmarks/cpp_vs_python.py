@@ -15,6 +15,11 @@ the ground truth (21 IoU thresholds 0..1, visible frames after the first).
     siamtool export --out /tmp/export
     python benchmarks/cpp_vs_python.py /tmp/export --threads 1
     python benchmarks/cpp_vs_python.py /tmp/export --threads 2 --sequences person-1 bag-1
+    python benchmarks/cpp_vs_python.py /tmp/export --threads 1 --python /usr/bin/python3
+
+`--python`: the Python Tracker runs under that interpreter instead, on its OpenCV: Debian's python3 with
+python3-opencv loads the very libopencv_dnn the C++ program links (the `opencv4/` graphs), so the two sides
+share one runtime and only the host logic's arithmetic differs.
 """
 
 from __future__ import annotations
@@ -66,6 +71,34 @@ def run_python(export: Path, seq: Path, init: np.ndarray, threads: int, runtime:
     return (len(files) - 1) / seconds, np.array(boxes)
 
 
+EXTERNAL = """
+import sys, cv2, numpy as np
+from siamtool.tracking.opencv_backend import OpenCVBackend
+from siamtool.tracking.tracker import Tracker
+export, out, threads, init, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), np.array(sys.argv[4].split(","), float), sys.argv[5:]
+cv2.setNumThreads(threads)
+tracker = Tracker(OpenCVBackend(export, threads=threads))
+tracker.initialize(cv2.imread(files[0]), init)
+boxes, seconds = [init], 0.0
+for f in files[1:]:
+    result = tracker.track(cv2.imread(f))
+    seconds += result.time_s
+    boxes.append(result.box)
+np.save(out, np.array(boxes))
+print((len(files) - 1) / seconds, cv2.__version__)
+"""
+
+
+def run_external(python: str, export: Path, seq: Path, init: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
+    """`run_python` under another interpreter (its own OpenCV); the repository on its path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "boxes.npy"
+        run = subprocess.run([python, "-c", EXTERNAL, str(export), str(out), str(threads),
+                              ",".join(repr(float(v)) for v in init), *map(str, sorted((seq / "img").glob("*.jpg")))],
+                             capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        return float(run.stdout.split()[0]), np.load(out)
+
+
 def success_auc(boxes: np.ndarray, seq: Path) -> float:
     """Mean success rate over 21 IoU thresholds 0..1 on the visible frames after the first (percent)."""
     gt = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=","))
@@ -81,16 +114,23 @@ def main() -> None:
     parser.add_argument("--binary", type=Path, default=REPO / "cpp" / "build" / "siamtool-track")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sequences", nargs="*", default=None, help="real_lasot names (default: all 5)")
+    parser.add_argument("--python", default=None,
+                        help="run the Python Tracker under this interpreter (its OpenCV; default: this one)")
     args = parser.parse_args()
+    where = f"OpenCV {cv2.__version__} in Python"
+    if args.python:
+        probe = [args.python, "-c", "import cv2; print(cv2.__version__)"]
+        where = f"OpenCV {subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()} in {args.python}"
     seqs = sorted(p for p in REAL.glob("*/*") if p.is_dir() and (not args.sequences or p.name in args.sequences))
     print(f"| sequence | frames | C++ FPS | Python FPS | IoU C++ vs Python | IoU Python onnxruntime vs OpenCV | "
-          f"AUC C++ | AUC Python | (threads {args.threads}, OpenCV {cv2.__version__} in Python)\n"
+          f"AUC C++ | AUC Python | (threads {args.threads}, {where})\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- |")
     for seq in seqs:
         init = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
         start = time.perf_counter()
         cpp_fps, cpp = run_cpp(args.binary, args.export, seq, init, args.threads)
-        py_fps, py = run_python(args.export, seq, init, args.threads)
+        py_fps, py = (run_external(args.python, args.export, seq, init, args.threads) if args.python
+                      else run_python(args.export, seq, init, args.threads))
         _, ort = run_python(args.export, seq, init, args.threads, "onnx")
         iou, control = float(iou_xywh(cpp, py).mean()), float(iou_xywh(ort, py).mean())
         print(f"| {seq.name} | {len(py)} | {cpp_fps:.1f} | {py_fps:.1f} | {iou:.4f} | {control:.4f} | "

@@ -643,8 +643,9 @@ public:
         const double growth = growth_;
         const Window win = nextWindow();
         Output out = search(cropWindow(frame, win));
-        if (s_.calibrateSize > 0)
-            for (int k = 2; k < 4; ++k) out.boxes.row(k) *= calibration_[k - 2];
+        if (s_.calibrateSize > 0)  // numpy's `float32 *= float64`: the product in double, rounded once
+            for (int k = 2; k < 4; ++k)
+                for (float& v : cv::Mat_<float>(out.boxes.row(k))) v = float(double(v) * calibration_[k - 2]);
         cv::Mat fine;
         double weight = 0;
         cv::Mat fused = fuse(out, fine, weight);

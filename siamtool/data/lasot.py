@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 
@@ -249,19 +250,22 @@ def find_sequences(root: str | Path) -> dict[str, Path]:
     return found
 
 
-def split_names(split: str, available: dict[str, Path]) -> list[str]:
-    """Names for `split`: an official list, 'all' (everything under the root) or a text file of names."""
+def user_split(split: str, available: Iterable[str], known: Iterable[str]) -> list[str]:
+    """Names for the splits every reader takes: 'all' (everything under the root) or a text file of names;
+    `known` are the reader's own split names, for the error."""
     if split == "all":
         return list(available)
-    if split in _SPLIT_FILES:
-        return list(official_split(split))
     p = Path(split)
     if p.is_file():
-        names = [line.strip() for line in p.read_text().splitlines() if line.strip() and not line.startswith("#")]
-        if not names:
-            raise DatasetError(f"{p}: split file lists no sequences")
-        return names
-    raise DatasetError(f"unknown split {split!r}: use train, test, extension, all, or a file listing sequence names")
+        return read_names_file(p)
+    raise DatasetError(f"unknown split {split!r}: use {', '.join([*known, 'all'])}, or a file listing sequence names")
+
+
+def split_names(split: str, available: dict[str, Path]) -> list[str]:
+    """Names for `split`: an official list, 'all' (everything under the root) or a text file of names."""
+    if split in _SPLIT_FILES:
+        return list(official_split(split))
+    return user_split(split, available, _SPLIT_FILES)
 
 
 @dataclass
@@ -295,18 +299,51 @@ def index_lasot(
     strict mode and is skipped with its reason otherwise.
     """
     available = find_sequences(root)
-    names = split_names(split, available)
+    loaders = {name: partial(load_sequence, path, require_images=require_images) for name, path in available.items()}
+    return build_index("lasot", split, Path(root), split_names(split, available), loaders, strict, ATTRIBUTES,
+                       layout="expected ROOT/<class>/<seq>/groundtruth.txt")
+
+
+def read_names_file(path: Path) -> list[str]:
+    """Non-empty, non-comment lines of a list file (GOT-10k and VOT `list.txt`, a user's split file)."""
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not names:
+        raise DatasetError(f"{path}: lists no sequences")
+    return names
+
+
+def build_index(
+    kind: str,
+    split: str,
+    root: Path,
+    names: Iterable[str],
+    loaders: dict[str, Callable[[], LasotSequence]],
+    strict: bool,
+    attribute_names: dict[str, str] | None = None,
+    on_disk: int | None = None,
+    layout: str = "see docs/data.md for the layout",
+) -> Index:
+    """Load each listed sequence that has a loader (the others are `missing`), collecting errors.
+
+    `loaders` maps a name found on disk to a function that loads it; a `DatasetError` skips the sequence
+    with its one-line reason, or raises in strict mode.
+    """
     seqs, missing, skipped = [], [], []
     for name in names:
-        if name not in available:
+        load = loaders.get(name)
+        if load is None:
             missing.append(name)
             continue
         try:
-            seqs.append(load_sequence(available[name], require_images=require_images))
+            seq = load()
         except DatasetError as e:
             if strict:
                 raise
             skipped.append(str(e))
+            continue
+        seq.dataset = kind
+        seqs.append(seq)
     if not seqs and not skipped:
-        raise DatasetError(f"{root}: no sequences of split {split!r} found (expected ROOT/<class>/<seq>/groundtruth.txt)")
-    return Index(seqs, missing, skipped, on_disk=len(available), kind="lasot", split=split)
+        raise DatasetError(f"{root}: no {kind} sequences of split {split!r} found ({layout})")
+    return Index(seqs, missing, skipped, on_disk=len(loaders) if on_disk is None else on_disk, kind=kind,
+                 split=split, attribute_names=dict(attribute_names or {}))

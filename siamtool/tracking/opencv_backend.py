@@ -10,6 +10,11 @@ same crop geometry handed to the Tracker, and outputs within float32 rounding of
 OpenCV's importer takes the graphs of the convolutional backbones (ResNet, MobileNetV3,
 EfficientNet-Lite0, ConvNeXt). OpenCV 5.0 refuses the DINOv3 ViT graphs (an `If` node in the RoPE
 embeddings): such a folder is refused with one line that says to use onnxruntime.
+
+On OpenCV 4.x (Debian 12's python3-opencv is 4.6) the backend runs the export's `opencv4/` copy of the
+graphs (`siamtool.export.opencv4`), the pair the reference C++ tracker runs: the main graphs do not parse
+there. With Debian's python3-opencv both load the same libopencv_dnn, which is how tests/cpp compares
+the C++ tracker with this one on one runtime.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ from siamtool.config import Config
 from siamtool.device import thread_budget
 from siamtool.errors import SiamtoolError
 from siamtool.images import quiet_opencv
-from siamtool.onnx_format import SEARCH_OUTPUTS, crop_to_input, export_spec
+from siamtool.onnx_format import OPENCV4_DIR, SEARCH_OUTPUTS, crop_to_input, export_spec
+
+OPENCV4 = int(cv2.__version__.split(".")[0]) < 5
+"""This OpenCV's importer needs the `opencv4/` graphs (batch 1, folded; boxes and score channel-first)."""
 
 
 def _load(file: Path) -> Any:
@@ -60,8 +68,16 @@ class OpenCVBackend:
         self.path = spec.path
         if threads:
             cv2.setNumThreads(int(threads))
-        self._template = _load(spec.template_path)
-        self._search = _load(spec.search_path)
+        template, search = spec.template_path, spec.search_path
+        if OPENCV4:
+            template, search = (spec.path / OPENCV4_DIR / p.name for p in (template, search))
+            if not (template.is_file() and search.is_file()):
+                raise SiamtoolError(f"{spec.path / OPENCV4_DIR}: missing; OpenCV {cv2.__version__} reads only "
+                                    "the OpenCV 4 copy of the graphs, which `siamtool export` writes (the "
+                                    "tracking cache's exports have none): export the checkpoint with "
+                                    "`siamtool export --out DIR`, or install opencv-python>=5")
+        self._template = _load(template)
+        self._search = _load(search)
         self._outputs = list(SEARCH_OUTPUTS)
         self.metadata = spec.metadata
         self.cfg: Config = spec.cfg
@@ -96,8 +112,14 @@ class OpenCVBackend:
 
     def search(self, crop_rgb: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._search.setInput(crop_to_input(crop_rgb, self.search_size, "search"), "search")
-        self._search.setInput(np.ascontiguousarray(features, dtype=np.float32), "template_features")
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        # OpenCV 4's Python binding reads a 3-D array as a 2-D image of channels (here 1 x 64 with 128):
+        # a trailing axis of 1 keeps it an N-d blob, and the graph's MatMuls flatten from axis 2 anyway.
+        self._search.setInput(features[..., None] if OPENCV4 and features.ndim == 3 else features,
+                              "template_features")
         score, boxes, search_features = (_owned(a) for a in self._search.forward(self._outputs))
+        if OPENCV4:  # (1,1,H,W) and (1,4,H,W) there
+            return score[0, 0], np.ascontiguousarray(boxes[0].transpose(1, 2, 0)), search_features[0]
         return score[0], boxes[0], search_features[0]
 
     def __repr__(self) -> str:

@@ -1,7 +1,8 @@
 """The reference C++ tracker (cpp/) follows the Python Tracker box for box on the same export.
 
 The test builds cpp/ with CMake (or reuses cpp/build), exports the shipped tracker once, and compares
-the C++ boxes file with the Python Tracker on the OpenCV DNN runtime: mean IoU >= 0.99 (issue 24). Its
+the C++ boxes file with the Python Tracker on the OpenCV DNN runtime: mean IoU >= 0.99 (issue 24), both
+with this environment's opencv-python and with Debian's python3-opencv, the very library the C++ links. Its
 crops are `geometry.resample`'s to the bit (the program's hidden `--dump-crops DIR` writes them). Without
 a compiler, CMake or OpenCV's C++ package the test is skipped, except in CI (CI=true), where that is an
 error: CI installs them (.ci/run).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -244,6 +246,36 @@ def test_cpp_follows_python_on_a_real_sequence(binary, shipped_export, tmp_path)
     frames = [cv2.imread(str(f)) for f in files]
     gt = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=","))
     _assert_parity(cpp, _python_boxes(shipped_export, frames, init), gt)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+"""Debian's Python, whose python3-opencv loads the same libopencv_dnn as the C++ program (.ci/run installs
+python3-opencv, python3-onnx and python3-yaml: all the Tracker on OpenCV needs)."""
+
+
+def test_cpp_follows_python_on_the_same_opencv(binary, shipped_export, tmp_path):
+    """Issue 24's parity on one runtime: the Python Tracker under Debian's python3-opencv (OpenCV 4.6, the
+    export's `opencv4/` graphs, the libopencv_dnn the C++ program links), person-1."""
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import cv2, onnx, yaml; print(cv2.__version__)"],
+                           capture_output=True, text=True) if Path(SYSTEM_PYTHON).is_file() else None
+    if probe is None or probe.returncode != 0 or not probe.stdout.startswith("4."):
+        _missing(f"{SYSTEM_PYTHON} with Debian's python3-opencv 4.x, python3-onnx and python3-yaml not found")
+    seq = shared("real_lasot", "person", "person-1")
+    init = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from cpp_vs_python import run_external  # the benchmark's table, one row
+
+    _, py = run_external(SYSTEM_PYTHON, shipped_export, seq, init, 1)
+    cpp = _cpp_boxes(binary, shipped_export, str(seq / "img" / "*.jpg"), init, tmp_path)
+    _assert_parity(cpp, py, from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",")))
+    # an export without the OpenCV 4 copy (the tracking cache's) is refused there in one line
+    bare = tmp_path / "bare"
+    shutil.copytree(shipped_export, bare, ignore=shutil.ignore_patterns("opencv4"))
+    run = subprocess.run([SYSTEM_PYTHON, "-c", "from siamtool.tracking.opencv_backend import OpenCVBackend as B\n"
+                          "from siamtool.errors import SiamtoolError\ntry: B(__import__('sys').argv[1])\n"
+                          "except SiamtoolError as e: print(e)", str(bare)],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.stdout.startswith(f"{bare / 'opencv4'}: missing") and run.stdout.count("\n") == 1, run
 
 
 def test_cpp_follows_python_on_rendered_frames(binary, shipped_export, tmp_path):

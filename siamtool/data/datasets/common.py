@@ -12,14 +12,20 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.lasot import Index, LasotSequence
+from siamtool.data.lasot import (  # noqa: F401 - build_index and read_names_file: the readers import them here
+    Index,
+    LasotSequence,
+    build_index,
+    read_names_file,
+    user_split,
+)
 from siamtool.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -95,57 +101,6 @@ def table(name: str) -> tuple[dict[str, str], ...]:
     return tuple(csv.DictReader(line for line in text.splitlines() if line and not line.startswith("#")))
 
 
-def read_names_file(path: Path) -> list[str]:
-    """Non-empty, non-comment lines of a list file (GOT-10k and VOT `list.txt`, a user's split file)."""
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    if not names:
-        raise DatasetError(f"{path}: lists no sequences")
-    return names
-
-
-def build_index(
-    kind: str,
-    split: str,
-    root: Path,
-    names: Iterable[str],
-    loaders: dict[str, Callable[[], LasotSequence]],
-    strict: bool,
-    attribute_names: dict[str, str] | None = None,
-    on_disk: int | None = None,
-) -> Index:
-    """Load each listed sequence that has a loader (the others are `missing`), collecting errors.
-
-    `loaders` maps a name found on disk to a function that loads it; a `DatasetError` skips the sequence
-    with its one-line reason, or raises in strict mode.
-    """
-    seqs, missing, skipped = [], [], []
-    for name in names:
-        load = loaders.get(name)
-        if load is None:
-            missing.append(name)
-            continue
-        try:
-            seq = load()
-        except DatasetError as e:
-            if strict:
-                raise
-            skipped.append(str(e))
-            continue
-        seq.dataset = kind
-        seqs.append(seq)
-    if not seqs and not skipped:
-        raise DatasetError(f"{root}: no {kind} sequences of split {split!r} found (see docs/data.md for the layout)")
-    return Index(seqs, missing, skipped, on_disk=len(loaders) if on_disk is None else on_disk, kind=kind,
-                 split=split, attribute_names=dict(attribute_names or {}))
-
-
 def custom_names(split: str, available: Iterable[str], known: Iterable[str]) -> list[str] | None:
     """Names for a split that is 'all' or a file of names; None when `split` is one of `known`."""
-    if split in known:
-        return None
-    if split == "all":
-        return list(available)
-    p = Path(split)
-    if p.is_file():
-        return read_names_file(p)
-    raise DatasetError(f"unknown split {split!r}: use {', '.join([*known, 'all'])}, or a file listing sequence names")
+    return None if split in known else user_split(split, available, known)
