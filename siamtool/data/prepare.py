@@ -833,8 +833,11 @@ def split_sequences(sequences: list[Any], data: DataConfig, root: Path) -> tuple
     if data.val_sequences:
         unknown = sorted(set(data.val_sequences) - set(names))
         if unknown:
+            # with several --data sources every name carries its source's label ("lasot/person-103")
+            labelled = [n for n in names if n.split("/", 1)[-1] == unknown[0] and n != unknown[0]]
+            hint = f" (with several sources the names carry the source label: {labelled[0]})" if labelled else ""
             raise ConfigError(f"data.val_sequences: {', '.join(unknown[:5])} not among the {len(names)} sequences "
-                              f"of {root}; fix the names or remove them from the config")
+                              f"of {root}{hint}; fix the names or remove them from the config")
         val = set(data.val_sequences)
     elif data.val_sequence_fraction > 0 and len(names) >= 2:
         k = min(len(names) - 1, max(1, round(data.val_sequence_fraction * len(names))))

@@ -353,6 +353,12 @@ def test_validation_sequences_are_named_with_their_source(synthetic_lasot, still
         assert (names == {"got10k/GOT-10k_Train_000002"}) == (shard["split"] == "val")
 
 
+def test_a_bare_validation_name_with_several_sources_says_to_add_the_label(synthetic_lasot, stills, got10k, tmp_path):
+    cfg = mixed_cfg(synthetic_lasot, stills, got10k, val_sequences=["GOT-10k_Train_000002"])
+    with pytest.raises(ConfigError, match=r"carry the source label: got10k/GOT-10k_Train_000002\)"):
+        prep.prepare_shards(None, tmp_path / "v", cfg, split="train", workers=1)
+
+
 def test_a_first_box_only_split_is_refused(got10k, tmp_path):
     test = got10k / "test"
     shutil.copytree(got10k / "train", test)
