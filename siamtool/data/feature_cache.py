@@ -228,18 +228,30 @@ _LOADED: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
 
 
 def load_views(files: list[Path]) -> dict[str, np.ndarray]:
-    """All view files of a split, concatenated in memory (kept for the process: every epoch reuses it)."""
+    """All view files of a split, concatenated in memory (kept for the process: every epoch reuses it).
+
+    Each column is allocated once at its full length and every file is read straight into its slice:
+    reading the files and then concatenating held the cache twice at the peak (12.5 GB for a 6.4 GB
+    cache), which is what stopped two trainings sharing one machine."""
     key = tuple(str(f) for f in files)
     if key not in _LOADED:
-        parts: dict[str, list[np.ndarray]] = {}
+        _LOADED.clear()  # one cache at a time: a second run in one process must not double the memory
+        counts = []
         for f in files:
             if not f.is_file():
                 raise DatasetError(f"{f}: feature cache file missing; run `siamtool train` again to rebuild it")
             with h5py.File(f, "r") as h:
+                counts.append(len(h[COLUMNS[0]]))
+                layout = {k: (h[k].shape[1:], h[k].dtype) for k in COLUMNS}
+        data = {k: np.empty((sum(counts), *shape), dtype) for k, (shape, dtype) in layout.items()}
+        start = 0
+        for f, n in zip(files, counts):
+            with h5py.File(f, "r") as h:
                 for k in COLUMNS:
-                    parts.setdefault(k, []).append(h[k][()])
-        _LOADED.clear()  # one cache at a time: a second run in one process must not double the memory
-        _LOADED[key] = {k: np.concatenate(v) for k, v in parts.items()}
+                    if n:
+                        h[k].read_direct(data[k], dest_sel=np.s_[start:start + n])
+            start += n
+        _LOADED[key] = data
     return _LOADED[key]
 
 
