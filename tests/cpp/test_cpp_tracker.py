@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -253,7 +252,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 python3-opencv, python3-onnx and python3-yaml: all the Tracker on OpenCV needs)."""
 
 
-def test_cpp_follows_python_on_the_same_opencv(binary, shipped_export, tmp_path):
+def test_cpp_follows_python_on_the_same_opencv(binary, shipped_export, tmp_path, monkeypatch):
     """Issue 24's parity on one runtime: the Python Tracker under Debian's python3-opencv (OpenCV 4.6, the
     export's `opencv4/` graphs, the libopencv_dnn the C++ program links), person-1."""
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import cv2, onnx, yaml; print(cv2.__version__)"],
@@ -262,7 +261,7 @@ def test_cpp_follows_python_on_the_same_opencv(binary, shipped_export, tmp_path)
         _missing(f"{SYSTEM_PYTHON} with Debian's python3-opencv 4.x, python3-onnx and python3-yaml not found")
     seq = shared("real_lasot", "person", "person-1")
     init = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     from cpp_vs_python import run_external  # the benchmark's table, one row
 
     _, py = run_external(SYSTEM_PYTHON, shipped_export, seq, init, 1)
