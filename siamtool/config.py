@@ -214,12 +214,12 @@ class TrainConfig:
     """Train on cached features of the frozen backbone (`siamtool.data.feature_cache`): each pair's
     `cache_views` jittered views go through the backbone once, then epochs cost only the heads."""
     cache_views: int = 4
+    """Jittered views per training pair in the feature cache (shift, scale and photometric jitter)."""
     cache_seed: int | None = None
     """Seed of the feature cache's jittered views (none: `seed`). Give every run of a seed study the same
     value and they share one cache: the seeds then differ in initialisation and sample order, not in the
     cached jitter, and each costs its training only (a lite0 cache takes 20-60 min on a 2-core CPU, its
     training 15)."""
-    """Jittered views per training pair in the feature cache (shift, scale and photometric jitter)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
