@@ -19,13 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.lasot import (  # noqa: F401 - build_index and read_names_file: the readers import them here
-    Index,
-    LasotSequence,
-    build_index,
-    read_names_file,
-    user_split,
-)
+from siamtool.data.lasot import user_split
 from siamtool.errors import DatasetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")

@@ -14,13 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import (
-    build_index,
-    frames_for,
-    read_names_file,
-    refuse_nan,
-)
-from siamtool.data.lasot import Index, LasotSequence, parse_boxes
+from siamtool.data.datasets.common import frames_for, refuse_nan
+from siamtool.data.lasot import Index, LasotSequence, build_index, parse_boxes, read_names_file
 from siamtool.errors import DatasetError
 
 SPLITS = ("train", "val", "test")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, custom_names, list_frames, refuse_nan
-from siamtool.data.lasot import Index, LasotSequence
+from siamtool.data.datasets.common import custom_names, list_frames, refuse_nan
+from siamtool.data.lasot import Index, LasotSequence, build_index
 from siamtool.errors import DatasetError
 
 SPLITS = ("all",)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, list_frames, refuse_nan, table, zero_rows
-from siamtool.data.lasot import Index, LasotSequence, parse_boxes
+from siamtool.data.datasets.common import check_count, list_frames, refuse_nan, table, zero_rows
+from siamtool.data.lasot import Index, LasotSequence, build_index, parse_boxes
 from siamtool.errors import DatasetError
 
 ATTRIBUTES: dict[str, str] = {

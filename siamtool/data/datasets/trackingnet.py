@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, frames_for, refuse_nan, zero_rows
-from siamtool.data.lasot import Index, LasotSequence, parse_boxes
+from siamtool.data.datasets.common import frames_for, refuse_nan, zero_rows
+from siamtool.data.lasot import Index, LasotSequence, build_index, parse_boxes
 from siamtool.errors import DatasetError
 
 CHUNKS = tuple(f"TRAIN_{i}" for i in range(12)) + ("TEST",)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, table
-from siamtool.data.lasot import Index, LasotSequence, parse_boxes
+from siamtool.data.datasets.common import table
+from siamtool.data.lasot import Index, LasotSequence, build_index, parse_boxes
 from siamtool.errors import DatasetError
 
 ATTRIBUTES: dict[str, str] = {

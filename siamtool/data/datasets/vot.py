@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from siamtool.data.datasets.common import build_index, check_count, custom_names, list_frames, read_names_file
-from siamtool.data.lasot import Index, LasotSequence
+from siamtool.data.datasets.common import check_count, custom_names, list_frames
+from siamtool.data.lasot import Index, LasotSequence, build_index, read_names_file
 from siamtool.errors import DatasetError
 
 SPLITS = ("list", "all")
