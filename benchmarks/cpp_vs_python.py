@@ -56,10 +56,13 @@ def run_cpp(binary: Path, export: Path, seq: Path, init: np.ndarray, threads: in
 
 def run_python(export: Path, seq: Path, init: np.ndarray, threads: int, runtime: str = "opencv"
                ) -> tuple[float, np.ndarray]:
-    from siamtool.tracking.onnx_backend import OnnxBackend
-
     cv2.setNumThreads(threads)
-    backend = OpenCVBackend(export, threads=threads) if runtime == "opencv" else OnnxBackend(export, threads=threads)
+    if runtime == "opencv":
+        backend = OpenCVBackend(export, threads=threads)
+    else:  # onnxruntime only here: Debian's python3 (`--python`) runs the OpenCV side without it
+        from siamtool.tracking.onnx_backend import OnnxBackend
+
+        backend = OnnxBackend(export, threads=threads)
     tracker = Tracker(backend)
     files = sorted((seq / "img").glob("*.jpg"))
     tracker.initialize(cv2.imread(str(files[0])), init)
@@ -72,30 +75,23 @@ def run_python(export: Path, seq: Path, init: np.ndarray, threads: int, runtime:
 
 
 EXTERNAL = """
-import sys, cv2, numpy as np
-from siamtool.tracking.opencv_backend import OpenCVBackend
-from siamtool.tracking.tracker import Tracker
-export, out, threads, init, files = sys.argv[1], sys.argv[2], int(sys.argv[3]), np.array(sys.argv[4].split(","), float), sys.argv[5:]
-cv2.setNumThreads(threads)
-tracker = Tracker(OpenCVBackend(export, threads=threads))
-tracker.initialize(cv2.imread(files[0]), init)
-boxes, seconds = [init], 0.0
-for f in files[1:]:
-    result = tracker.track(cv2.imread(f))
-    seconds += result.time_s
-    boxes.append(result.box)
-np.save(out, np.array(boxes))
-print((len(files) - 1) / seconds, cv2.__version__)
+import sys
+from pathlib import Path
+import cv2, numpy as np
+from cpp_vs_python import run_python
+fps, boxes = run_python(Path(sys.argv[1]), Path(sys.argv[3]), np.array(sys.argv[4].split(","), float), int(sys.argv[5]))
+np.save(sys.argv[2], boxes)
+print(fps, cv2.__version__)
 """
 
 
 def run_external(python: str, export: Path, seq: Path, init: np.ndarray, threads: int) -> tuple[float, np.ndarray]:
-    """`run_python` under another interpreter (its own OpenCV); the repository on its path."""
+    """`run_python` under another interpreter (its own OpenCV): the repository and this folder on its path."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "boxes.npy"
-        run = subprocess.run([python, "-c", EXTERNAL, str(export), str(out), str(threads),
-                              ",".join(repr(float(v)) for v in init), *map(str, sorted((seq / "img").glob("*.jpg")))],
-                             capture_output=True, text=True, check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        run = subprocess.run([python, "-c", EXTERNAL, str(export), str(out), str(seq),
+                              ",".join(repr(float(v)) for v in init), str(threads)], capture_output=True, text=True,
+                             check=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "benchmarks")])))
         return float(run.stdout.split()[0]), np.load(out)
 
 
