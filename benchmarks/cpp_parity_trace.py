@@ -4,6 +4,11 @@
     siamtool export --out /tmp/export
     python benchmarks/cpp_parity_trace.py /tmp/export motorcycle-2
     python benchmarks/cpp_parity_trace.py /tmp/export face-3 --px 0.1
+    PYTHONPATH=.:benchmarks /usr/bin/python3 benchmarks/cpp_parity_trace.py /tmp/export face-3 --px 1e-9 --stop 1e-9
+
+The last runs the Python side under Debian's python3-opencv, the OpenCV the C++ program links: one
+runtime, so the windows agree to the bit unless the host arithmetic differs (exit 1 at the first frame
+more than --stop apart; tests/cpp uses it so).
 
 `parity_trace.py` does this for two Python runtimes; here one side is `cpp/build/siamtool-track` (its
 SIAMTOOL_DEBUG=1 lines: each frame's search window and chosen cell) and the other the Python Tracker on
@@ -67,10 +72,11 @@ def main() -> int:
     ap.add_argument("--binary", type=Path, default=REPO / "cpp" / "build" / "siamtool-track")
     ap.add_argument("--px", type=float, default=0.5, help="print frames whose windows are this far apart")
     ap.add_argument("--stop", type=float, default=8.0, help="stop once the windows are this far apart")
+    ap.add_argument("--frames", type=int, default=None, help="the first this many frames (default: all)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     seq = next(REAL.glob(f"*/{args.sequence}"))
-    frames = [cv2.imread(str(f)) for f in sorted((seq / "img").glob("*.jpg"))]
+    frames = [cv2.imread(str(f)) for f in sorted((seq / "img").glob("*.jpg"))[: args.frames]]
     init = from_lasot(np.loadtxt(seq / "groundtruth.txt", delimiter=",", max_rows=1))
     with tempfile.TemporaryDirectory() as tmp:
         for i, frame in enumerate(frames):

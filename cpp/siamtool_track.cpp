@@ -271,16 +271,19 @@ struct Filter {
         return v;
     }
 
+    // The energy in double, then per value a float32 division and product, transformed in double, as
+    // TranslationFilter._spectrum: OpenCV's Mat::dot and Mat / scalar round differently (float partial
+    // sums, a multiply by the reciprocal), one float32 ulp that the tracker amplifies into a parted track.
     Spectrum spectrum(const cv::Mat& feats) const {  // feats: CV_32F (C, H*W)
         double energy = 0;
-        for (int i = 0; i < feats.rows; ++i) energy += feats.row(i).dot(feats.row(i));
+        for (int c = 0; c < feats.rows; ++c)
+            for (const float v : cv::Mat_<float>(feats.row(c))) energy += double(v) * double(v);
         const float norm = float(std::sqrt(energy / double(feats.total()) + s->energyEps));
         Spectrum out(feats.rows);
         for (int c = 0; c < feats.rows; ++c) {
-            cv::Mat x = feats.row(c).reshape(1, h) / norm;
-            x = x.mul(win);
-            cv::Mat xd;
-            x.convertTo(xd, CV_64F);
+            const float* x = feats.ptr<float>(c);
+            cv::Mat xd(h, w, CV_64F);
+            for (int i = 0; i < h * w; ++i) xd.at<double>(i / w, i % w) = double(x[i] / norm * win.at<float>(i / w, i % w));
             cv::dft(xd, out[c], cv::DFT_COMPLEX_OUTPUT);
         }
         return out;

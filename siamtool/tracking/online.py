@@ -164,14 +164,20 @@ class TranslationFilter:
         self.peak = max(peak, 1e-6) if np.isfinite(peak) else 1.0  # max(nan, 1e-6) is nan
 
     def _spectrum(self, feats: np.ndarray) -> np.ndarray:
+        """The windowed, energy-normalised features' half spectrum.
+
+        Every precision is spelled out (the energy summed in float64, the division and the window in
+        float32, the transform in float64) because numpy 1 and 2 promote float32 differently, and the C++
+        tracker (`cpp/`) computes exactly this: one float32 ulp here parted the two tracks on face-3."""
         x = np.asarray(feats, dtype=np.float32)
         if x.shape[1:] != self.shape or self._win is None:
             self.shape = x.shape[1:]
             w, h = self.size_cells
             self._win = np.outer(target_window(self.shape[0], self.window * h),
                                  target_window(self.shape[1], self.window * w))
-        x = x / np.sqrt(float(np.mean(x * x)) + 1e-12)
-        return np.fft.rfft2(x * self._win)
+        energy = float(np.mean(np.square(x, dtype=np.float64)))
+        x = x / np.float32(np.sqrt(energy + 1e-12))
+        return np.fft.rfft2((x * self._win).astype(np.float64))
 
     def add_sample(self, feats: np.ndarray, center_cells: tuple[float, float], size_cells: tuple[float, float],
                    permanent: bool = False) -> None:
@@ -187,7 +193,7 @@ class TranslationFilter:
             self._win = None
         xf = self._spectrum(feats)
         sigma = max(self.sigma_factor * float(np.sqrt(size_cells[0] * size_cells[1])), 0.25)
-        yf = np.fft.rfft2(gaussian_label(self.shape, center_cells, sigma))
+        yf = np.fft.rfft2(gaussian_label(self.shape, center_cells, sigma).astype(np.float64))
         self.memory.add(np.conj(yf)[None] * xf, np.sum((xf * np.conj(xf)).real, axis=0), permanent)
         self._num, den = self.memory.model()
         self._den = den + self.reg * max(float(den.mean()), 1e-12)  # all-zero features: 0 / 0 otherwise
@@ -205,6 +211,7 @@ class TranslationFilter:
 def parabolic_offset(left: float, centre: float, right: float) -> float:
     """Sub-sample offset in [-0.5, 0.5] of the vertex of the parabola through three samples around a
     maximum at `centre` (KCF's and ECO's sub-pixel step); 0 where the three are flat or not a maximum."""
+    left, centre, right = float(left), float(centre), float(right)  # float64 under numpy 1 and 2 alike
     curvature = left - 2.0 * centre + right
     if not (np.isfinite(curvature) and curvature < 0):
         return 0.0
@@ -284,7 +291,7 @@ class ScaleFilter:
     def _spectrum(self, grey: np.ndarray, center: np.ndarray, size: np.ndarray) -> np.ndarray:
         patches = crop_patches(grey, center, size, self.factors, self.model_wh)
         feats = gradient_histograms(patches) * self._win
-        return np.fft.fft(feats, axis=0)
+        return np.fft.fft(feats.astype(np.float64), axis=0)
 
     def add_sample(self, grey: np.ndarray, center: np.ndarray, size: np.ndarray) -> None:
         xf = self._spectrum(grey, center, size)

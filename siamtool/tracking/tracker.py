@@ -45,6 +45,7 @@ Every knob is in the `track:` config section.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ def select_candidate(
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite cells are masked out below
         s_change = _change(context_side(w, h, context) / context_side(ew, eh, context))
         r_change = _change((ew / eh) / (w / h))
-        penalty = np.exp(-(r_change * s_change - 1.0) * scale_penalty)
+        penalty = libm_exp(-(r_change * s_change - 1.0) * scale_penalty)
         pscore = penalty * score * (1.0 - window_influence) + window * window_influence
     # A non-finite cell (fp16/int8 overflow, a broken backend) can never win: argmax would pick a NaN.
     pscore = np.where(np.isfinite(pscore) & np.all(np.isfinite(boxes), axis=-1), pscore, -np.inf)
@@ -175,6 +176,16 @@ def select_candidate(
     if not np.isfinite(pscore[i, j]):
         return Candidate((int(i), int(j)), float("nan"), 0.0, np.full(4, np.nan))
     return _blend_near_best(pscore, score, penalty, boxes, (int(i), int(j)), margin)
+
+
+def libm_exp(x: np.ndarray) -> np.ndarray:
+    """``exp`` of each value through the C library's `exp`, as the C++ tracker's `std::exp` computes it.
+
+    numpy's vectorised float64 exp differs from libm's in the last bit on some values; the penalty then
+    moves the box by 1e-14 px, and a tracker that oscillates between two cells amplifies that into a
+    parted track within a hundred frames (`benchmarks/cpp_parity_trace.py`, face-3). 256 calls per frame."""
+    flat = np.minimum(np.asarray(x, dtype=np.float64), 700.0).ravel().tolist()
+    return np.array([math.exp(v) for v in flat], dtype=np.float64).reshape(np.shape(x))
 
 
 def _blend_near_best(pscore: np.ndarray, score: np.ndarray, penalty: np.ndarray, boxes: np.ndarray,

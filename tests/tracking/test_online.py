@@ -13,10 +13,11 @@ from siamtool.tracking.online import (
     ScaleFilter,
     TranslationFilter,
     gaussian_label,
+    parabolic_offset,
     refine_peak,
     upsampled_response,
 )
-from siamtool.tracking.tracker import Tracker
+from siamtool.tracking.tracker import Tracker, libm_exp
 from tests.tracking.fakes import small_config
 
 
@@ -41,6 +42,23 @@ def test_filter_finds_the_target_where_it_moved():
     assert refine_peak(fine, 4, (10, 5)) == pytest.approx((10.0, 5.0), abs=0.1)  # the new background pulls 0.05
     # calibrated: the first frame's own response peaks at 1
     assert f.respond(first)[0].max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_host_arithmetic_is_float64_whatever_numpy_does_with_float32():
+    """numpy >= 2 keeps float32 in float32 (FFTs, scalar arithmetic), numpy 1 promoted to float64: the
+    filter's transforms and the peak's parabola are float64 either way, as the C++ tracker computes them,
+    and the penalty's exp is libm's, the C++ `std::exp`, to the bit."""
+    import math
+
+    rng = np.random.default_rng(1)
+    feats = textured_map(rng)
+    f = TranslationFilter()
+    f.add_sample(feats, (7.0, 7.0), (3.0, 3.0), permanent=True)
+    assert f._spectrum(feats).dtype == np.complex128 and f._num.dtype == np.complex128
+    left, centre, right = np.float32(0.7), np.float32(0.9000001), np.float32(0.8)
+    assert parabolic_offset(left, centre, right) == parabolic_offset(float(left), float(centre), float(right))
+    x = -rng.uniform(0, 30, size=(16, 16))
+    assert [float(v) for v in libm_exp(x).ravel()] == [math.exp(v) for v in x.ravel()]
 
 
 def test_upsampled_response_interpolates_a_band_limited_peak():

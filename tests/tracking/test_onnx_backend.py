@@ -54,8 +54,13 @@ def test_one_sequence_tracked_through_both_backends_gives_the_same_boxes(stable_
 
 
 def test_same_state_same_box_with_default_post_processing(tmp_path, synthetic_lasot):
-    """Frame by frame from the same state, with the default window/penalty picking any cell of the map."""
-    cfg = tiny_config("track.lost_threshold=0.0", backbone="dinov3_vits16")
+    """Frame by frame from the same state, with the default window/penalty picking any cell of the map.
+
+    Sizes from the box head (`track.scale=head`, the shipped tracker's): the DSST scale filter reads the
+    frame's grey pixels, not the backend, and on this random model's target half outside the frame its
+    scale response is flat, so a centre 1e-5 px away (onnxruntime 1.32 against PyTorch) moved the size by
+    a whole scale step, 3.2 px (test_opencv_backend says the same)."""
+    cfg = tiny_config("track.lost_threshold=0.0", "track.scale=head", backbone="dinov3_vits16")
     model = peaked_model(cfg)
     assert export_model(model, cfg, tmp_path).passed
     ref, onnx_tracker = Tracker(TorchBackend(model, "cpu"), cfg), Tracker(OnnxBackend(tmp_path, threads=1), cfg)
