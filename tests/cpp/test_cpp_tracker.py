@@ -288,8 +288,9 @@ def test_cpp_is_python_to_the_bit_on_the_same_opencv(binary, shipped_export, run
     frames (where the tracker oscillates between two cells and amplifies any difference) agrees to 1e-9 px.
 
     Each of these parted face-3 before it was fixed, first apart at the frame given: the filter's energy
-    from OpenCV's Mat::dot and its Mat / scalar (frame 2), numpy 2 transforming float32 in float32, and
-    numpy's vectorised exp in the penalty, one ulp from libm's (frame 99)."""
+    through OpenCV's Mat::dot and its Mat / scalar in C++ (frame 2), numpy's vectorised exp in Python's
+    penalty, one ulp from libm's (frame 99)."""
+    shared("real_lasot", "face", "face-3")  # the script reads it from there
     run = subprocess.run([SYSTEM_PYTHON, str(REPO / "benchmarks" / "cpp_parity_trace.py"), str(shipped_export),
                           "face-3", "--frames", "120", "--px", "1e-9", "--stop", "1e-9", "--binary", str(binary)],
                          capture_output=True, text=True, timeout=600,
