@@ -572,7 +572,34 @@ def test_a_long_cpu_run_is_told_its_time_and_the_cpu_recipe(threshold, warned, s
     lines = [line for line in output_lines(r.output) if "s a step on this CPU" in line]
     assert len(lines) == int(warned), r.output
     if warned:
-        assert "the remaining 3 steps take about 0 minutes" in lines[0] and "configs/cpu-small.yaml" in lines[0]
+        # 6 steps: the first starts the loader and is not timed, the next 3 are, 2 remain.
+        assert "the remaining 2 steps take about 0 minutes" in lines[0] and "configs/cpu-small.yaml" in lines[0]
+
+
+def test_the_pace_estimate_leaves_out_the_loaders_start(synthetic_shards, tmp_path, monkeypatch):
+    """The shipped recipe's feature cache is read on the first step (7 GB, half a minute): timed with the
+    steps, it made a 30-minute run announce 8.5 hours. A loader that takes a second and a half to give its
+    first batch must not make a run of milliseconds a step look long."""
+    import siamtool.engine.trainer as trainer
+
+    make = trainer.default_loader_factory
+
+    def slow_start(shards_dir, cfg, device):
+        inner = make(shards_dir, cfg, device)
+
+        def loaders(split, *args, **kwargs):
+            it = iter(inner(split, *args, **kwargs))
+            if split == "train":
+                time.sleep(1.5)
+            return it
+
+        return loaders
+
+    monkeypatch.setattr(trainer, "default_loader_factory", slow_start)
+    monkeypatch.setattr(trainer, "PACE_WARN_S", 1.0)  # the old estimate: 1.5 s / 3 steps x 3 left = 1.5 s
+    r = _train_tiny(tmp_path, synthetic_shards, "train.workers=0", "train.samples_per_epoch=48")
+    assert r.exit_code == 0, r.output
+    assert not [line for line in output_lines(r.output) if "s a step on this CPU" in line], r.output
 
 
 def test_a_prepare_that_failed_before_its_first_shard_does_not_lock_the_folder(synthetic_lasot, tmp_path,

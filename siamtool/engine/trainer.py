@@ -73,7 +73,8 @@ StepHook = Callable[[int, dict[str, torch.Tensor]], None]
 (reading one synchronises with the device)."""
 LOSS_TERMS = ("loss", "loss_heat", "loss_l1", "loss_giou")
 PACE_STEPS = 3
-"""Optimizer steps a CPU run times before it estimates how long it will take (`Trainer._check_pace`)."""
+"""Optimizer steps a CPU run times before it estimates how long it will take (`Trainer._check_pace`), after
+its first step: that one also starts the loader (the shipped recipe reads 7 GB of cached features there)."""
 PACE_WARN_S = 2 * 3600.0
 """A CPU run estimated to need longer than this is told so, with the CPU recipes to use instead."""
 
@@ -391,6 +392,8 @@ class Trainer:
         self.resume = resume
         self.on_step = on_step
         self.reporter = reporter if dist_info.main else SILENT  # one rank reports for the run
+        self._pace: tuple[float, int] | bool | None = False
+        """`_check_pace`'s clock: False off (or done), None armed for the next step, else (start, step)."""
         self.amp = resolve_amp(self.t.amp, device)
         self.compile = resolve_compile(cfg, device)
         self.rank_batch = self.t.batch_size * dist_info.world_size
@@ -641,7 +644,7 @@ class Trainer:
                 self._say(f"untrained: val IoU {result.baseline['val_iou']:.3f}, "
                           f"centre error {result.baseline['val_center_err']:.1f} px")
             self.reporter.progress("train", completed=self.step, total=self.total_steps, detail="")
-            self._pace = (time.perf_counter(), self.step)
+            self._pace = None  # armed by the first step (`_check_pace`)
             while self.epoch < self.t.epochs:
                 result.last_val = self._epoch()
         except KeyboardInterrupt:
@@ -709,10 +712,15 @@ class Trainer:
 
         configs/base.yaml is a GPU recipe: on a CPU it started a 9,375-step DINOv3 run at about 100 s a
         step (11 days) without a word. The estimate is this machine's own, so a fast CPU is not nagged."""
-        pace = getattr(self, "_pace", None)
-        if pace is None or self.device.type != "cpu" or not self.dist.main or self.step - pace[1] < PACE_STEPS:
+        if self.device.type != "cpu" or not self.dist.main or self._pace is False:
             return
-        self._pace = None
+        if self._pace is None:  # the first step of this process: it carried the loader's start, so not timed
+            self._pace = (time.perf_counter(), self.step)
+            return
+        pace = self._pace
+        if self.step - pace[1] < PACE_STEPS:
+            return
+        self._pace = False
         per_step = (time.perf_counter() - pace[0]) / (self.step - pace[1])
         left = per_step * (self.total_steps - self.step)
         if left > PACE_WARN_S:
