@@ -71,6 +71,23 @@ def test_cache_holds_the_backbone_features_resumes_and_rebuilds(synthetic_shards
     assert build_feature_cache(synthetic_shards, cfg, model).built == 3
 
 
+def test_both_splits_stay_loaded_and_a_rebuilt_view_is_read_again(synthetic_shards, cfg):
+    """Training and validation alternate every epoch: keeping only the last split read the shipped
+    recipe's 7 GB of training views again each epoch. A view rewritten since (another jitter setting) must
+    be read again, not served from memory."""
+    model = build_model(cfg)
+    build_feature_cache(synthetic_shards, cfg, model)
+    directory = cache_dir(synthetic_shards, cfg)
+    train_files = [view_file(directory, "train", v) for v in range(cfg.train.cache_views)]
+    train = load_views(train_files)
+    load_views([view_file(directory, "val", 0)])
+    assert load_views(train_files) is train  # the epoch after validation: no second read
+    cfg.train.augment.shift = 1.0
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+    again = load_views(train_files)
+    assert again is not train and not np.array_equal(again["search_box"], train["search_box"])
+
+
 def test_backbone_runner_matches_pytorch(cfg):
     model = build_model(cfg)
     x = torch.rand(3, 3, 64, 64) * 255
