@@ -238,10 +238,12 @@ def load_views(files: list[Path]) -> dict[str, np.ndarray]:
     shipped recipe's training views again each epoch (half a minute). Another cache's arrays, or files
     rewritten since (a rebuilt view), are dropped first, so a second run in one process neither doubles
     the memory nor trains on stale views."""
+    stats = []
     for f in files:
         if not f.is_file():
             raise DatasetError(f"{f}: feature cache file missing; run `siamtool train` again to rebuild it")
-    key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        stats.append(f.stat())
+    key = tuple((str(f), st.st_mtime_ns, st.st_size) for f, st in zip(files, stats))
     if key not in _LOADED:
         folders, paths = {str(Path(f).parent) for f in files}, {str(f) for f in files}
         for old in [k for k in _LOADED if any(str(Path(p).parent) not in folders or p in paths for p, _, _ in k)]:
