@@ -19,7 +19,8 @@ every siamtool tracker's FPS against the old path and against NanoTrack v2.
 Every tracker writes raw results in the LaSOT format (1-based x,y,w,h; frame 1 = GT) and per-frame
 tracking times; everything is scored by `siamtool.eval.report.evaluate_results` (success AUC, precision
 at 20 px, normalized precision at 0.20, pytracking convention), on all sequences and on the ones held
-out of the default model's training (bag-1 and toy-1 were seen in training: see MODEL_CARD.md).
+out of the default model's training (bag-1 and toy-1 were seen in training: see MODEL_CARD.md), and by
+GOT-10k's average overlap (AO, `average_overlap`), issue 20's second measure.
 FPS = tracked frames / summed tracking time (frame 1 excluded; image reading and JPEG decoding
 excluded for every tracker). Threads: ``--threads`` for torch, onnxruntime and OpenCV alike.
 
@@ -166,17 +167,17 @@ def versions(python: Path | None) -> dict[str, str]:
 
 
 def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict[str, dict], seqs: list[LasotSequence],
-             runtime: dict[str, str]) -> str:
+             runtime: dict[str, str], ao: dict[str, dict[str, float]]) -> str:
     """The README tables: held-out scores first (the fair comparison), all sequences, FPS, per sequence."""
     base = speed.get(BASELINE, {}).get("fps")
     held_names = ", ".join(s.name for s in seqs if s.name in HELD_OUT)
     head = "| tracker | runtime |"
     sep = "| --- | --- |"
     if held_rep is not None:
-        head += " held-out AUC | P | P_norm |"
-        sep += " ---: | ---: | ---: |"
-    head += f" all {len(seqs)}: AUC | P | P_norm | FPS |" + (f" FPS / {BASELINE} |" if base else "")
-    sep += " ---: | ---: | ---: | ---: |" + (" ---: |" if base else "")
+        head += " held-out AUC | P | P_norm | AO |"
+        sep += " ---: | ---: | ---: | ---: |"
+    head += f" all {len(seqs)}: AUC | P | P_norm | AO | FPS |" + (f" FPS / {BASELINE} |" if base else "")
+    sep += " ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if base else "")
     key = held_rep if held_rep is not None else all_rep
     order = sorted(names, key=lambda n: -key["trackers"][n]["success_auc"])
     rows = [head, sep]
@@ -184,10 +185,11 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
         row = f"| {n} | {runtime[n]} |"
         if held_rep is not None:
             t = held_rep["trackers"][n]
-            row += f" {t['success_auc']:.1f} | {t['precision_20']:.1f} | {t['norm_precision_20']:.1f} |"
+            row += (f" {t['success_auc']:.1f} | {t['precision_20']:.1f} | {t['norm_precision_20']:.1f} |"
+                    f" {ao['held_out'][n]:.1f} |")
         t = all_rep["trackers"][n]
         row += (f" {t['success_auc']:.1f} | {t['precision_20']:.1f} | {t['norm_precision_20']:.1f} |"
-                f" {speed[n]['fps']:.1f} |" + (f" {speed[n]['fps'] / base:.2f}x |" if base else ""))
+                f" {ao['all'][n]:.1f} | {speed[n]['fps']:.1f} |" + (f" {speed[n]['fps'] / base:.2f}x |" if base else ""))
         rows.append(row)
     per = ["", "Success AUC per sequence (* = seen in the default model's training):", "",
            "| tracker | " + " | ".join(s.name + ("*" if s.name in SEEN else "") for s in seqs) + " |",
@@ -196,8 +198,32 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
         ps = all_rep["trackers"][n]["per_sequence"]
         per.append(f"| {n} | " + " | ".join(f"{ps[s.name]['success_auc']:.1f}" for s in seqs) + " |")
     note = (f"Held out of training: {held_names}. " if held_rep is not None else "") + \
-        "Scores in percent (pytracking convention); FPS = tracking call only, frame 1 and JPEG decoding excluded."
+        "Scores in percent (pytracking convention; AO = GOT-10k's average overlap, pooled over frames); FPS = tracking call only, frame 1 and JPEG decoding excluded."
     return "\n".join([*rows, "", note, *per]) + "\n"
+
+
+def average_overlap(dirs: dict[str, Path], seqs: list[LasotSequence]) -> dict[str, float]:
+    """GOT-10k's AO (percent) of each tracker: IoU pooled over every frame after the first where the target
+    is visible, boxes clipped to the image, as the ``got10k`` toolkit scores (absent frames play its cover 0).
+
+    Pooled over frames, not averaged per sequence as success AUC is: a long failure weighs by its length,
+    which is why issue 20 asks for it next to AUC.
+    """
+    from siamtool.eval.metrics import got10k_scores, got10k_sequence_ious
+    from siamtool.eval.results import load_tracker_results
+
+    sizes = {}
+    for s in seqs:
+        frame = cv2.imread(str(s.frame_path(0)), cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            raise SiamtoolError(f"{s.frame_path(0)}: unreadable image; AO needs each sequence's frame size")
+        sizes[s.name] = (frame.shape[1], frame.shape[0])
+    out = {}
+    for name, directory in dirs.items():
+        raw = load_tracker_results(name, directory, seqs).raw
+        ious = [got10k_sequence_ious(raw[s.name], s.gt, s.visible.astype(np.int8), sizes[s.name]) for s in seqs]
+        out[name] = got10k_scores(np.concatenate(ious))["ao"]
+    return out
 
 
 def _track_profile():
@@ -324,9 +350,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     held_rep = (evaluate_results(dirs, Index(held, [], []), out_dir=args.out / "held_out",
                                  split="real_lasot, held out of training") if held else None)
     speed = {n: timing(dirs[n], seqs) for n in names}
+    ao = {"all": average_overlap(dirs, seqs), **({"held_out": average_overlap(dirs, held)} if held else {})}
     runtime = {**{n: rt for n, (_, _, rt) in ours.items()},
                **{PEERS[k]: "OpenCV" + (" DNN" if k in ("nano", "vit") else "") for k in peers}}
-    table = markdown(names, all_rep, held_rep, speed, seqs, runtime)
+    table = markdown(names, all_rep, held_rep, speed, seqs, runtime, ao)
     ratios = speed_ratios([n for n in ours], speed)
     table += "\n" + ratio_table(ratios)
 
@@ -341,7 +368,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "load_average_before": load_before, "load_average_after": load_after, "versions": versions(
                 args.peers_python if peers else None), "speed": speed, "sequences": [s.name for s in seqs],
             "held_out": [s.name for s in held], "seen_in_training": [s.name for s in seqs if s.name in SEEN],
-            "speed_ratios": ratios}
+            "speed_ratios": ratios, "average_overlap": ao}
     footer = (f"\nCommand: `{command}` ({args.threads} threads per tracker; load average {load_before[0]:.1f} "
               f"before, {load_after[0]:.1f} after; {wall:.0f} s).\n")
     (args.out / "peers.md").write_text(table + footer)

@@ -8,7 +8,7 @@
 // OpenCV 4.x's DNN reads), the `track:` settings and the host constants (export.json). The host logic
 // is specified in docs/runtimes.md ("The whole tracker without Python"); every step below names the
 // Python function it ports. One class, `Tracker`, with its three online models (`Filter`, `ScaleFilter`,
-// `DistractorMemory`), a small JSON reader and `main`. Debugging aids: SIAMTOOL_DEBUG=1 prints each
+// `DistractorMemory`) and its `CameraMotion`, a small JSON reader and `main`. Debugging aids: SIAMTOOL_DEBUG=1 prints each
 // frame's window and candidate to stderr; --dump-crops DIR (for tests/cpp) writes the first frame's crops as raw
 // float32: template.f32, search.f32 (H, W, 3 BGR), the search graph's score.f32 (H, W), boxes.f32 (4, H, W)
 // and search_features.f32 (C, H, W) on that crop and, with the DSST scale filter, scale_patches.f32 and
@@ -83,6 +83,7 @@ std::string jsonValue(const std::string& text, const std::string& key) {
 
 double jsonNumber(const std::string& text, const std::string& key) { return std::stod(jsonValue(text, key)); }
 bool jsonBool(const std::string& text, const std::string& key) { return jsonValue(text, key) == "true"; }
+bool jsonHas(const std::string& text, const std::string& key) { return text.find("\"" + key + "\":") != std::string::npos; }
 
 struct Settings {  // export.json "track" (config.TrackConfig) and "tracker" (onnx_format.track_settings)
     double windowInfluence, scalePenalty, sizeLr, minSize, lostThreshold, lostRatio, referenceRate;
@@ -97,6 +98,8 @@ struct Settings {  // export.json "track" (config.TrackConfig) and "tracker" (on
     int referenceFrames, upsample, scaleCount;
     std::string scaleMode;
     double scaleStep, scaleReg, scaleModelArea, distractorWeight;
+    bool cameraMotion = false;  // track.camera_motion (absent from exports made before it existed: off)
+    double cameraWidth = 0, cameraRate = 0, cameraPrior = 0;
     std::string templateGraph, searchGraph;
 };
 
@@ -123,6 +126,7 @@ Settings readSettings(const std::string& dir) {
     s.onlineAugment = jsonBool(t, "online_augment"); s.calibrateSize = jsonNumber(t, "calibrate_size");
     s.scaleMode = jsonValue(t, "scale"); s.scaleStep = jsonNumber(t, "scale_step");
     s.scaleCount = int(jsonNumber(t, "scale_count")); s.distractorWeight = jsonNumber(t, "distractor_weight");
+    s.cameraMotion = jsonHas(t, "camera_motion") && jsonBool(t, "camera_motion");
     const std::string crop = jsonValue(k, "crop"), c = jsonValue(k, "constants"), g = jsonValue(k, "opencv4_graphs");
     s.templateSize = int(jsonNumber(crop, "template_size")); s.searchSize = int(jsonNumber(crop, "search_size"));
     s.context = jsonNumber(crop, "context");
@@ -133,6 +137,10 @@ Settings readSettings(const std::string& dir) {
     s.refineRadius = jsonNumber(c, "refine_radius"); s.blurSigma = jsonNumber(c, "augment_blur_sigma");
     s.labelMinSigma = jsonNumber(c, "label_min_sigma"); s.energyEps = jsonNumber(c, "energy_eps");
     s.denEps = jsonNumber(c, "den_eps"); s.peakMin = jsonNumber(c, "peak_min");
+    if (s.cameraMotion) {
+        s.cameraWidth = jsonNumber(c, "camera_width"); s.cameraRate = jsonNumber(c, "camera_rate");
+        s.cameraPrior = jsonNumber(c, "camera_prior");
+    }
     s.scaleReg = jsonNumber(c, "scale_reg"); s.scaleModelArea = jsonNumber(c, "scale_model_area");
     s.templateGraph = dir + "/" + jsonValue(g, "template"); s.searchGraph = dir + "/" + jsonValue(g, "search");
     for (const auto& graph : {s.templateGraph, s.searchGraph})
@@ -600,6 +608,46 @@ struct DistractorMemory {
     }
 };
 
+// ------------------------------------------------------------------------ camera motion (tracking.camera)
+
+// tracking.camera.CameraMotion (track.camera_motion): the image's frame-to-frame shift by phase correlation
+// of small grey copies, and the least-squares gain of the target's motion on it.
+struct CameraMotion {
+    const Settings* s = nullptr;
+    cv::Mat previous, window;
+    double num = 0, den = 0;
+    int factor = 1;
+
+    cv::Mat small(const cv::Mat& frame) {  // grey, then k x k block means (Python's round: half to even)
+        factor = std::max(1, int(std::nearbyint(std::max(frame.rows, frame.cols) / s->cameraWidth)));
+        cv::Mat g, reduced, f;
+        cv::cvtColor(frame, g, cv::COLOR_BGR2GRAY);
+        cv::resize(g, reduced, cv::Size(), 1.0 / factor, 1.0 / factor, cv::INTER_AREA);
+        reduced.convertTo(f, CV_32F);
+        return f;
+    }
+    void start(const Settings& settings, const cv::Mat& frame) {
+        s = &settings; previous = small(frame); num = den = 0;
+        cv::createHanningWindow(window, previous.size(), CV_32F);
+    }
+    cv::Point2d shift(const cv::Mat& frame) {
+        const cv::Mat last = previous, current = small(frame);
+        previous = current;
+        if (last.size() != current.size()) { cv::createHanningWindow(window, current.size(), CV_32F); return {0, 0}; }
+        const cv::Point2d d = cv::phaseCorrelate(last, current.clone(), window);  // 4.6 windows its inputs in place
+        const cv::Point2d out{d.x * factor, d.y * factor};
+        return std::isfinite(out.x) && std::isfinite(out.y) ? out : cv::Point2d{0, 0};
+    }
+    double gain(const cv::Point2d& size) const {
+        const double prior = std::pow(s->cameraPrior * std::sqrt(size.x * size.y), 2);
+        return std::clamp(num / (den + prior), 0.0, 1.0);
+    }
+    void observe(const cv::Point2d& moved, const cv::Point2d& sh) {
+        num = (1 - s->cameraRate) * num + s->cameraRate * moved.dot(sh);
+        den = (1 - s->cameraRate) * den + s->cameraRate * sh.dot(sh);
+    }
+};
+
 // --------------------------------------------------------------------------------------- tracker
 
 struct Candidate { int i = 0, j = 0; double score = NAN, penalty = 0; cv::Vec4d box{NAN, NAN, NAN, NAN}; };
@@ -620,6 +668,7 @@ public:
     void initialize(const cv::Mat& frame, const cv::Vec4d& box) {
         width_ = frame.cols; height_ = frame.rows;
         setBox(box);
+        if (s_.cameraMotion) camera_.start(s_, frame);
         const double side = contextSide(box[2], box[3], s_.context);
         cv::Mat tpl = cropWindow(frame, {box[0] + box[2] / 2, box[1] + box[3] / 2, side, s_.templateSize});
         tnet_.setInput(cv::dnn::blobFromImage(tpl, 1.0, cv::Size(), cv::Scalar(), true), "template");
@@ -643,6 +692,14 @@ public:
 
     // Tracker.track: returns the reported box; `score` and `lost` as in TrackResult.
     cv::Vec4d track(const cv::Mat& frame, double& score, bool& lost) {
+        const cv::Point2d before = center_;
+        cv::Point2d shift{0, 0};
+        if (s_.cameraMotion) {  // move the state with the camera first
+            shift = camera_.shift(frame);
+            const double a = camera_.gain(size_);
+            const cv::Point2d moved = center_ + a * shift;
+            setBox({moved.x - size_.x / 2, moved.y - size_.y / 2, size_.x, size_.y});
+        }
         const double growth = growth_;
         const Window win = nextWindow();
         Output out = search(cropWindow(frame, win));
@@ -689,6 +746,7 @@ public:
         } else {
             updateState(frame, win, cand, pred, out, growth, fused);
             growth_ = 1.0;
+            if (s_.cameraMotion) camera_.observe(center_ - before, shift);
         }
         score = finite ? cand.score : 0.0;
         lost_ = lost;
@@ -715,6 +773,7 @@ private:
     Filter filter_;
     ScaleFilter scale_;
     DistractorMemory distractors_;
+    CameraMotion camera_;
     bool dsst_ = false, useDistractors_ = false;  // the DSST scale filter runs (track.scale dsst or both, with the online model)
     std::map<int, cv::Mat> hann_;
 

@@ -288,6 +288,11 @@ class TrackConfig:
     calibrate_size: float = 0.5
     """Rescale the box head's sizes by (true / predicted size on the first frame) ** this strength
     (`Tracker._size_calibration`): 1 = the head tells the size change, the first frame the size; 0 = off."""
+    camera_motion: bool = False
+    """Move the search with the camera before each frame (`tracking.camera`): the image's shift since the
+    previous frame (phase correlation) times how much this target has followed such shifts so far. For
+    shaking footage (drones, hand-held); off by default (validation: +1.0 AUC, under the +2 points a shipped
+    setting needs; docs/benchmarks.md "Camera-motion compensation")."""
     scale: str = "dsst"
     """Where the size comes from: dsst (a 1-D scale filter, `tracking.online.ScaleFilter`: scale only, the
     aspect ratio is kept), head (the offline box head, smoothed by `size_lr`), or both (DSST rescales,
@@ -338,11 +343,14 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """The tree as plain data. An empty `data.sources` is left out: the fingerprints of everything made
-        before sources existed (eval results, feature caches, exports) hash this dict and stay valid."""
+        """The tree as plain data. An empty `data.sources` and a `track.camera_motion` that is off are left
+        out: the fingerprints of everything made before they existed (eval results, feature caches, exports)
+        hash this dict and stay valid."""
         d = asdict(self)
         if not d["data"]["sources"]:
             del d["data"]["sources"]
+        if not d["track"]["camera_motion"]:
+            del d["track"]["camera_motion"]
         return d
 
     def to_yaml(self) -> str:

@@ -5,6 +5,8 @@ geometry) and caches its features; with `track.online` it also fits the online t
 (`siamtool.tracking.online`) on the first frame's search crop and three augmented copies of it. Per
 frame, `track(frame)`:
 
+0. with `track.camera_motion`, moves the state by the share of the camera's shift since the previous frame
+   that this target has followed so far (`siamtool.tracking.camera`; off by default);
 1. crops the search window around the previous box (geometry.search_window, same context and sizes
    as training; `growth` x larger while the target is lost);
 2. runs one search forward of the backend, which returns the decoded score map, per-cell boxes and
@@ -67,6 +69,7 @@ from siamtool.geometry import (
     xywh_to_cxcywh,
 )
 from siamtool.tracking.backends import Backend
+from siamtool.tracking.camera import CameraMotion
 from siamtool.tracking.online import OnlineTarget, refine_peak
 
 
@@ -278,6 +281,7 @@ class Tracker:
         self.reference_frames = 0
         self.online: OnlineTarget | None = None
         self.size_calibration = np.ones(2)
+        self.camera: CameraMotion | None = None
         self._cells = 16
 
     # ------------------------------------------------------------------------------------ state
@@ -296,7 +300,8 @@ class Tracker:
         return clip_box(self.state_box, width, height, self.cfg.track.min_size)
 
     def next_window(self) -> CropWindow:
-        """The search window the next `track` call will crop (depends on the state only)."""
+        """The search window the next `track` call will crop (depends on the state only; with
+        `track.camera_motion` the next frame's camera shift moves it first)."""
         d = self.cfg.data
         return search_window(self.state_box, d.context, d.template_size, d.search_size, self.growth)
 
@@ -324,6 +329,8 @@ class Tracker:
         self.template_crop = cv2.cvtColor(tpl, cv2.COLOR_BGR2RGB)
         self.frame_size = (width, height)
         self._set_box(box)
+        if self.cfg.track.camera_motion:
+            self.camera = CameraMotion(frame)
         self.features = self.backend.template(self.template_crop)
         # A backend without search features gets the offline heads only.
         online = self.cfg.track.online and getattr(self.backend, "returns_features", False)
@@ -436,6 +443,11 @@ class Tracker:
         start = time.perf_counter()
         t = self.cfg.track
         frame = as_bgr(frame_bgr)
+        shift, before = None, self.center.copy()
+        if self.camera is not None:
+            shift = self.camera.shift(frame)
+            moved = self.center + self.camera.gain(self.size) * shift
+            self._set_box(cxcywh_to_xywh(np.concatenate([moved, self.size])))
         growth = self.growth
         window = self.next_window()
         search_rgb = cv2.cvtColor(crop_antialiased(frame, window), cv2.COLOR_BGR2RGB)  # 40x a [..., ::-1] copy
@@ -478,6 +490,8 @@ class Tracker:
         else:
             self._update_state(frame, window, cand, pred, out, growth, score)
             self.growth = 1.0
+            if shift is not None:
+                self.camera.observe(self.center - before, shift)  # type: ignore[union-attr]
         score_out = cand.score if finite else 0.0
         self.score, self.lost = score_out, lost
         elapsed = time.perf_counter() - start

@@ -342,6 +342,24 @@ def test_cpp_distractor_memory_follows_python(binary, shipped_export, tmp_path):
     _assert_parity(cpp, _python_boxes(export, frames, boxes[0]))
 
 
+def test_cpp_camera_motion_follows_python(binary, shipped_export, tmp_path):
+    """`track.camera_motion` (off by default) on a rendered clip seen through a camera that shakes by up to
+    12 px a frame: the C++ program measures the same shifts and learns the same gain, box for box."""
+    export = _retuned(shipped_export, tmp_path, camera_motion=True)
+    frames, boxes = _rendered(5, 16)
+    rng = np.random.default_rng(0)
+    offsets = np.vstack([[0, 0], rng.integers(-12, 13, (len(frames) - 1, 2))])
+    pad = 16
+    shaken = [cv2.copyMakeBorder(f, pad, pad, pad, pad, cv2.BORDER_REFLECT)[pad + dy:pad + dy + f.shape[0],
+                                                                             pad + dx:pad + dx + f.shape[1]]
+              for f, (dx, dy) in zip(frames, offsets)]
+    gt = boxes - np.hstack([offsets, np.zeros_like(offsets)])
+    tracker = _python_tracker(export, shaken[0], gt[0])
+    assert tracker.camera is not None  # the edited export.json switched it on for Python too
+    cpp = _cpp_boxes(binary, export, _pngs(shaken, tmp_path / "frames"), gt[0], tmp_path)
+    _assert_parity(cpp, _python_boxes(export, shaken, gt[0]), gt)
+
+
 def test_bad_arguments_fail_in_one_line_with_exit_2(binary, shipped_export, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "one").mkdir()

@@ -237,3 +237,21 @@ def test_checkpoint_on_the_real_sequences_gives_the_same_boxes_in_got10k_and_tra
         want = (tmp_path / "lasot" / "tiny-run-tiny" / f"{s.name}.txt").read_text()
         for label in ("got10k", "trackingnet"):
             assert (tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt").read_text() == want, (label, s.name)
+
+
+def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_lasot, tmp_path):
+    """benchmarks/peers.py's AO column (issue 20's second measure, on LaSOT-layout footage) is GOT-10k's AO:
+    the same noisy results scored through the GOT-10k layout give the same number, absent frames left out."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("peers", Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    source = index_dataset("lasot", synthetic_lasot, "all", strict=True)
+    assert any(s.absent.any() for s in source.sequences)  # the rule that leaves frames out is exercised
+    flat = _noisy_results(source.sequences, tmp_path / "flat" / "trk")
+    ao = peers.average_overlap({"trk": flat}, list(source.sequences))["trk"]
+    root = write_layout("got10k", source.sequences, tmp_path / "got10k", images=False)
+    got = _noisy_results(source.sequences, tmp_path / "got10k-res" / "trk", got10k=True)
+    assert ao == pytest.approx(_scores("got10k", root, got)["ao"], abs=1e-6)
+    assert 10 < ao < 90

@@ -74,7 +74,7 @@ def test_check_online_graphs_reports_float32_rounding(graphs):
 
 def test_host_constants_are_the_trackers_own():
     from siamtool.onnx_format import HOST_CONSTANTS
-    from siamtool.tracking import tracker
+    from siamtool.tracking import camera, tracker
 
     assert HOST_CONSTANTS["reference_frames"] == tracker.REFERENCE_FRAMES
     assert HOST_CONSTANTS["state_min_size"] == tracker.STATE_MIN_SIZE
@@ -83,6 +83,8 @@ def test_host_constants_are_the_trackers_own():
     assert target_window(40, 4.0).min() == pytest.approx(HOST_CONSTANTS["window_floor"])
     scale = ScaleFilter()
     assert (scale.reg, scale.model_area) == (HOST_CONSTANTS["scale_reg"], HOST_CONSTANTS["scale_model_area"])
+    camera_constants = (HOST_CONSTANTS["camera_width"], HOST_CONSTANTS["camera_rate"], HOST_CONSTANTS["camera_prior"])
+    assert camera_constants == (camera.WIDTH, camera.RATE, camera.PRIOR)
 
 
 def test_export_json_carries_the_whole_tracker(stable_export):
