@@ -1,0 +1,41 @@
+"""benchmarks/tune_tracking.py's `--init-jitter`: runs from moved initial boxes, scored as their mean."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from tests.tracking.fakes import OracleBackend, render, small_config
+
+
+@pytest.fixture(scope="module")
+def tune():
+    spec = importlib.util.spec_from_file_location("tune_tracking", REPO / "benchmarks" / "tune_tracking.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_jittered_moves_the_centre_by_a_share_of_the_size_and_scales_about_it(tune):
+    box = np.array([10.0, 20.0, 40.0, 80.0])
+    np.testing.assert_allclose(tune.jittered(box, (0.02, -0.02, 1.0)), [10.8, 18.4, 40.0, 80.0])
+    np.testing.assert_allclose(tune.jittered(box, (0.0, 0.0, 0.5)), [20.0, 40.0, 20.0, 40.0])
+
+
+def test_the_score_is_the_mean_over_the_jittered_runs(tune):
+    """A moving red square tracked by a perfect backend: each run starts from another box, so the runs
+    differ, and the reported AUC is their mean, with frame 1 scored as the ground truth in each."""
+    gt_xywh = [np.array([60.0 + 4 * k, 50.0 + 2 * k, 30.0, 30.0]) for k in range(12)]
+    frames = [render(b) for b in gt_xywh]
+    lasot_gt = np.array([[b[0] + 1, b[1] + 1, b[2], b[3]] for b in gt_xywh])  # 1-based, as load_sequence gives
+    data = [("square", frames, lasot_gt, np.zeros(len(frames), bool))]
+    cfg = small_config(calibrate_size=0.0, size_lr=0.0)  # the size stays the (jittered) initial size
+    plain = tune.score(OracleBackend(), cfg, [], data)
+    moved = tune.score(OracleBackend(), cfg, [], data, jitter=6)
+    assert "run_auc" not in plain and len(moved["run_auc"]) == 7
+    assert moved["run_auc"][0] == pytest.approx(plain["auc"], abs=0.01)
+    assert moved["auc"] == pytest.approx(np.mean(moved["run_auc"]), abs=0.01)
+    assert min(moved["run_auc"][5:]) < plain["auc"] - 0.5  # the scaled starts keep a wrong size: lower
