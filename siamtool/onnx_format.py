@@ -171,7 +171,7 @@ HOST_CONSTANTS: dict[str, Any] = {
     "antialias_factors": [1, 2, 4, 8],  # geometry.resample: k x k block means before the crop
     "scale_reg": 0.01,                # online.ScaleFilter(reg=0.01): the DSST filter's regularisation
     "scale_model_area": 512,          # online.ScaleFilter(model_area=512): pixels of a scale patch
-    "camera_width": 160,              # camera.WIDTH: longest side of the grey copies phase correlation compares
+    "camera_width": 160,              # camera.WIDTH: about the longest side of the grey copies it compares
     "camera_rate": 0.5,               # camera.RATE: forgetting rate of the gain's running sums
     "camera_prior": 0.25,             # camera.PRIOR: the gain's ridge, x sqrt(w h) of the target
 }

@@ -25,14 +25,15 @@ BG_BGR = (150.0, 120.0, 30.0)
 """Constant background (blue-green, little red) so the red coverage of a pixel is exactly recoverable."""
 
 
-def render(box_xywh, size=(320, 240), visible: bool = True) -> np.ndarray:
-    """A BGR frame: plain background with a pure red rectangle at the continuous box.
+def render(box_xywh, size=(320, 240), visible: bool = True, background: np.ndarray | None = None) -> np.ndarray:
+    """A BGR frame: plain background (or `background`, (h, w, 3) float, whose red must stay BG_BGR's) with a
+    pure red rectangle at the continuous box.
 
     Edge pixels get partial coverage (anti-aliased), so the box is defined to sub-pixel precision.
     """
     w, h = size
     frame = np.empty((h, w, 3), np.float64)
-    frame[:] = BG_BGR
+    frame[:] = BG_BGR if background is None else background
     if visible:
         x, y, bw, bh = box_xywh
         cols = np.clip(np.minimum(np.arange(w) + 1, x + bw) - np.maximum(np.arange(w), x), 0, 1)

@@ -13,7 +13,7 @@ import pytest
 from siamtool.config import Config
 from siamtool.tracking.camera import CameraMotion
 from siamtool.tracking.tracker import Tracker
-from tests.tracking.fakes import BG_BGR, OracleBackend, small_config
+from tests.tracking.fakes import BG_BGR, OracleBackend, render, small_config
 
 SIZE = (320, 240)
 TARGET = 20.0
@@ -35,16 +35,10 @@ CANVAS = _texture()
 
 def scene(camera: tuple[int, int], target_xy: tuple[float, float]) -> np.ndarray:
     """The canvas seen from `camera` (its top-left corner on the canvas), with a red TARGET-px square whose
-    top-left corner is at `target_xy` in canvas coordinates (anti-aliased edges, as `fakes.render`)."""
+    top-left corner is at `target_xy` in canvas coordinates."""
     cx, cy = camera
-    w, h = SIZE
-    frame = CANVAS[cy:cy + h, cx:cx + w].copy()
-    x, y = target_xy[0] - cx, target_xy[1] - cy
-    cols = np.clip(np.minimum(np.arange(w) + 1, x + TARGET) - np.maximum(np.arange(w), x), 0, 1)
-    rows = np.clip(np.minimum(np.arange(h) + 1, y + TARGET) - np.maximum(np.arange(h), y), 0, 1)
-    cover = (rows[:, None] * cols[None, :])[..., None]
-    frame = frame * (1 - cover) + np.array([0, 0, 255.0]) * cover
-    return np.round(frame).astype(np.uint8)
+    box = (target_xy[0] - cx, target_xy[1] - cy, TARGET, TARGET)
+    return render(box, SIZE, background=CANVAS[cy:cy + SIZE[1], cx:cx + SIZE[0]])
 
 
 def track(cfg: Config, cameras: list[tuple[int, int]], targets: list[tuple[float, float]]) -> tuple[Tracker, list]:
