@@ -11,7 +11,8 @@ three runtimes within 1 AUC point of each other on validation and dev-test; this
 
 Every runtime tracks every sequence one-pass from its frame-1 ground truth with the checkpoint's own
 `track:` settings (the shipped checkpoint by default), frames decoded once; scored by the toolkit's
-metrics (success AUC, pytracking convention). Prints one row per runtime (AUC, per-sequence AUC, FPS,
+metrics (success AUC, pytracking convention); with `--init-jitter K` also from K moved initial boxes, the
+mean of the runs compared. Prints one row per runtime (AUC, per-sequence AUC, FPS,
 lost frames) and the largest AUC difference to the first runtime; exit status 1 if it exceeds
 `--tolerance`. FPS is tracking time only, under whatever else the machine runs: say the load.
 """
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from tune_tracking import load_frames, score  # noqa: E402
+from tune_tracking import INIT_JITTER, load_frames, score  # noqa: E402
 
 from siamtool.config import load_config  # noqa: E402
 from siamtool.reporting import WarningsReporter  # noqa: E402
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
     ap.add_argument("--threads", type=int, default=2, help="threads per runtime (default 2)")
     ap.add_argument("--tolerance", type=float, default=1.0, help="largest accepted AUC difference (points)")
+    ap.add_argument("--init-jitter", type=int, default=0, choices=range(len(INIT_JITTER) + 1), metavar="K",
+                    help="also track from K initial boxes moved by 2-3 %% and compare the means: tells a "
+                         "runtime difference from a near tie either runtime may flip (default 0)")
     ap.add_argument("--json", type=Path, help="write the table here")
     return ap.parse_args(argv)
 
@@ -91,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for runtime in args.runtimes:
         b, trained = backend(runtime, ckpt)
-        r = score(b, trained, [], data)
+        r = score(b, trained, [], data, args.init_jitter)
         rows.append({"runtime": runtime, "auc": round(r["auc"], 2), "per_sequence": r["per_sequence"],
-                     "fps": round(r["fps"], 1), "lost": round(r["lost"], 3)})
+                     "fps": round(r["fps"], 1), "lost": round(r["lost"], 3), **{k: r[k] for k in ("run_auc",) if k in r}})
         print(f"{runtime:12s} AUC {r['auc']:6.2f}  FPS {r['fps']:6.1f}  lost {r['lost']:.3f}  {r['per_sequence']}",
               flush=True)
     spread = max(abs(r["auc"] - rows[0]["auc"]) for r in rows)
