@@ -1,0 +1,67 @@
+"""A LaSOT-layout copy of sequences with every frame and box scaled down: the small-target check.
+
+Aerial footage (UAV123, DTB70, UAVDT) shows targets of 10-20 px, which the real sequences in ../shared
+rarely do. Scaling a sequence down by F keeps its motion, clutter and look-alikes and makes every target F
+times smaller, so `peers.py --lasot OUT` on the copy shows how each tracker holds up as targets shrink
+(docs/benchmarks.md, "Small targets").
+
+    python benchmarks/downscale_lasot.py --factor 2.5 --out /tmp/small_val \\
+        --lasot ../shared/data/train_real --lasot ../shared/data/train_real2 --sequences person-103 car-109 ...
+
+Frames are reduced with INTER_AREA and written as JPEG (quality 95); boxes are scaled about the image
+origin (1-based LaSOT coordinates kept 1-based); absent frames keep their 0,0,0,0 and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from siamtool.data.lasot import find_sequences  # noqa: E402
+
+
+def downscale(src: Path, dst: Path, factor: float) -> None:
+    (dst / "img").mkdir(parents=True, exist_ok=True)
+    for frame in sorted((src / "img").glob("*.jpg")):
+        image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
+        size = (max(round(image.shape[1] / factor), 1), max(round(image.shape[0] / factor), 1))
+        cv2.imwrite(str(dst / "img" / frame.name), cv2.resize(image, size, interpolation=cv2.INTER_AREA),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+    gt = np.loadtxt(src / "groundtruth.txt", delimiter=",", ndmin=2)
+    scaled = np.hstack([(gt[:, :2] - 1) / factor + 1, gt[:, 2:] / factor])
+    np.savetxt(dst / "groundtruth.txt", np.where(gt[:, 2:3] > 0, scaled, gt), delimiter=",", fmt="%.3f")
+    for extra in ("full_occlusion.txt", "out_of_view.txt", "nlp.txt"):
+        if (src / extra).exists():
+            shutil.copy(src / extra, dst / extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lasot", type=Path, action="append", required=True, help="LaSOT-layout root (repeatable)")
+    ap.add_argument("--sequences", nargs="+", required=True, help="sequence names to copy")
+    ap.add_argument("--factor", type=float, default=2.5, help="scale frames and boxes down by this (default 2.5)")
+    ap.add_argument("--out", type=Path, required=True, help="root of the copy (LaSOT layout: CLASS/NAME/)")
+    args = ap.parse_args(argv)
+    if args.factor < 1:
+        raise SystemExit(f"--factor {args.factor}: must be >= 1 (this script only shrinks)")
+    found: dict[str, Path] = {}
+    for root in args.lasot:
+        found.update(find_sequences(root))
+    for name in args.sequences:
+        if name not in found:
+            raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, args.lasot))}")
+        downscale(found[name], args.out / found[name].parent.name / name, args.factor)
+        print(f"{name}: written to {args.out / found[name].parent.name / name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
