@@ -22,10 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from siamtool.data.lasot import find_sequences  # noqa: E402
+from tune_tracking import locate_sequences  # noqa: E402
 
 
 def downscale(src: Path, dst: Path, factor: float) -> None:
@@ -52,14 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.factor < 1:
         raise SystemExit(f"--factor {args.factor}: must be >= 1 (this script only shrinks)")
-    found: dict[str, Path] = {}
-    for root in args.lasot:
-        found.update(find_sequences(root))
-    for name in args.sequences:
-        if name not in found:
-            raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, args.lasot))}")
-        downscale(found[name], args.out / found[name].parent.name / name, args.factor)
-        print(f"{name}: written to {args.out / found[name].parent.name / name}", flush=True)
+    for name, path in locate_sequences(args.lasot, args.sequences).items():
+        downscale(path, args.out / path.parent.name / name, args.factor)
+        print(f"{name}: written to {args.out / path.parent.name / name}", flush=True)
     return 0
 
 

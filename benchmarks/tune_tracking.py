@@ -66,15 +66,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def load_frames(roots: list[Path], names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+def locate_sequences(roots: list[Path], names: list[str]) -> dict[str, Path]:
+    """The folder of each named sequence under the LaSOT-layout `roots` (a later root wins a name); exits
+    with one line naming the first that is missing."""
     found: dict[str, Path] = {}
     for root in roots:
         found.update(find_sequences(root))
-    out = []
     for name in names:
         if name not in found:
             raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, roots))}")
-        seq = load_sequence(found[name])
+    return {name: found[name] for name in names}
+
+
+def load_frames(roots: list[Path], names: list[str]) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
+    out = []
+    for name, path in locate_sequences(roots, names).items():
+        seq = load_sequence(path)
         frames = [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(seq.n_frames)]
         out.append((name, frames, seq.gt, seq.absent))
     return out

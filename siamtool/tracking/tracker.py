@@ -443,8 +443,9 @@ class Tracker:
         start = time.perf_counter()
         t = self.cfg.track
         frame = as_bgr(frame_bgr)
-        shift, before = None, self.center.copy()
+        shift = None
         if self.camera is not None:
+            before = self.center.copy()
             shift = self.camera.shift(frame)
             moved = self.center + self.camera.gain(self.size) * shift
             self._set_box(cxcywh_to_xywh(np.concatenate([moved, self.size])))
