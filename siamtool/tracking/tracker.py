@@ -443,12 +443,7 @@ class Tracker:
         start = time.perf_counter()
         t = self.cfg.track
         frame = as_bgr(frame_bgr)
-        shift = None
-        if self.camera is not None:
-            before = self.center.copy()
-            shift = self.camera.shift(frame)
-            moved = self.center + self.camera.gain(self.size) * shift
-            self._set_box(cxcywh_to_xywh(np.concatenate([moved, self.size])))
+        before, shift = self._follow_camera(frame)
         growth = self.growth
         window = self.next_window()
         search_rgb = cv2.cvtColor(crop_antialiased(frame, window), cv2.COLOR_BGR2RGB)  # 40x a [..., ::-1] copy
@@ -497,6 +492,20 @@ class Tracker:
         self.score, self.lost = score_out, lost
         elapsed = time.perf_counter() - start
         return TrackResult(self.box, score_out, lost, elapsed, window, growth, search_rgb, score, crop_box)
+
+    def _follow_camera(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(centre before, camera shift or None): moves the state by the camera's share of the motion.
+
+        The gain learned by `CameraMotion` says how much of the image's shift the target follows, so a
+        target the camera pans with stays put while one in a shaking scene moves with it.
+        """
+        if self.camera is None:
+            return self.center, None
+        before = self.center.copy()
+        shift = self.camera.shift(frame)
+        moved = self.center + self.camera.gain(self.size) * shift
+        self._set_box(cxcywh_to_xywh(np.concatenate([moved, self.size])))
+        return before, shift
 
     def _fuse(self, score: np.ndarray, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray | None, float]:
         """(fused score, the filter's fine response or None, the online weight used) of one search.
