@@ -100,6 +100,7 @@ struct Settings {  // export.json "track" (config.TrackConfig) and "tracker" (on
     double scaleStep, scaleReg, scaleModelArea, distractorWeight;
     bool cameraMotion = false;  // track.camera_motion (absent from exports made before it existed: off)
     double cameraWidth = 0, cameraRate = 0, cameraPrior = 0;
+    double onlineUpsampleLimit = 0;  // track.online_upsample_limit (absent while 0: Config.to_dict, ADDED_LATER)
     std::string templateGraph, searchGraph;
 };
 
@@ -127,6 +128,7 @@ Settings readSettings(const std::string& dir) {
     s.scaleMode = jsonValue(t, "scale"); s.scaleStep = jsonNumber(t, "scale_step");
     s.scaleCount = int(jsonNumber(t, "scale_count")); s.distractorWeight = jsonNumber(t, "distractor_weight");
     s.cameraMotion = jsonHas(t, "camera_motion") && jsonBool(t, "camera_motion");
+    if (jsonHas(t, "online_upsample_limit")) s.onlineUpsampleLimit = jsonNumber(t, "online_upsample_limit");
     const std::string crop = jsonValue(k, "crop"), c = jsonValue(k, "constants"), g = jsonValue(k, "opencv4_graphs");
     s.templateSize = int(jsonNumber(crop, "template_size")); s.searchSize = int(jsonNumber(crop, "search_size"));
     s.context = jsonNumber(crop, "context");
@@ -708,7 +710,7 @@ public:
                 for (float& v : cv::Mat_<float>(out.boxes.row(k))) v = float(double(v) * calibration_[k - 2]);
         cv::Mat fine;
         double weight = 0;
-        cv::Mat fused = fuse(out, fine, weight);
+        cv::Mat fused = fuse(out, win.scale(), fine, weight);
         Candidate cand = select(fused, out.boxes, size_.x * win.scale(), size_.y * win.scale(),
                                 s_.windowInfluence / growth);
         if (std::getenv("SIAMTOOL_DEBUG")) {
@@ -942,10 +944,12 @@ private:
     }
 
     // Tracker._fuse
-    cv::Mat fuse(const Output& out, cv::Mat& fine, double& weight) {
+    cv::Mat fuse(const Output& out, double upsample, cv::Mat& fine, double& weight) {
         weight = 0;
         if (!online_ || !cv::checkRange(out.feats)) return out.score;
         weight = s_.onlineWeight;
+        if (s_.onlineUpsampleLimit > 0) weight *= std::min(1.0, s_.onlineUpsampleLimit / upsample);
+        if (weight <= 0) return out.score;
         cv::Mat coarse;
         filter_.respond(out.feats, coarse, fine);
         cv::Mat fused(coarse.size(), CV_32F);  // float32 products and sum, as numpy (no fused multiply-add)

@@ -288,6 +288,11 @@ class TrackConfig:
     calibrate_size: float = 0.5
     """Rescale the box head's sizes by (true / predicted size on the first frame) ** this strength
     (`Tracker._size_calibration`): 1 = the head tells the size change, the first frame the size; 0 = off."""
+    online_upsample_limit: float = 0.0
+    """Small targets: the crop upsampling (search px per frame px, `CropWindow.scale`) up to which the online
+    model keeps its full weight; above it the weight falls as limit / scale (0 = always full). A 10 px
+    target's crop is upsampled about 5x, and the filter, fitted on blurred features, then misleads more
+    than the offline heads (docs/benchmarks.md "Small targets")."""
     camera_motion: bool = False
     """Move the search with the camera before each frame (`tracking.camera`): the image's shift since the
     previous frame (phase correlation) times how much this target has followed such shifts so far. For
@@ -333,6 +338,14 @@ class ExportConfig:
     """Also write fp16 graphs (DIR/fp16/) for GPU runtimes; float32 inputs and outputs either way."""
 
 
+ADDED_LATER: dict[tuple[str, str], Any] = {
+    ("data", "sources"): [],
+    ("track", "camera_motion"): False,
+    ("track", "online_upsample_limit"): 0.0,
+}
+"""(section, key) -> the value at which the key changes nothing; `Config.to_dict` omits it then."""
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -343,14 +356,13 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        """The tree as plain data. An empty `data.sources` and a `track.camera_motion` that is off are left
-        out: the fingerprints of everything made before they existed (eval results, feature caches, exports)
-        hash this dict and stay valid."""
+        """The tree as plain data. Keys added after the first release (`ADDED_LATER`) are left out while
+        they hold the value that behaves as before they existed: the fingerprints of everything made
+        before them (eval results, feature caches, exports) hash this dict and stay valid."""
         d = asdict(self)
-        if not d["data"]["sources"]:
-            del d["data"]["sources"]
-        if not d["track"]["camera_motion"]:
-            del d["track"]["camera_motion"]
+        for (section, key), inert in ADDED_LATER.items():
+            if d[section][key] == inert:
+                del d[section][key]
         return d
 
     def to_yaml(self) -> str:
@@ -375,7 +387,7 @@ _POSITIVE = {"template_size", "search_size", "pairs_per_shard", "batch_size", "e
              "cache_views"}
 _NON_NEGATIVE = {"seed", "cache_seed", "workers", "shuffle_buffer", "warmup_steps", "weight_decay", "backbone_lr_mult",
                  "grad_clip", "focal_weight", "l1_weight", "giou_weight", "unfreeze_last", "context",
-                 "shift", "scale", "recover_radius"}
+                 "shift", "scale", "recover_radius", "online_upsample_limit"}
 """Why each bound: a negative seed is refused by numpy's generators, a negative lr or weight decay by
 AdamW (with a ValueError, not a line naming the key), the rest have no meaning below zero."""
 _PROBABILITIES = {"neg_prob", "neg_same_class", "neg_other_class", "neg_absent", "grayscale_prob",

@@ -1,6 +1,6 @@
 import pytest
 
-from siamtool.config import Config, config_from_dict, load_config
+from siamtool.config import ADDED_LATER, Config, config_from_dict, load_config
 from siamtool.errors import ConfigError
 from tests.conftest import REPO
 
@@ -97,3 +97,15 @@ def test_a_set_key_of_a_section_the_command_does_not_read_is_refused():
         load_config(None, ["train.lr=5"], sections=("data",), command="prepare")
     cfg = load_config(REPO / "configs" / "base.yaml", ["data.context=0.4"], sections=("data",), command="prepare")
     assert cfg.data.context == pytest.approx(0.4)  # the file's other sections are fine: one YAML per experiment
+
+
+@pytest.mark.parametrize(("section", "key"), sorted(ADDED_LATER))
+def test_keys_added_later_are_left_out_of_the_dict_only_while_inert(section, key):
+    """Eval results, feature caches and exports hash `Config.to_dict`: a key added later must not change
+    the fingerprints of what was made before it, and must appear as soon as it changes anything."""
+    cfg = Config()
+    assert getattr(getattr(cfg, section), key) == ADDED_LATER[section, key]  # the default is the inert value
+    assert key not in cfg.to_dict()[section]
+    active = {"sources": ["lasot:/data/LaSOT"], "camera_motion": True, "online_upsample_limit": 2.5}[key]
+    cfg = config_from_dict({section: {key: active}})
+    assert key in cfg.to_dict()[section] and cfg.to_dict()[section][key] != ADDED_LATER[section, key]

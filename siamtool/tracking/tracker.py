@@ -452,7 +452,7 @@ class Tracker:
         if t.calibrate_size > 0:
             boxes = boxes.copy()
             boxes[..., 2:] *= self.size_calibration
-        score, fine, weight = self._fuse(score, out)
+        score, fine, weight = self._fuse(score, out, window.scale)
         cand = select_candidate(
             score, boxes,
             expected_wh=(self.size[0] * window.scale, self.size[1] * window.scale),
@@ -507,14 +507,18 @@ class Tracker:
         self._set_box(cxcywh_to_xywh(np.concatenate([moved, self.size])))
         return before, shift
 
-    def _fuse(self, score: np.ndarray, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray | None, float]:
+    def _fuse(self, score: np.ndarray, out: tuple[np.ndarray, ...],
+              upsample: float) -> tuple[np.ndarray, np.ndarray | None, float]:
         """(fused score, the filter's fine response or None, the online weight used) of one search.
 
         Non-finite features would spread through the filter's FFT to every cell: offline heads only then.
+        A crop upsampled beyond `track.online_upsample_limit` (a small target) trusts the filter less.
         With `track.distractor_weight` the fused score is then discounted where the features look like a
         remembered look-alike (`online.DistractorMemory`)."""
         t = self.cfg.track
         weight = t.online_weight if self.online is not None and np.all(np.isfinite(out[2])) else 0.0
+        if t.online_upsample_limit > 0:
+            weight *= min(1.0, t.online_upsample_limit / upsample)
         if weight <= 0:
             return score, None, 0.0
         coarse, fine = self.online.translation.respond(out[2])  # type: ignore[union-attr]

@@ -374,3 +374,13 @@ def test_bad_arguments_fail_in_one_line_with_exit_2(binary, shipped_export, tmp_
         run = subprocess.run([str(binary), *args], capture_output=True, text=True, cwd=tmp_path)
         assert run.returncode == 2, run
         assert run.stderr.startswith("siamtool-track: ") and run.stderr.count("\n") == 1, run.stderr
+
+
+def test_cpp_online_upsample_limit_follows_python(binary, shipped_export, tmp_path):
+    """`track.online_upsample_limit` (off by default): a limit below every crop's upsampling all but
+    silences the online model, which moves the boxes; the C++ program moves them the same way."""
+    export = _retuned(shipped_export, tmp_path, online_upsample_limit=0.05)
+    frames, boxes = _rendered(5, 16)
+    py = _python_boxes(export, frames, boxes[0])
+    assert iou_xywh(py, _python_boxes(shipped_export, frames, boxes[0])).min() < 0.98  # the option matters here
+    _assert_parity(_cpp_boxes(binary, export, _pngs(frames, tmp_path / "frames"), boxes[0], tmp_path), py, boxes)

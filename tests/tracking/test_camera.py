@@ -107,11 +107,3 @@ def test_a_still_camera_tracks_as_without_the_option():
     _, off = track(small_config(), cameras, targets)
     for (a, _), (b, _) in zip(on, off):
         np.testing.assert_allclose(a.box, b.box, atol=0.05)
-
-
-def test_the_option_off_leaves_every_fingerprint_as_it_was():
-    """Config.to_dict, which eval results, exports and caches hash, has no camera_motion key unless it is on."""
-    assert "camera_motion" not in Config().to_dict()["track"]
-    cfg = Config()
-    cfg.track.camera_motion = True
-    assert cfg.to_dict()["track"]["camera_motion"] is True

@@ -204,3 +204,27 @@ def test_the_tracker_remembers_the_first_frames_look_alike_only_when_asked(weigh
         assert len(tracker.online.distractors.distractors) == 1
     r = tracker.track(_textured_frame((400, 300), box))
     assert np.all(np.isfinite(r.box)) and not r.lost
+
+
+@pytest.mark.parametrize(("side", "limit", "shrinks"), [(12.0, 2.5, True), (60.0, 2.5, False), (12.0, 0.0, False)])
+def test_the_online_weight_shrinks_only_for_crops_upsampled_past_the_limit(side, limit, shrinks):
+    """`track.online_upsample_limit`: a 12 px target's crop is upsampled about 7x, so the online model's
+    weight falls to online_weight x limit / scale; a 60 px target (about 1.4x) and limit 0 keep it whole."""
+    cfg = small_config(online_weight=0.5, online_upsample_limit=limit)
+    tracker = Tracker(BlindHeadsBackend(), cfg)
+    used, fuse = [], tracker._fuse
+
+    def spy(score, out, upsample):
+        fused = fuse(score, out, upsample)
+        used.append(fused[2])
+        return fused
+
+    tracker._fuse = spy
+    box = np.array([150.0, 110.0, side, side])
+    tracker.initialize(_textured_frame((400, 300), box), box)
+    scale = tracker.track(_textured_frame((400, 300), box)).window.scale
+    assert (scale > 2.5) == (side < 30)
+    want = 0.5 * min(1.0, limit / scale) if shrinks else 0.5
+    assert used == [pytest.approx(want)]
+    assert (used[0] < 0.49) == shrinks
+
