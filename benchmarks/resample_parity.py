@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from runtime_parity import sequences  # noqa: E402
-from tune_tracking import score  # noqa: E402
+from tune_tracking import locate_sequences, score  # noqa: E402
 
-from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
+from siamtool.data.lasot import load_sequence  # noqa: E402
 from siamtool.geometry import (  # noqa: E402
     REDUCED_FLAGS,
     crop,
@@ -78,12 +78,9 @@ class FramePaths:
 
 
 def load(roots: list[Path], names: list[str], paths: FramePaths):
-    found: dict[str, Path] = {}
-    for root in roots:
-        found.update(find_sequences(root))
     data = []
-    for name in names:
-        seq = load_sequence(found[name])
+    for name, path in locate_sequences(roots, names).items():
+        seq = load_sequence(path)
         frames = []
         for i in range(seq.n_frames):
             path = seq.frame_path(i)
