@@ -239,14 +239,19 @@ def test_checkpoint_on_the_real_sequences_gives_the_same_boxes_in_got10k_and_tra
             assert (tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt").read_text() == want, (label, s.name)
 
 
+def _benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_lasot, tmp_path):
     """benchmarks/peers.py's AO column (issue 20's second measure, on LaSOT-layout footage) is GOT-10k's AO:
     the same noisy results scored through the GOT-10k layout give the same number, absent frames left out."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("peers", Path(__file__).resolve().parents[2] / "benchmarks" / "peers.py")
-    peers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(peers)
+    peers = _benchmark("peers")
     source = index_dataset("lasot", synthetic_lasot, "all", strict=True)
     assert any(s.absent.any() for s in source.sequences)  # the rule that leaves frames out is exercised
     flat = _noisy_results(source.sequences, tmp_path / "flat" / "trk")
@@ -255,3 +260,22 @@ def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_la
     got = _noisy_results(source.sequences, tmp_path / "got10k-res" / "trk", got10k=True)
     assert ao == pytest.approx(_scores("got10k", root, got)["ao"], abs=1e-6)
     assert 10 < ao < 90
+
+
+def test_box_error_puts_the_overlap_lost_on_the_size_or_on_the_centre(synthetic_lasot, tmp_path):
+    """benchmarks/box_error.py: a tracker with exact centres and 1.5x too-wide boxes loses overlap only
+    at the ground truth's size; one with exact sizes and shifted centres only at its centre."""
+    box_error = _benchmark("box_error")
+    source = index_dataset("lasot", synthetic_lasot, "all", strict=True)
+    for name, change in (("wide", lambda g: np.hstack([g[:, :1] - g[:, 2:3] / 4, g[:, 1:2], g[:, 2:3] * 1.5, g[:, 3:]])),
+                         ("shifted", lambda g: g + np.array([0.2, 0.1, 0, 0]) * g[:, [2, 3, 2, 3]])):
+        out = tmp_path / "peers" / "raw" / name
+        out.mkdir(parents=True)
+        for s in source.sequences:
+            np.savetxt(out / f"{s.name}.txt", np.where(s.gt[:, 2:3] > 0, change(s.gt), s.gt), delimiter=",", fmt="%.4f")
+    rows = {r[0]: r[1:] for r in box_error.tracker_rows(tmp_path / "peers", list(source.sequences))}
+    frames, full, size_only, centre_only = rows["wide"]
+    assert frames > 0 and (full, size_only, centre_only) == pytest.approx((1 / 1.5, 1 / 1.5, 1.0), abs=1e-3)
+    frames, full, size_only, centre_only = rows["shifted"]
+    assert frames > 0 and size_only == pytest.approx(1.0, abs=1e-3) and full == pytest.approx(centre_only)
+    assert 0.5 < full < 0.8
