@@ -124,9 +124,10 @@ def backend_for(args: argparse.Namespace, ckpt: Path | None = None):
     return TorchBackend.from_checkpoint(ckpt, "cpu")
 
 
-def score(backend, trained, combo, data, jitter: int = 0) -> dict:
+def score(backend, trained, combo, data, jitter: int = 0, tracker_cls: type[Tracker] = Tracker) -> dict:
     """Track every sequence with the checkpoint's config plus the `combo` of (key, value) overrides, from
-    the ground-truth box and from `jitter` moved ones (`INIT_JITTER`); scores are the mean over the runs."""
+    the ground-truth box and from `jitter` moved ones (`INIT_JITTER`); scores are the mean over the runs.
+    `tracker_cls`: a Tracker subclass a probe scores the same way (benchmarks/association_probe.py)."""
     cfg = config_from_dict(trained.to_dict(), "checkpoint")
     for key, value in combo:
         keys, parsed = parse_override(f"{key}={value}")
@@ -134,7 +135,7 @@ def score(backend, trained, combo, data, jitter: int = 0) -> dict:
     start = time.perf_counter()
     runs, fps, lost = [], [], []
     for moved in ((0.0, 0.0, 1.0), *INIT_JITTER[:jitter]):
-        preds, run_fps, run_lost = track_all(Tracker(backend, cfg), data, moved)
+        preds, run_fps, run_lost = track_all(tracker_cls(backend, cfg), data, moved)
         curves = batch_curves(preds, [d[2] for d in data], [d[3] for d in data])
         runs.append(curves.success.mean(axis=1) * 100)
         fps.append(run_fps)
