@@ -11,7 +11,8 @@ frame, `track(frame)`:
    as training; `growth` x larger while the target is lost);
 2. runs one search forward of the backend, which returns the decoded score map, per-cell boxes and
    the crop's backbone features; the online correlation filter's response to those features is fused
-   with the score map, ``(1 - online_weight) x heatmap + online_weight x filter response``;
+   with the score map, ``(1 - online_weight) x heatmap + online_weight x filter response`` (the weight
+   shrinks for a crop upsampled beyond `track.online_upsample_limit`: a small target);
 3. picks a cell by SiamRPN-style post-processing (`select_candidate`): the fused score is multiplied by
    a penalty on scale and aspect change relative to the previous box, then blended with a Hann window
    that favours small motion; the centre comes from the box head at that cell and the filter's
