@@ -279,3 +279,28 @@ def test_box_error_puts_the_overlap_lost_on_the_size_or_on_the_centre(synthetic_
     frames, full, size_only, centre_only = rows["shifted"]
     assert frames > 0 and size_only == pytest.approx(1.0, abs=1e-3) and full == pytest.approx(centre_only)
     assert 0.5 < full < 0.8
+
+
+def test_head_size_slope_is_one_for_a_head_that_reads_sizes_and_zero_for_one_that_echoes_the_window():
+    """benchmarks/head_size_slope.py: the oracle head (the red target's exact box) gives slope 1 and no
+    bias; a head that always answers the window's usual target size gives slope 0."""
+    from siamtool.config import Config
+    from tests.tracking.fakes import OracleBackend, render
+
+    class EchoBackend(OracleBackend):
+        def search(self, crop_rgb, features):
+            score, boxes = super().search(crop_rgb, features)
+            boxes = boxes.copy()
+            boxes[..., 2:] = 64.0  # the target size the window is cut for (template 128 px, context 0.5)
+            return score, boxes
+
+    slope_of = _benchmark("head_size_slope")
+    gt = np.array([[60 + 2 * i, 50 + i, 40, 30] for i in range(10)], dtype=np.float64) + [1, 1, 0, 0]  # LaSOT 1-based
+    frames = [render(g - [1, 1, 0, 0]) for g in gt]
+    absent = np.zeros(len(gt), bool)
+    for backend, want in ((OracleBackend(), (1.0, 0.0)), (EchoBackend(), (0.0, None))):
+        x, y = slope_of.size_errors(backend, Config(), frames, gt, absent, stride=2)
+        slope, bias = np.polyfit(x, y, 1)
+        assert slope == pytest.approx(want[0], abs=0.05)
+        if want[1] is not None:
+            assert bias == pytest.approx(want[1], abs=0.03)
