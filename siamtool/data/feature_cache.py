@@ -10,9 +10,9 @@ a plain training step recomputes it for every pair, every epoch: on a CPU that i
    pair), and the validation loader's fixed geometric jitter of every validation pair;
 2. it runs the backbone on them once (onnxruntime on CPU, where it is several times faster than eager
    PyTorch for these networks; PyTorch on CUDA) and stores the feature maps as float16 in HDF5 files
-   next to the shards, one file per split and view, each written to a temp name and renamed: an
-   interrupted build resumes at the first missing view, and a file whose fingerprint (shards, backbone
-   weights, crop and jitter settings) does not match is rebuilt;
+   next to the shards (`cache_dir`: a folder per crop and jitter setting), one file per split and view,
+   each written to a temp name and renamed: an interrupted build resumes at the first missing view, and a
+   file whose fingerprint (shards, backbone weights, crop and jitter settings) does not match is rebuilt;
 3. `cached_loader_factory` then feeds the trainer batches whose `template` and `search` hold feature
    maps instead of images; `SiamTracker.features` passes such maps through, so the neck, heads, losses,
    validation and checkpoints are exactly those of image training.
@@ -68,7 +68,23 @@ def cache_seed(cfg: Config) -> int:
 
 
 def cache_dir(shards_dir: str | Path, cfg: Config) -> Path:
-    return Path(shards_dir) / CACHE_DIR / cfg.model.backbone
+    """One folder per setting that shapes the views (crops, jitter, the cache seed, the backbone's
+    weights): two trainings with other jitter on the same shards, even at the same time, never read or
+    overwrite each other's views. (One shared folder did: two runs started together trained on the same
+    views, whichever was written last.)"""
+    key = fingerprint({"data": cfg.to_dict()["data"], "augment": cfg.to_dict()["train"]["augment"],
+                       "seed": cache_seed(cfg), "model_weights": cfg.model.weights}, 12)
+    return Path(shards_dir) / CACHE_DIR / cfg.model.backbone / key
+
+
+def _other_caches(directory: Path) -> str | None:
+    """A line about the caches of other settings beside `directory` (they cost disk), or None."""
+    others = [p for p in directory.parent.iterdir() if p.is_dir() and p != directory]
+    if not others:
+        return None
+    size = sum(f.stat().st_size for p in others for f in p.glob("*.h5"))
+    return (f"feature cache: {len(others)} cache(s) of other jitter or crop settings in {directory.parent} "
+            f"({size / 1e9:.1f} GB): delete those no run needs")
 
 
 def view_file(directory: Path, split: str, view: int) -> Path:
@@ -197,6 +213,8 @@ def build_feature_cache(shards_dir: str | Path, cfg: Config, model: Any, device:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+    if (others := _other_caches(directory)) is not None:
+        reporter.status(others)
     jobs = [("train", v, n_train) for v in range(cfg.train.cache_views)] + ([("val", 0, n_val)] if n_val else [])
     todo = [(s, v, n) for s, v, n in jobs if not _is_current(view_file(directory, s, v), fingerprint)]
     total, done = sum(n for *_, n in todo), 0

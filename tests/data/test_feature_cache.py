@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from siamtool.config import config_from_dict
 from siamtool.data.feature_cache import (
     BackboneRunner,
     build_feature_cache,
@@ -73,7 +74,7 @@ def test_cache_holds_the_backbone_features_resumes_and_rebuilds(synthetic_shards
 
 def test_both_splits_stay_loaded_and_a_rebuilt_view_is_read_again(synthetic_shards, cfg):
     """Training and validation alternate every epoch: keeping only the last split read the shipped
-    recipe's 7 GB of training views again each epoch. A view rewritten since (another jitter setting) must
+    recipe's 7 GB of training views again each epoch. A view rewritten since (other backbone weights) must
     be read again, not served from memory."""
     model = build_model(cfg)
     build_feature_cache(synthetic_shards, cfg, model)
@@ -82,10 +83,12 @@ def test_both_splits_stay_loaded_and_a_rebuilt_view_is_read_again(synthetic_shar
     train = load_views(train_files)
     load_views([view_file(directory, "val", 0)])
     assert load_views(train_files) is train  # the epoch after validation: no second read
-    cfg.train.augment.shift = 1.0
-    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.mul_(1.5)
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3  # same folder, rewritten
     again = load_views(train_files)
-    assert again is not train and not np.array_equal(again["search_box"], train["search_box"])
+    assert again is not train and not np.array_equal(again["search"], train["search"])
 
 
 def test_backbone_runner_matches_pytorch(cfg):
@@ -153,3 +156,18 @@ def test_seeds_sharing_a_cache_seed_share_the_cache(synthetic_shards, cfg):
     own = next(walk_views(index, train[:1], cfg, view=0, jitter=True, batch_size=8))
     assert not np.allclose(shared[2], own[2])
     assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+
+
+def test_runs_with_other_jitter_on_the_same_shards_keep_their_own_views(synthetic_shards, cfg):
+    """Two trainings that differ in `train.augment` (a jitter ablation, run side by side) each train on
+    their own views: building one setting's cache leaves the other's current, not overwritten."""
+    model = build_model(cfg)
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 3
+    wide = config_from_dict(cfg.to_dict(), "test")
+    wide.train.augment.scale = 0.5
+    assert cache_dir(synthetic_shards, wide) != cache_dir(synthetic_shards, cfg)
+    assert build_feature_cache(synthetic_shards, wide, model).built == 3
+    assert build_feature_cache(synthetic_shards, cfg, model).built == 0  # still there, still current
+    a = load_views([view_file(cache_dir(synthetic_shards, cfg), "train", 0)])
+    b = load_views([view_file(cache_dir(synthetic_shards, wide), "train", 0)])
+    assert not np.array_equal(a["search_box"], b["search_box"])
