@@ -72,8 +72,9 @@ def cache_dir(shards_dir: str | Path, cfg: Config) -> Path:
     weights): two trainings with other jitter on the same shards, even at the same time, never read or
     overwrite each other's views. (One shared folder did: two runs started together trained on the same
     views, whichever was written last.)"""
-    key = fingerprint({"data": cfg.to_dict()["data"], "augment": cfg.to_dict()["train"]["augment"],
-                       "seed": cache_seed(cfg), "model_weights": cfg.model.weights}, 12)
+    d = cfg.to_dict()
+    key = fingerprint({"data": d["data"], "augment": d["train"]["augment"], "seed": cache_seed(cfg),
+                       "model_weights": cfg.model.weights}, 12)
     return Path(shards_dir) / CACHE_DIR / cfg.model.backbone / key
 
 
