@@ -24,6 +24,7 @@ report as "pair presentations".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -212,32 +213,56 @@ def build_feature_cache(shards_dir: str | Path, cfg: Config, model: Any, device:
     fingerprint = cache_fingerprint(shards_dir, cfg, feature_fingerprint(model))
     directory = cache_dir(shards_dir, cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
     if (others := _other_caches(directory)) is not None:
         reporter.status(others)
     jobs = [("train", v, n_train) for v in range(cfg.train.cache_views)] + ([("val", 0, n_val)] if n_val else [])
-    todo = [(s, v, n) for s, v, n in jobs if not _is_current(view_file(directory, s, v), fingerprint)]
-    total, done = sum(n for *_, n in todo), 0
-    runner = BackboneRunner(model.backbone, device) if todo else None
-    try:
-        for split, view, _ in todo:
-            cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
-            parts = train_parts if split == "train" else val_parts
-            for z, x, box, kind in walk_views(index, parts, cfg, view, jitter=split == "train"):
-                cols["template"].append(runner(z))  # type: ignore[misc]
-                cols["search"].append(runner(x))  # type: ignore[misc]
-                cols["search_box"].append(box.astype(np.float32))
-                cols["kind"].append(kind)
-                done += len(kind)
-                reporter.progress("feature cache", completed=done, total=total)
-            arrays = {k: np.concatenate(v) for k, v in cols.items()}
-            _write_view(view_file(directory, split, view), arrays, fingerprint, view)
-            reporter.status(f"feature cache: {split} view {view + 1} ({len(arrays['kind']):,} pairs) written")
-    finally:
-        if runner is not None:
-            runner.close()
+    with _build_lock(directory, reporter):
+        for stale in directory.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        todo = [(s, v, n) for s, v, n in jobs if not _is_current(view_file(directory, s, v), fingerprint)]
+        total, done = sum(n for *_, n in todo), 0
+        runner = BackboneRunner(model.backbone, device) if todo else None
+        try:
+            for split, view, _ in todo:
+                cols: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+                parts = train_parts if split == "train" else val_parts
+                for z, x, box, kind in walk_views(index, parts, cfg, view, jitter=split == "train"):
+                    cols["template"].append(runner(z))  # type: ignore[misc]
+                    cols["search"].append(runner(x))  # type: ignore[misc]
+                    cols["search_box"].append(box.astype(np.float32))
+                    cols["kind"].append(kind)
+                    done += len(kind)
+                    reporter.progress("feature cache", completed=done, total=total)
+                arrays = {k: np.concatenate(v) for k, v in cols.items()}
+                _write_view(view_file(directory, split, view), arrays, fingerprint, view)
+                reporter.status(f"feature cache: {split} view {view + 1} ({len(arrays['kind']):,} pairs) written")
+        finally:
+            if runner is not None:
+                runner.close()
     return CacheSummary(directory, n_train * cfg.train.cache_views, n_val, len(todo))
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path, reporter: Reporter) -> Iterator[None]:
+    """One builder per cache folder: a second run on the same settings (seeds of a study started together,
+    sharing `train.cache_seed`) waits, then finds the views current, instead of deleting the first one's
+    temp files as stale and building the same views again. An advisory lock (fcntl): where there is none
+    (Windows) runs started together may build twice."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(directory / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            reporter.status(f"feature cache: another run is building {directory}; waiting for it")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------- loading

@@ -171,3 +171,31 @@ def test_runs_with_other_jitter_on_the_same_shards_keep_their_own_views(syntheti
     a = load_views([view_file(cache_dir(synthetic_shards, cfg), "train", 0)])
     b = load_views([view_file(cache_dir(synthetic_shards, wide), "train", 0)])
     assert not np.array_equal(a["search_box"], b["search_box"])
+
+
+def test_two_runs_building_the_same_cache_at_once_build_it_once(synthetic_shards, cfg, monkeypatch):
+    """Seeds of a study started together share `train.cache_seed`, so the same folder: the second waits for
+    the first (a lock) and finds the views current, instead of deleting the first one's temp files as
+    stale and building everything again."""
+    import threading
+    import time
+
+    import siamtool.data.feature_cache as feature_cache
+
+    writing, write = threading.Event(), feature_cache._write_view
+
+    def slow_write(*args, **kwargs):
+        writing.set()
+        time.sleep(0.5)  # the first builder is mid-build while the second starts
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(feature_cache, "_write_view", slow_write)
+    model = build_model(cfg)
+    built = []
+    first = threading.Thread(target=lambda: built.append(build_feature_cache(synthetic_shards, cfg, model).built))
+    first.start()
+    assert writing.wait(60)
+    built.append(build_feature_cache(synthetic_shards, cfg, model).built)
+    first.join()
+    assert sorted(built) == [0, 3]
+    assert not list(cache_dir(synthetic_shards, cfg).glob(".*.tmp"))
