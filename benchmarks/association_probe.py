@@ -28,20 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tune_tracking  # noqa: E402
 from tune_tracking import INIT_JITTER, backend_for, load_frames  # noqa: E402
 
+from siamtool.tracking.online import local_maxima  # noqa: E402
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 
 RELATIVE, MAX_CANDIDATES, RADIUS, SUPPRESS = 0.3, 5, 1.5, 0.5
 """Fixed before the probe's numbers (RULES.md, rule K), not tuned."""
-
-
-def local_maxima(score: np.ndarray) -> list[tuple[int, int]]:
-    """Cells >= their 8 neighbours and >= RELATIVE x the map's maximum, best first, at most MAX_CANDIDATES."""
-    n, m = score.shape
-    pad = np.pad(score, 1, constant_values=-np.inf)
-    neighbours = np.max([pad[1 + di:1 + di + n, 1 + dj:1 + dj + m] for di in (-1, 0, 1) for dj in (-1, 0, 1)
-                         if (di, dj) != (0, 0)], axis=0)
-    peaks = np.argwhere((score >= neighbours) & (score >= RELATIVE * np.max(score)) & np.isfinite(score))
-    return sorted(((int(i), int(j)) for i, j in peaks), key=lambda ij: -score[ij])[:MAX_CANDIDATES]
 
 
 class AssociatingTracker(Tracker):
@@ -59,7 +50,8 @@ class AssociatingTracker(Tracker):
     def _candidates(self, fused: np.ndarray, features: np.ndarray) -> list[dict]:
         stride = self.cfg.data.search_size / fused.shape[0]
         out = []
-        for i, j in local_maxima(fused):
+        rows, cols = local_maxima(fused, RELATIVE * float(np.max(fused)))
+        for i, j in zip(rows[:MAX_CANDIDATES].tolist(), cols[:MAX_CANDIDATES].tolist()):
             xy = np.array([(j + 0.5) * stride, (i + 0.5) * stride]) / self.window.scale
             feature = features[:, i, j].astype(np.float64)
             out.append({"cell": (i, j), "xy": xy + [self.window.x0, self.window.y0],

@@ -316,6 +316,13 @@ def unit_cells(feats: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
 
 
+def local_maxima(score: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the cells of `score` that are >= their 8 neighbours and >= `floor`, best first."""
+    rows, cols = np.nonzero((score >= cv2.dilate(score, np.ones((3, 3), np.uint8))) & (score >= floor))
+    order = np.argsort(-score[rows, cols])
+    return rows[order], cols[order]
+
+
 class DistractorMemory:
     """DaSiamRPN's distractor-aware scoring, at tracking time, on the frozen backbone's per-cell features.
 
@@ -371,12 +378,10 @@ class DistractorMemory:
         v = self._at(feats, target_cell)
         self.recent = self.recent + self.target_rate * (v - self.recent)  # type: ignore[operator]
         self.recent /= np.linalg.norm(self.recent) + 1e-6
-        peaks = (score >= cv2.dilate(score, np.ones((3, 3), np.uint8))) & (score >= self.ratio * score[cell])
-        rows, cols = np.nonzero(peaks)
+        rows, cols = local_maxima(score, self.ratio * score[cell])
         outside = (np.abs(rows - cell[0]) > size_cells[1] / 2 + 1) | (np.abs(cols - cell[1]) > size_cells[0] / 2 + 1)
-        order = np.argsort(-score[rows, cols])
         added = 0
-        for k in order:
+        for k in range(len(rows)):
             if outside[k] and added < 3:
                 self.distractors.append(self._at(feats, (rows[k], cols[k])))
                 added += 1
