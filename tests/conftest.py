@@ -15,6 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
+def benchmark_module(name: str):
+    """benchmarks/NAME.py imported as a module (benchmarks/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared(*parts: str) -> Path:
     """A path under ../shared/data; the test is skipped where the shared data is not checked out."""
     p = SHARED.joinpath(*parts)

@@ -16,7 +16,7 @@ from siamtool.data.datasets import index_dataset
 from siamtool.data.datasets.write import write_layout
 from siamtool.eval.metrics import frame_errors
 from siamtool.eval.report import evaluate_results
-from tests.conftest import shared
+from tests.conftest import benchmark_module, shared
 
 runner = CliRunner()
 SCORES = ("success_auc", "precision_20", "norm_precision_20")
@@ -239,19 +239,10 @@ def test_checkpoint_on_the_real_sequences_gives_the_same_boxes_in_got10k_and_tra
             assert (tmp_path / label / "tiny-run-tiny" / f"{s.name}.txt").read_text() == want, (label, s.name)
 
 
-def _benchmark(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_lasot, tmp_path):
     """benchmarks/peers.py's AO column (issue 20's second measure, on LaSOT-layout footage) is GOT-10k's AO:
     the same noisy results scored through the GOT-10k layout give the same number, absent frames left out."""
-    peers = _benchmark("peers")
+    peers = benchmark_module("peers")
     source = index_dataset("lasot", synthetic_lasot, "all", strict=True)
     assert any(s.absent.any() for s in source.sequences)  # the rule that leaves frames out is exercised
     flat = _noisy_results(source.sequences, tmp_path / "flat" / "trk")
@@ -265,7 +256,7 @@ def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_la
 def test_box_error_puts_the_overlap_lost_on_the_size_or_on_the_centre(synthetic_lasot, tmp_path):
     """benchmarks/box_error.py: a tracker with exact centres and 1.5x too-wide boxes loses overlap only
     at the ground truth's size; one with exact sizes and shifted centres only at its centre."""
-    box_error = _benchmark("box_error")
+    box_error = benchmark_module("box_error")
     source = index_dataset("lasot", synthetic_lasot, "all", strict=True)
     for name, change in (("wide", lambda g: np.hstack([g[:, :1] - g[:, 2:3] / 4, g[:, 1:2], g[:, 2:3] * 1.5, g[:, 3:]])),
                          ("shifted", lambda g: g + np.array([0.2, 0.1, 0, 0]) * g[:, [2, 3, 2, 3]])):
@@ -294,7 +285,7 @@ def test_head_size_slope_is_one_for_a_head_that_reads_sizes_and_zero_for_one_tha
             boxes[..., 2:] = 64.0  # the target size the window is cut for (template 128 px, context 0.5)
             return score, boxes
 
-    slope_of = _benchmark("head_size_slope")
+    slope_of = benchmark_module("head_size_slope")
     gt = np.array([[60 + 2 * i, 50 + i, 40, 30] for i in range(10)], dtype=np.float64) + [1, 1, 0, 0]  # LaSOT 1-based
     frames = [render(g - [1, 1, 0, 0]) for g in gt]
     absent = np.zeros(len(gt), bool)

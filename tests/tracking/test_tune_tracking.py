@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import benchmark_module
 from tests.tracking.fakes import OracleBackend, render, small_config
 
 
 @pytest.fixture(scope="module")
 def tune():
-    spec = importlib.util.spec_from_file_location("tune_tracking", REPO / "benchmarks" / "tune_tracking.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("tune_tracking")
 
 
 def test_jittered_moves_the_centre_by_a_share_of_the_size_and_scales_about_it(tune):
