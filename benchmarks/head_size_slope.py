@@ -14,7 +14,8 @@ axes, is
 With slope k and a head that is biased by b (log) on a sequence, the tracker's size settles where
 k x + b = 0: an error of -b / k. A slope of 0.4 turns a 10 % head bias into a 25 % size error, which is
 why sizes drift on held-out footage (docs/benchmarks.md, "Where the held-out gap is"). A wider training
-scale jitter (`train.augment.scale` 0.5 instead of 0.25) raised it from 0.33 to 0.62 in a small probe (two seeds).
+scale jitter (`train.augment.scale` 0.5 instead of 0.25) raised it from 0.33 to 0.62 in a small probe (two seeds)
+and from 0.41 to 0.76 in the shipped recipe (recipe C, three seeds; MODEL_CARD.md).
 
     python benchmarks/head_size_slope.py --lasot $S/train_real --lasot $S/train_real2 --sequences $VAL14
 """
