@@ -8,6 +8,7 @@ has one bar whose columns are chosen here (`BARS`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -66,17 +67,54 @@ BARS: dict[str, Bar] = {
 """The bar of each progress task the jobs report (`Reporter.progress(task, ...)`)."""
 
 
+LOG_EVERY_S = 30.0
+"""On a console that is not a terminal (a log file, CI), a progress line at most this often per task."""
+
+
+@dataclass
+class _Count:
+    """A task's progress as a log file sees it: counted here because a rich bar on a non-terminal
+    console draws only once, when it stops (a 20-minute feature cache showed nothing until its end)."""
+
+    start: float
+    last: float
+    done: float = 0.0
+    total: float | None = None
+    detail: str = ""
+    shown: float = -1.0
+    """`done` when the last line was printed."""
+
+    def line(self, task: str, now: float) -> str:
+        elapsed = now - self.start
+        text = f"{task}: {self.done:,.0f}"
+        if self.total:
+            text += f"/{self.total:,.0f} ({100 * self.done / self.total:.0f} %)"
+        text += f", {_duration(elapsed)}"
+        if self.total and 0 < self.done < self.total:
+            text += f", about {_duration(elapsed * (self.total - self.done) / self.done)} left"
+        return text + (f"  {self.detail}" if self.detail else "")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
 class RichReporter:
     """A `Reporter` drawn on a rich console; use it as a context manager so its bars are closed.
 
     Statuses print as lines, or update `spinner` when one is given (until the first bar replaces it).
-    Bars follow `BARS`; a task not listed there gets a plain bar.
+    Bars follow `BARS`; a task not listed there gets a plain bar. On a console that is not a terminal
+    the bars become plain lines: one every `LOG_EVERY_S` per task and one when it completes.
     """
 
-    def __init__(self, console: Console, spinner: Status | None = None) -> None:
+    def __init__(self, console: Console, spinner: Status | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.spinner = spinner
+        self.clock = clock
         self._bars: dict[str, tuple[Progress, TaskID] | None] = {}
+        self._counts: dict[str, _Count] = {}
 
     def status(self, text: str) -> None:
         if self.spinner is not None:
@@ -90,12 +128,28 @@ class RichReporter:
 
     def progress(self, task: str, *, advance: int = 0, completed: int | None = None, total: int | None = None,
                  detail: str | None = None) -> None:
+        if not self.console.is_terminal:
+            self._log(task, advance, completed, total, detail)
+            return
         bar = self._bars[task] if task in self._bars else self._start(task)
         if bar is None:
             return
         progress, task_id = bar
         fields: dict[str, Any] = {} if detail is None else {"detail": detail}
         progress.update(task_id, advance=advance or None, completed=completed, total=total, **fields)
+
+    def _log(self, task: str, advance: int, completed: int | None, total: int | None, detail: str | None) -> None:
+        if task in BARS and BARS[task].terminal_only:
+            return
+        now = self.clock()
+        count = self._counts.setdefault(task, _Count(start=now, last=now))
+        count.done = count.done + advance if completed is None else completed
+        count.total = count.total if total is None else total
+        count.detail = count.detail if detail is None else detail
+        complete = bool(count.total) and count.done >= count.total  # type: ignore[operator]
+        if (complete and count.shown != count.done) or (not complete and now - count.last >= LOG_EVERY_S):
+            count.last, count.shown = now, count.done
+            self.console.print(count.line(task, now), highlight=False, soft_wrap=True)
 
     def _start(self, task: str) -> tuple[Progress, TaskID] | None:
         style = BARS.get(task, Bar(lambda: (TextColumn(task), BarColumn(), MofNCompleteColumn())))
@@ -117,9 +171,15 @@ class RichReporter:
                 self._bars[task] = None
 
     def close(self) -> None:
-        """Stop every bar (a transient bar vanishes, the others stay as their last frame)."""
+        """Stop every bar (a transient bar vanishes, the others stay as their last frame); on a log, the
+        last line of each task that did not complete (interrupted, or its total was never known)."""
         self._stop_bars()
         self._bars.clear()
+        now = self.clock()
+        for task, count in self._counts.items():
+            if count.done and count.shown != count.done:
+                self.console.print(count.line(task, now), highlight=False, soft_wrap=True)
+        self._counts.clear()
 
     def __enter__(self) -> RichReporter:
         return self

@@ -141,7 +141,7 @@ def test_prepare_on_a_small_disk_says_what_is_needed_and_keeps_what_it_wrote(siz
     subprocess.run(["unshare", "-rm", "sh", "-c", script], check=True, env=env, timeout=300)
     log = (tmp_path / "log").read_text()
     assert int((tmp_path / "rc").read_text()) == 2, log
-    lines = [line for line in output_lines(log) if not line.startswith("pairs ")]
+    lines = [line for line in output_lines(log) if not line.startswith("pairs")]
     line = lines[-1]
     assert line.startswith("error:") and str(mnt / "shards") in line and "Traceback" not in log
     assert "0.0 GB" not in line
@@ -180,7 +180,7 @@ def test_prepare_disk_full_mid_run_is_one_line_and_resumable(synthetic_lasot, tm
 
     out = tmp_path / "shards"
     monkeypatch.setattr(prep, "write_shard", write_until_full)
-    line = one_line_error(runner.invoke(app, prepare_args(synthetic_lasot, out)), progress="pairs ")
+    line = one_line_error(runner.invoke(app, prepare_args(synthetic_lasot, out)), progress="pairs")
     assert f"{out}: disk full" in line and "5 shard(s) still to write" in line and "1 complete shard(s) are kept" in line
     assert [p.name for p in out.glob("shard-*")] == ["shard-00000.h5"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp file, no lock left behind
