@@ -267,8 +267,35 @@ def crop_to_input(crop_rgb: np.ndarray, side: int, what: str) -> np.ndarray:
     return to_nchw(crop_rgb)
 
 
-def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None):
-    """An onnxruntime session; `threads` limits intra-op threads (None: onnxruntime's default)."""
+SPIN_MODES: dict[str, dict[str, str]] = {
+    "off": {"session.intra_op.allow_spinning": "0"},
+    "run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+    "always": {"session.intra_op.allow_spinning": "1"},
+}
+"""How onnxruntime's intra-op worker threads wait for work (`onnx_session`'s `spin`).
+
+* ``run`` (siamtool's default): they busy-wait between the operators of one run, and stop the moment
+  the run returns. A tracker's search graph is ~170 small operators, each split across the threads; a
+  worker put to sleep after each one must be woken for the next (a futex round trip, slow in a VM), which
+  cost ~1 ms of a 7 ms graph on 2 cores. Between frames (crops, drawing, waiting for a camera) no thread
+  spins (docs/benchmarks.md, "onnxruntime's worker threads").
+* ``off``: they sleep after every operator (siamtool's choice before 2026-12-07).
+* ``always``: onnxruntime's own default; they also spin after a run returns, which keeps a core busy
+  between frames.
+"""
+
+
+DYNAMIC_BLOCK_BASE = 4
+"""onnxruntime's ``session.dynamic_block_base``: a parallel loop is handed out in shrinking blocks
+instead of one block per thread, so a thread that finishes its share early (the other core was busy)
+takes work from the slower one. 6.45 -> 6.08 ms for the search graph on 2 cores, the same outputs
+(docs/benchmarks.md, "onnxruntime's worker threads"). 0: onnxruntime's static split."""
+
+
+def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 spin: str = "run"):
+    """An onnxruntime session; `threads` limits intra-op threads (None: onnxruntime's default), `spin`
+    is one of `SPIN_MODES`; `DYNAMIC_BLOCK_BASE` applies to every session."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -276,8 +303,9 @@ def onnx_session(path: str | Path, providers: list[str] | None = None, threads: 
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # warnings about CPU fallbacks of fp16 nodes are not the user's business
-    # No busy-waiting between runs: a tracker does crops, decoding and drawing between two runs, and
-    # spinning worker threads would steal the cores from them (and from a second backend in benchmarks).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in SPIN_MODES[spin].items():
+        opts.add_session_config_entry(key, value)
+    if DYNAMIC_BLOCK_BASE:
+        opts.add_session_config_entry("session.dynamic_block_base", str(DYNAMIC_BLOCK_BASE))
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 

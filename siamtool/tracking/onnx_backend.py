@@ -49,19 +49,21 @@ class OnnxBackend:
     """`template.onnx` + `search.onnx` from one export folder, in onnxruntime, batch 1.
 
     `providers`: onnxruntime execution providers (default: CUDA when present, then CPU); `threads`:
-    intra-op threads (default: onnxruntime's, one per physical core).
+    intra-op threads (default: onnxruntime's, one per physical core); `spin`: how its threads wait
+    (`onnx_format.SPIN_MODES`).
     """
 
     returns_features = True
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 spin: str = "run") -> None:
         self.path = Path(path)
         files = export_graph_files(self.path)
         self.providers_requested = list(providers) if providers else default_providers()
         sessions = []
         for file in files:
             try:
-                sessions.append(onnx_session(file, self.providers_requested, threads))
+                sessions.append(onnx_session(file, self.providers_requested, threads, spin))
             except SiamtoolError:
                 raise
             except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files

@@ -211,3 +211,18 @@ def test_cli_eval_onnx_gives_the_results_of_eval_checkpoint(stable_checkpoint, s
         b = np.loadtxt(tmp_path / "r2" / "stable-run-tiny" / f"{seq}.txt", delimiter=",")
         assert a.shape == b.shape == (40, 4)
         assert np.abs(a - b).max() < TOL_PX
+
+
+@pytest.mark.parametrize(("spin", "allow", "stop"), [("run", "1", "1"), ("off", "0", ""), ("always", "1", "")])
+def test_worker_threads_spin_only_while_a_run_lasts_by_default(stable_export, spin, allow, stop):
+    """The default must not busy-wait between frames (a camera app would lose a core), and must not
+    sleep between operators either (a futex wake-up per operator: benchmarks/ort_spin.py)."""
+    backend = OnnxBackend(stable_export, threads=2, **({} if spin == "run" else {"spin": spin}))
+    for session in (backend._template, backend._search):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        if stop:
+            assert options.get_session_config_entry("session.force_spinning_stop") == stop
+        else:  # unset: onnxruntime's default, spinning on after a run
+            with pytest.raises(RuntimeError):
+                options.get_session_config_entry("session.force_spinning_stop")
