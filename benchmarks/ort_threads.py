@@ -2,20 +2,21 @@
 
     OMP_NUM_THREADS=2 python benchmarks/ort_threads.py                  # dev-test, 2 threads, 3 rounds
     OMP_NUM_THREADS=2 python benchmarks/ort_threads.py --camera-fps 30  # also paced like a 30 FPS camera
-    OMP_NUM_THREADS=2 python benchmarks/ort_threads.py --variants off run
+    OMP_NUM_THREADS=2 python benchmarks/ort_threads.py --variants off off+blocks run --lasot ROOT --decode
 
 The shipped tracker (onnxruntime on its cached export) tracks the real dev-test sequences (frames decoded
 once) with one `OnnxBackend` per variant (`VARIANTS`): the workers sleep after each operator (``off``,
-siamtool before 2026-12-07), spin between the operators of a run and stop when it returns (``run``),
-the same with loops handed out in dynamic blocks (``run+blocks``, the default), or keep spinning after
-a run too (``always``, onnxruntime's own default). Each round runs every variant over every sequence,
+siamtool before 2026-12-07), the same with loops handed out in dynamic blocks (``off+blocks``, the
+default), spin between the operators of a run and stop when it returns (``run``, ``run+blocks``), or keep
+spinning after a run too (``always``, onnxruntime's own default). Each round runs every variant over every sequence,
 in rotating order, one sequence at a time, so all see the same machine. Reported per variant: FPS of the
 tracking calls (`TrackResult.time_s`, as `peers.py` counts it), the ratio to the first variant, and the
 process's CPU time (all its threads) against wall time: 2.0 means both cores busy all the time. With
 `--camera-fps`, each variant also tracks the first sequence with frames handed over at that rate (the
 tracker idles until the next frame is due), where spinning between frames costs a core for nothing.
-The boxes must not depend on the variant (same arithmetic, different waiting): the largest difference
-is printed.
+With `--decode`, every frame is read from its JPEG just before it is tracked, as `siamtool eval` and
+`peers.py` do (the decode is not timed, but it leaves the caches cold for the tracker). The boxes must
+not depend on the variant (same arithmetic, different waiting): the largest difference is printed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +38,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from track_profile import SHARED, load, patched  # noqa: E402
 
 from siamtool import onnx_format  # noqa: E402
+from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
 from siamtool.geometry import from_lasot  # noqa: E402
 from siamtool.reporting import WarningsReporter  # noqa: E402
 from siamtool.tracking.cache import cached_onnx_backend  # noqa: E402
@@ -43,16 +46,20 @@ from siamtool.tracking.onnx_backend import OnnxBackend  # noqa: E402
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 from siamtool.weights import default_checkpoint  # noqa: E402
 
-VARIANTS = {"off": ("off", 0), "run": ("run", 0), "run+blocks": ("run", onnx_format.DYNAMIC_BLOCK_BASE),
+VARIANTS = {"off": ("off", 0), "off+blocks": ("off", 4), "run": ("run", 0), "run+blocks": ("run", 4),
             "always": ("always", 0)}
 """name -> (`SPIN_MODES` key, ``session.dynamic_block_base``)."""
 
 
-def track(tracker: Tracker, frames: list[np.ndarray], box: np.ndarray,
+def track(tracker: Tracker, frames: list, box: np.ndarray,
           pace: float = 0.0) -> tuple[list[float], np.ndarray, float, float]:
-    """(tracking-call seconds per frame, boxes, process CPU seconds, wall seconds) of one pass; with `pace`,
-    frame i is handed over no earlier than i x pace seconds after the first."""
-    tracker.initialize(frames[0], box)
+    """(tracking-call seconds per frame, boxes, process CPU seconds, wall seconds) of one pass over
+    `frames` (decoded, or JPEG paths to decode one by one); with `pace`, frame i is handed over no
+    earlier than i x pace seconds after the first."""
+    def read(frame):
+        return cv2.imread(str(frame), cv2.IMREAD_COLOR) if isinstance(frame, Path) else frame
+
+    tracker.initialize(read(frames[0]), box)
     times, boxes = [], [np.asarray(box, dtype=np.float64)]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     for i, frame in enumerate(frames[1:], start=1):
@@ -60,7 +67,7 @@ def track(tracker: Tracker, frames: list[np.ndarray], box: np.ndarray,
             delay = wall0 + i * pace - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-        result = tracker.track(frame)
+        result = tracker.track(read(frame))
         times.append(result.time_s)
         boxes.append(result.box)
     return times, np.array(boxes), time.process_time() - cpu0, time.perf_counter() - wall0
@@ -74,6 +81,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds over every variant and sequence (default 3)")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                     help="the variants to compare, the first is the baseline (default: all, off first)")
+    ap.add_argument("--decode", action="store_true", help="read each frame from its JPEG just before tracking it")
     ap.add_argument("--camera-fps", type=float, default=0.0, help="also track the first sequence paced at this rate")
     args = ap.parse_args()
 
@@ -85,6 +93,10 @@ def main() -> None:
         with patched(onnx_format, DYNAMIC_BLOCK_BASE=block_base):
             trackers[name] = Tracker(OnnxBackend(folder, ["CPUExecutionProvider"], args.threads, spin=spin))
     data = load(args.lasot, args.sequences, 0)
+    if args.decode:
+        found = find_sequences(args.lasot)
+        data = [(name, [load_sequence(found[name]).frame_path(i) for i in range(len(frames))], gt, absent)
+                for name, frames, gt, absent in data]
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load average "
           f"{os.getloadavg()[0]:.1f}; {sum(len(f) - 1 for _, f, _, _ in data)} frames of {', '.join(args.sequences)}")
     times: dict[str, list[float]] = {n: [] for n in names}

@@ -274,26 +274,27 @@ SPIN_MODES: dict[str, dict[str, str]] = {
 }
 """How onnxruntime's intra-op worker threads wait for work (`onnx_session`'s `spin`).
 
-* ``run`` (siamtool's default): they busy-wait between the operators of one run, and stop the moment
-  the run returns. A tracker's search graph is ~170 small operators, each split across the threads; a
-  worker put to sleep after each one must be woken for the next (a futex round trip, slow in a VM), which
-  cost ~1 ms of a 7 ms graph on 2 cores. Between frames (crops, drawing, waiting for a camera) no thread
-  spins (docs/benchmarks.md, "onnxruntime's worker threads").
-* ``off``: they sleep after every operator (siamtool's choice before 2026-12-07).
-* ``always``: onnxruntime's own default; they also spin after a run returns, which keeps a core busy
-  between frames.
-"""
+* ``off`` (siamtool's default): they sleep after every operator and are woken for the next.
+* ``run``: they busy-wait between the operators of one run and stop the moment it returns, so no core
+  spins between frames. 1.03-1.13x the tracking FPS of ``off`` on an idle 2-core machine, but 0.6-0.7x
+  when other processes keep the cores busy: a spinning thread holds a core the others need, and waits
+  on a worker that is not scheduled.
+* ``always``: onnxruntime's own default; they also spin after a run returns (a core busy between frames).
 
+A tracker shares its machine (a camera, a GUI, eval's JPEG decoding, other jobs), so the default is the
+one that degrades gracefully: `benchmarks/ort_threads.py` and docs/benchmarks.md, "onnxruntime's worker
+threads".
+"""
 
 DYNAMIC_BLOCK_BASE = 4
 """onnxruntime's ``session.dynamic_block_base``: a parallel loop is handed out in shrinking blocks
-instead of one block per thread, so a thread that finishes its share early (the other core was busy)
-takes work from the slower one. 6.45 -> 6.08 ms for the search graph on 2 cores, the same outputs
-(docs/benchmarks.md, "onnxruntime's worker threads"). 0: onnxruntime's static split."""
+instead of one block per thread, so the thread that finishes early (the other core was busy) takes work
+from the slower one. Same outputs; faster on an idle machine and on a busy one (docs/benchmarks.md,
+"onnxruntime's worker threads"). 0: onnxruntime's static split."""
 
 
 def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 spin: str = "run"):
+                 spin: str = "off"):
     """An onnxruntime session; `threads` limits intra-op threads (None: onnxruntime's default), `spin`
     is one of `SPIN_MODES`; `DYNAMIC_BLOCK_BASE` applies to every session."""
     import onnxruntime as ort

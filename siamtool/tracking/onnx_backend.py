@@ -56,7 +56,7 @@ class OnnxBackend:
     returns_features = True
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 spin: str = "run") -> None:
+                 spin: str = "off") -> None:
         self.path = Path(path)
         files = export_graph_files(self.path)
         self.providers_requested = list(providers) if providers else default_providers()
