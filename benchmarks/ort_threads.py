@@ -14,6 +14,7 @@ tracking calls (`TrackResult.time_s`, as `peers.py` counts it), the ratio to the
 process's CPU time (all its threads) against wall time: 2.0 means both cores busy all the time. With
 `--camera-fps`, each variant also tracks the first sequence with frames handed over at that rate (the
 tracker idles until the next frame is due), where spinning between frames costs a core for nothing.
+With `--busy N`, N processes that only burn CPU run beside it (a machine shared with other jobs).
 With `--decode`, every frame is read from its JPEG just before it is tracked, as `siamtool eval` and
 `peers.py` do (the decode is not timed, but it leaves the caches cold for the tracker). The boxes must
 not depend on the variant (same arithmetic, different waiting): the largest difference is printed.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds over every variant and sequence (default 3)")
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                     help="the variants to compare, the first is the baseline (default: all, off first)")
+    ap.add_argument("--busy", type=int, default=0, help="CPU-burning processes to run beside it (default 0)")
     ap.add_argument("--decode", action="store_true", help="read each frame from its JPEG just before tracking it")
     ap.add_argument("--camera-fps", type=float, default=0.0, help="also track the first sequence paced at this rate")
     args = ap.parse_args()
@@ -97,7 +100,17 @@ def main() -> None:
         found = find_sequences(args.lasot)
         data = [(name, [load_sequence(found[name]).frame_path(i) for i in range(len(frames))], gt, absent)
                 for name, frames, gt, absent in data]
-    print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, load average "
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        measure(args, names, trackers, data)
+    finally:
+        for p in burners:
+            p.kill()
+
+
+def measure(args: argparse.Namespace, names: list[str], trackers: dict[str, Tracker], data: list) -> None:
+    """Track every sequence with every variant, `args.rounds` times, and print the table."""
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, {args.busy} busy processes beside, load average "
           f"{os.getloadavg()[0]:.1f}; {sum(len(f) - 1 for _, f, _, _ in data)} frames of {', '.join(args.sequences)}")
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu, wall = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
