@@ -276,9 +276,9 @@ SPIN_MODES: dict[str, dict[str, str]] = {
 
 * ``off`` (siamtool's default): they sleep after every operator and are woken for the next.
 * ``run``: they busy-wait between the operators of one run and stop the moment it returns, so no core
-  spins between frames. 1.03-1.13x the tracking FPS of ``off`` on an idle 2-core machine, but 0.6-0.7x
-  when other processes keep the cores busy: a spinning thread holds a core the others need, and waits
-  on a worker that is not scheduled.
+  spins between frames. 1.03-1.13x the tracking FPS of ``off`` on an idle 2-core machine, but
+  0.63-0.73x when other processes keep the cores busy (most likely a spinning thread holds a core the
+  others need, and the run waits on a worker that is not scheduled).
 * ``always``: onnxruntime's own default; they also spin after a run returns (a core busy between frames).
 
 A tracker shares its machine (a camera, a GUI, eval's JPEG decoding, other jobs), so the default is the
@@ -289,8 +289,8 @@ threads".
 DYNAMIC_BLOCK_BASE = 4
 """onnxruntime's ``session.dynamic_block_base``: a parallel loop is handed out in shrinking blocks
 instead of one block per thread, so the thread that finishes early (the other core was busy) takes work
-from the slower one. Same outputs; faster on an idle machine and on a busy one (docs/benchmarks.md,
-"onnxruntime's worker threads"). 0: onnxruntime's static split."""
+from the slower one. Same outputs; 0.98-1.02x the tracking FPS on an idle machine, 1.09-1.11x beside
+busy processes (docs/benchmarks.md, "onnxruntime's worker threads"). 0: onnxruntime's static split."""
 
 
 def onnx_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,

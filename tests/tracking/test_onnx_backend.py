@@ -215,7 +215,7 @@ def test_cli_eval_onnx_gives_the_results_of_eval_checkpoint(stable_checkpoint, s
 
 @pytest.mark.parametrize(("spin", "allow", "stop"), [("off", "0", ""), ("run", "1", "1"), ("always", "1", "")])
 def test_worker_threads_never_busy_wait_by_default_and_loops_are_split_dynamically(stable_export, spin, allow, stop):
-    """By default no worker spins (under load a spinning thread cost 30-40 % of the tracking speed:
+    """By default no worker spins (under load spinning cost 27-37 % of the tracking speed:
     benchmarks/ort_threads.py); `spin="run"` spins only while a run lasts; every session splits its
     loops in dynamic blocks."""
     backend = OnnxBackend(stable_export, threads=2, **({} if spin == "off" else {"spin": spin}))
