@@ -48,9 +48,20 @@ from siamtool.tracking.onnx_backend import OnnxBackend  # noqa: E402
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 from siamtool.weights import default_checkpoint  # noqa: E402
 
-VARIANTS = {"off": ("off", 0), "off+blocks": ("off", 4), "run": ("run", 0), "run+blocks": ("run", 4),
+BLOCKS = onnx_format.DYNAMIC_BLOCK_BASE
+VARIANTS = {"off": ("off", 0), "off+blocks": ("off", BLOCKS), "run": ("run", 0), "run+blocks": ("run", BLOCKS),
             "always": ("always", 0)}
 """name -> (`SPIN_MODES` key, ``session.dynamic_block_base``)."""
+
+
+def frame_paths(root: Path, names: list[str]) -> list[tuple[str, list[Path], np.ndarray, np.ndarray]]:
+    """`track_profile.load`'s tuples with JPEG paths instead of decoded frames (for `--decode`)."""
+    found = find_sequences(root)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise SystemExit(f"error: sequence {missing[0]!r} not under {root}")
+    seqs = [load_sequence(found[n]) for n in names]
+    return [(n, [s.frame_path(i) for i in range(s.n_frames)], s.gt, s.absent) for n, s in zip(names, seqs)]
 
 
 def track(tracker: Tracker, frames: list, box: np.ndarray,
@@ -95,11 +106,7 @@ def main() -> None:
         spin, block_base = VARIANTS[name]
         with patched(onnx_format, DYNAMIC_BLOCK_BASE=block_base):
             trackers[name] = Tracker(OnnxBackend(folder, ["CPUExecutionProvider"], args.threads, spin=spin))
-    data = load(args.lasot, args.sequences, 0)
-    if args.decode:
-        found = find_sequences(args.lasot)
-        data = [(name, [load_sequence(found[name]).frame_path(i) for i in range(len(frames))], gt, absent)
-                for name, frames, gt, absent in data]
+    data = frame_paths(args.lasot, args.sequences) if args.decode else load(args.lasot, args.sequences, 0)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         measure(args, names, trackers, data)

@@ -149,7 +149,7 @@ class RichReporter:
         complete = bool(count.total) and count.done >= count.total  # type: ignore[operator]
         if (complete and count.shown != count.done) or (not complete and now - count.last >= LOG_EVERY_S):
             count.last, count.shown = now, count.done
-            self.console.print(count.line(task, now), highlight=False, soft_wrap=True)
+            print_lines(self.console, count.line(task, now))
 
     def _start(self, task: str) -> tuple[Progress, TaskID] | None:
         style = BARS.get(task, Bar(lambda: (TextColumn(task), BarColumn(), MofNCompleteColumn())))
@@ -178,7 +178,7 @@ class RichReporter:
         now = self.clock()
         for task, count in self._counts.items():
             if count.done and count.shown != count.done:
-                self.console.print(count.line(task, now), highlight=False, soft_wrap=True)
+                print_lines(self.console, count.line(task, now))
         self._counts.clear()
 
     def __enter__(self) -> RichReporter:
