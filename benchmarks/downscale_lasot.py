@@ -1,4 +1,4 @@
-"""A LaSOT-layout copy of sequences with every frame and box scaled down: the small-target check.
+"""A LaSOT-layout copy of sequences with every frame and box rescaled: the small-target and frame-size checks.
 
 Aerial footage (UAV123, DTB70, UAVDT) shows targets of 10-20 px, which the real sequences in ../shared
 rarely do. Scaling a sequence down by F keeps its motion, clutter and look-alikes and makes every target F
@@ -10,6 +10,14 @@ times smaller, so `peers.py --lasot OUT` on the copy shows how each tracker hold
 
 Frames are reduced with INTER_AREA and written as JPEG (quality 95); boxes are scaled about the image
 origin (1-based LaSOT coordinates kept 1-based); absent frames keep their 0,0,0,0 and flags.
+
+`--long-side N` instead scales each sequence so that its frames' long side is N, up or down: the
+frame-size check. A tracker's cost can grow with the frame (CSRT's does, siamtool's crop barely), and
+the validation frames are at most 640 px wide while aerial benchmarks are 1280 x 720, so
+`peers.py --lasot OUT` on a 1280 px copy shows the speed ratio such footage gets (docs/benchmarks.md,
+"Speed and frame size"). Upscaled frames add no detail; only their speed is read from that copy.
+
+    python benchmarks/downscale_lasot.py --long-side 1280 --out /tmp/hd_val --lasot ... --sequences ...
 """
 
 from __future__ import annotations
@@ -47,12 +55,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lasot", type=Path, action="append", required=True, help="LaSOT-layout root (repeatable)")
     ap.add_argument("--sequences", nargs="+", required=True, help="sequence names to copy")
     ap.add_argument("--factor", type=float, default=2.5, help="scale frames and boxes down by this (default 2.5)")
+    ap.add_argument("--long-side", type=int, help="instead of --factor: scale each sequence so that its frames' "
+                    "long side is this many pixels, up or down (default: off)")
     ap.add_argument("--out", type=Path, required=True, help="root of the copy (LaSOT layout: CLASS/NAME/)")
     args = ap.parse_args(argv)
     if args.factor < 1:
-        raise SystemExit(f"--factor {args.factor}: must be >= 1 (this script only shrinks)")
+        raise SystemExit(f"--factor {args.factor}: must be >= 1 (use --long-side to enlarge)")
+    if args.long_side is not None and args.long_side < 16:
+        raise SystemExit(f"--long-side {args.long_side}: must be at least 16 pixels")
     for name, path in locate_sequences(args.lasot, args.sequences).items():
-        downscale(path, args.out / path.parent.name / name, args.factor)
+        factor = args.factor
+        if args.long_side is not None:
+            first = cv2.imread(str(next(iter(sorted((path / "img").glob("*.jpg"))))), cv2.IMREAD_COLOR)
+            factor = max(first.shape[:2]) / args.long_side
+        downscale(path, args.out / path.parent.name / name, factor)
         print(f"{name}: written to {args.out / path.parent.name / name}", flush=True)
     return 0
 

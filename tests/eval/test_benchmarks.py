@@ -295,3 +295,43 @@ def test_head_size_slope_is_one_for_a_head_that_reads_sizes_and_zero_for_one_tha
         assert slope == pytest.approx(want[0], abs=0.05)
         if want[1] is not None:
             assert bias == pytest.approx(want[1], abs=0.03)
+
+
+def test_motion_stats_counts_steps_in_target_sizes_at_the_stride_played():
+    """benchmarks/motion_stats.py: a 10 x 40 box (size 20) moving 2 px a frame steps 0.1 sizes, 0.3 at
+    stride 3; a pair with an absent frame or a 0-size box is not counted; a size change is |log|."""
+    motion_stats = benchmark_module("motion_stats")
+    n = 31
+    gt = np.column_stack([np.arange(n) * 2.0, np.zeros(n), np.full(n, 10.0), np.full(n, 40.0)])
+    absent = np.zeros(n, dtype=bool)
+    absent[10] = True
+    gt[20, 2:] = 0
+    motion, change = motion_stats.frame_steps(gt, absent)
+    assert len(motion) == n - 1 - 4  # pairs touching frames 10 and 20 are gone
+    assert motion == pytest.approx(0.1) and change == pytest.approx(0.0)
+    motion, _ = motion_stats.frame_steps(gt, absent, stride=3)  # frames 0, 3, ..., 30: 10 and 20 not among them
+    assert len(motion) == 10 and motion == pytest.approx(0.3)
+    gt[:, 2:] *= np.exp(np.arange(n) * 0.05)[:, None]  # sqrt(w h) grows by e^0.05 a frame
+    _, change = motion_stats.frame_steps(gt, np.zeros(n, dtype=bool))  # frame 20 still has size 0
+    assert len(change) == n - 3 and change == pytest.approx(0.05)
+
+
+def test_rescaled_copy_reaches_the_long_side_asked_for_and_scales_the_boxes(synthetic_lasot, tmp_path):
+    """benchmarks/downscale_lasot.py --long-side: frames enlarged to that long side, boxes scaled about
+    the 1-based origin, absent frames' 0,0,0,0 kept."""
+    import cv2
+
+    from siamtool.data.lasot import find_sequences, load_sequence
+
+    rescale = benchmark_module("downscale_lasot")
+    name, path = next(iter(find_sequences(synthetic_lasot).items()))
+    assert rescale.main(["--lasot", str(synthetic_lasot), "--sequences", name, "--long-side", "384",
+                         "--out", str(tmp_path)]) == 0
+    src, dst = load_sequence(path), load_sequence(tmp_path / path.parent.name / name)
+    height, width = cv2.imread(str(dst.frame_path(0))).shape[:2]
+    factor = max(cv2.imread(str(src.frame_path(0))).shape[:2]) / 384
+    assert max(height, width) == 384 and factor < 1
+    visible = src.gt[:, 2] > 0
+    assert np.allclose(dst.gt[visible, :2], (src.gt[visible, :2] - 1) / factor + 1, atol=2e-3)
+    assert np.allclose(dst.gt[visible, 2:], src.gt[visible, 2:] / factor, atol=2e-3)
+    assert np.array_equal(dst.gt[~visible], src.gt[~visible])
