@@ -199,7 +199,23 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
         per.append(f"| {n} | " + " | ".join(f"{ps[s.name]['success_auc']:.1f}" for s in seqs) + " |")
     note = (f"Held out of training: {held_names}. " if held_rep is not None else "") + \
         "Scores in percent (pytracking convention; AO = GOT-10k's average overlap, pooled over frames); FPS = tracking call only, frame 1 and JPEG decoding excluded."
+    long_sides = sorted(max(size) for size in frame_sizes(seqs).values())
+    note += (f" Frames: long side {long_sides[len(long_sides) // 2]} px (median; {long_sides[0]}-{long_sides[-1]}), "
+             "which the FPS ratios depend on.")
     return "\n".join([*rows, "", note, *per]) + "\n"
+
+
+def frame_sizes(seqs: list[LasotSequence]) -> dict[str, tuple[int, int]]:
+    """(width, height) of each sequence's first frame: AO clips boxes to it, and the tables say it because
+    the FPS ratios depend on it (CSRT slows down on larger frames, siamtool hardly: docs/benchmarks.md,
+    "Speed and frame size")."""
+    sizes = {}
+    for s in seqs:
+        frame = cv2.imread(str(s.frame_path(0)), cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            raise SiamtoolError(f"{s.frame_path(0)}: unreadable image; AO needs each sequence's frame size")
+        sizes[s.name] = (frame.shape[1], frame.shape[0])
+    return sizes
 
 
 def average_overlap(dirs: dict[str, Path], seqs: list[LasotSequence]) -> dict[str, float]:
@@ -212,12 +228,7 @@ def average_overlap(dirs: dict[str, Path], seqs: list[LasotSequence]) -> dict[st
     from siamtool.eval.metrics import got10k_scores, got10k_sequence_ious
     from siamtool.eval.results import load_tracker_results
 
-    sizes = {}
-    for s in seqs:
-        frame = cv2.imread(str(s.frame_path(0)), cv2.IMREAD_UNCHANGED)
-        if frame is None:
-            raise SiamtoolError(f"{s.frame_path(0)}: unreadable image; AO needs each sequence's frame size")
-        sizes[s.name] = (frame.shape[1], frame.shape[0])
+    sizes = frame_sizes(seqs)
     out = {}
     for name, directory in dirs.items():
         raw = load_tracker_results(name, directory, seqs).raw

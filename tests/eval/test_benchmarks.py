@@ -253,6 +253,22 @@ def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_la
     assert 10 < ao < 90
 
 
+def test_peers_tables_name_the_frame_size_the_fps_ratios_depend_on(synthetic_lasot, tmp_path):
+    """peers.md says how large the frames were (CSRT slows down on larger ones, siamtool hardly), from the
+    frames themselves: 192 px here."""
+    peers = benchmark_module("peers")
+    seqs = list(index_dataset("lasot", synthetic_lasot, "all", strict=True).sequences)
+    (tmp_path / "trk").mkdir()
+    for s in seqs:  # the ground truth as a tracker's results: only the table's layout is under test
+        np.savetxt(tmp_path / "trk" / f"{s.name}.txt", np.nan_to_num(s.gt, nan=0.0), delimiter=",", fmt="%.3f")
+    dirs = {"trk": tmp_path / "trk"}
+    rep = evaluate_results(dirs, index_dataset("lasot", synthetic_lasot, "all", strict=True), out_dir=tmp_path / "all")
+    speed = {"trk": {"fps": 50.0}}
+    table = peers.markdown(["trk"], rep, None, speed, seqs, {"trk": "x"}, {"all": peers.average_overlap(dirs, seqs)})
+    assert peers.frame_sizes(seqs) == {s.name: (192, 144) for s in seqs}
+    assert "Frames: long side 192 px (median; 192-192)" in table
+
+
 def test_box_error_puts_the_overlap_lost_on_the_size_or_on_the_centre(synthetic_lasot, tmp_path):
     """benchmarks/box_error.py: a tracker with exact centres and 1.5x too-wide boxes loses overlap only
     at the ground truth's size; one with exact sizes and shifted centres only at its centre."""
