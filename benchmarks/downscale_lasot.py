@@ -1,4 +1,4 @@
-"""A LaSOT-layout copy of sequences with every frame and box rescaled: the small-target and frame-size checks.
+"""A LaSOT-layout copy of sequences rescaled in space or time: the small-target, frame-size and frame-rate checks.
 
 Aerial footage (UAV123, DTB70, UAVDT) shows targets of 10-20 px, which the real sequences in ../shared
 rarely do. Scaling a sequence down by F keeps its motion, clutter and look-alikes and makes every target F
@@ -18,6 +18,11 @@ the validation frames are at most 640 px wide while aerial benchmarks are 1280 x
 "Speed and frame size"). Upscaled frames add no detail; only their speed is read from that copy.
 
     python benchmarks/downscale_lasot.py --long-side 1280 --out /tmp/hd_val --lasot ... --sequences ...
+
+`--stride K` keeps every K-th frame: the frame-rate check. Validation's real sequences are already
+subsampled (every 2nd to 7th frame of their source); playing full-rate footage at their strides shows
+how a tracker's standing depends on the motion between frames (docs/benchmarks.md, "How far targets
+move between frames"). `--factor 1 --stride 3` copies every 3rd JPEG unchanged.
 """
 
 from __future__ import annotations
@@ -35,19 +40,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_tracking import locate_sequences  # noqa: E402
 
 
-def downscale(src: Path, dst: Path, factor: float) -> None:
+def rescale(src: Path, dst: Path, factor: float, stride: int = 1) -> None:
+    """Copy sequence `src` to `dst` with frames and boxes scaled by 1 / `factor`, keeping frames 1,
+    1 + stride, 1 + 2 stride, ... (renumbered from 1). At factor 1 the JPEG files are copied unchanged."""
     (dst / "img").mkdir(parents=True, exist_ok=True)
-    for frame in sorted((src / "img").glob("*.jpg")):
+    for k, frame in enumerate(sorted((src / "img").glob("*.jpg"))[::stride], 1):
+        target = dst / "img" / f"{k:08d}.jpg"
+        if factor == 1:
+            shutil.copyfile(frame, target)
+            continue
         image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
         size = (max(round(image.shape[1] / factor), 1), max(round(image.shape[0] / factor), 1))
-        cv2.imwrite(str(dst / "img" / frame.name), cv2.resize(image, size, interpolation=cv2.INTER_AREA),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-    gt = np.loadtxt(src / "groundtruth.txt", delimiter=",", ndmin=2)
+        cv2.imwrite(str(target), cv2.resize(image, size, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    gt = np.loadtxt(src / "groundtruth.txt", delimiter=",", ndmin=2)[::stride]
     scaled = np.hstack([(gt[:, :2] - 1) / factor + 1, gt[:, 2:] / factor])
     np.savetxt(dst / "groundtruth.txt", np.where(gt[:, 2:3] > 0, scaled, gt), delimiter=",", fmt="%.3f")
-    for extra in ("full_occlusion.txt", "out_of_view.txt", "nlp.txt"):
-        if (src / extra).exists():
-            shutil.copy(src / extra, dst / extra)
+    for flags in ("full_occlusion.txt", "out_of_view.txt"):
+        if (src / flags).exists():
+            values = (src / flags).read_text().replace("\n", ",").strip(",").split(",")
+            (dst / flags).write_text(",".join(values[::stride]) + "\n")
+    if (src / "nlp.txt").exists():
+        shutil.copy(src / "nlp.txt", dst / "nlp.txt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=float, default=2.5, help="scale frames and boxes down by this (default 2.5)")
     ap.add_argument("--long-side", type=int, help="instead of --factor: scale each sequence so that its frames' "
                     "long side is this many pixels, up or down (default: off)")
+    ap.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th frame from the first: the footage "
+                    "at 1/STRIDE of its frame rate (default 1 = all; with --factor 1 frames are copied unchanged)")
     ap.add_argument("--out", type=Path, required=True, help="root of the copy (LaSOT layout: CLASS/NAME/)")
     args = ap.parse_args(argv)
     if args.factor < 1:
         raise SystemExit(f"--factor {args.factor}: must be >= 1 (use --long-side to enlarge)")
+    if args.stride < 1:
+        raise SystemExit(f"--stride {args.stride}: must be at least 1")
     if args.long_side is not None and args.long_side < 16:
         raise SystemExit(f"--long-side {args.long_side}: must be at least 16 pixels")
     for name, path in locate_sequences(args.lasot, args.sequences).items():
@@ -68,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.long_side is not None:
             first = cv2.imread(str(next(iter(sorted((path / "img").glob("*.jpg"))))), cv2.IMREAD_COLOR)
             factor = max(first.shape[:2]) / args.long_side
-        downscale(path, args.out / path.parent.name / name, factor)
+        rescale(path, args.out / path.parent.name / name, factor, args.stride)
         print(f"{name}: written to {args.out / path.parent.name / name}", flush=True)
     return 0
 

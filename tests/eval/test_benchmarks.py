@@ -351,3 +351,22 @@ def test_rescaled_copy_reaches_the_long_side_asked_for_and_scales_the_boxes(synt
     assert np.allclose(dst.gt[visible, :2], (src.gt[visible, :2] - 1) / factor + 1, atol=2e-3)
     assert np.allclose(dst.gt[visible, 2:], src.gt[visible, 2:] / factor, atol=2e-3)
     assert np.array_equal(dst.gt[~visible], src.gt[~visible])
+
+
+def test_stride_copy_keeps_every_kth_frame_unchanged_with_its_box_and_flags(synthetic_lasot, tmp_path):
+    """benchmarks/downscale_lasot.py --factor 1 --stride 3: frames 1, 4, 7, ... renumbered from 1, their JPEG
+    bytes, ground-truth lines and occlusion flags as in the source."""
+    from siamtool.data.lasot import find_sequences, load_sequence
+
+    rescale = benchmark_module("downscale_lasot")
+    found = find_sequences(synthetic_lasot)
+    name = next(n for n, p in found.items() if load_sequence(p).full_occlusion.any())
+    assert rescale.main(["--lasot", str(synthetic_lasot), "--sequences", name, "--factor", "1", "--stride", "3",
+                         "--out", str(tmp_path)]) == 0
+    src, dst = load_sequence(found[name]), load_sequence(tmp_path / found[name].parent.name / name)
+    keep = np.arange(0, src.n_frames, 3)
+    assert dst.n_frames == len(keep) and dst.frame_path(1).name == "00000002.jpg"
+    assert all(dst.frame_path(i).read_bytes() == src.frame_path(k).read_bytes() for i, k in enumerate(keep))
+    assert np.allclose(dst.gt, src.gt[keep], atol=1e-3)
+    assert np.array_equal(dst.full_occlusion, src.full_occlusion[keep]) and dst.full_occlusion.any()
+    assert np.array_equal(dst.out_of_view, src.out_of_view[keep])
