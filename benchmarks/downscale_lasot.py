@@ -11,11 +11,11 @@ times smaller, so `peers.py --lasot OUT` on the copy shows how each tracker hold
 Frames are reduced with INTER_AREA and written as JPEG (quality 95); boxes are scaled about the image
 origin (1-based LaSOT coordinates kept 1-based); absent frames keep their 0,0,0,0 and flags.
 
-`--long-side N` instead scales each sequence so that its frames' long side is N, up or down: the
-frame-size check. A tracker's cost can grow with the frame (CSRT's does, siamtool's crop barely), and
-the validation frames are at most 640 px wide while aerial benchmarks are 1280 x 720, so
-`peers.py --lasot OUT` on a 1280 px copy shows the speed ratio such footage gets (docs/benchmarks.md,
-"Speed and frame size"). Upscaled frames add no detail; only their speed is read from that copy.
+`--long-side N` instead scales each sequence so that its frames' long side is N, up or down: frame
+and target grow together. `--canvas 1280x720` pads each frame with grey to that size: the frame grows,
+the target keeps its pixels. `peers.py --lasot OUT` on such copies shows what a tracker's speed follows:
+CSRT's cost grows with the target's size in pixels, siamtool's hardly (docs/benchmarks.md, "Speed
+against target size and frame size"). Only speed is read from those copies: upscaled frames add no detail.
 
     python benchmarks/downscale_lasot.py --long-side 1280 --out /tmp/hd_val --lasot ... --sequences ...
 
@@ -40,18 +40,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_tracking import locate_sequences  # noqa: E402
 
 
-def rescale(src: Path, dst: Path, factor: float, stride: int = 1) -> None:
+def rescale(src: Path, dst: Path, factor: float, stride: int = 1, canvas: tuple[int, int] | None = None) -> None:
     """Copy sequence `src` to `dst` with frames and boxes scaled by 1 / `factor`, keeping frames 1,
-    1 + stride, 1 + 2 stride, ... (renumbered from 1). At factor 1 the JPEG files are copied unchanged."""
+    1 + stride, 1 + 2 stride, ... (renumbered from 1). At factor 1 the JPEG files are copied unchanged.
+    `canvas` (width, height): each frame then sits at the top-left of a grey canvas that size (boxes keep
+    their coordinates), so the frame grows and the target does not."""
     (dst / "img").mkdir(parents=True, exist_ok=True)
     for k, frame in enumerate(sorted((src / "img").glob("*.jpg"))[::stride], 1):
         target = dst / "img" / f"{k:08d}.jpg"
-        if factor == 1:
+        if factor == 1 and canvas is None:
             shutil.copyfile(frame, target)
             continue
         image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
         size = (max(round(image.shape[1] / factor), 1), max(round(image.shape[0] / factor), 1))
-        cv2.imwrite(str(target), cv2.resize(image, size, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if size != (image.shape[1], image.shape[0]):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if canvas is not None:
+            if canvas[0] < size[0] or canvas[1] < size[1]:
+                raise SystemExit(f"--canvas {canvas[0]}x{canvas[1]}: smaller than {src.name}'s {size[0]}x{size[1]} frames")
+            image = cv2.copyMakeBorder(image, 0, canvas[1] - size[1], 0, canvas[0] - size[0], cv2.BORDER_CONSTANT,
+                                       value=(128, 128, 128))
+        cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     gt = np.loadtxt(src / "groundtruth.txt", delimiter=",", ndmin=2)[::stride]
     scaled = np.hstack([(gt[:, :2] - 1) / factor + 1, gt[:, 2:] / factor])
     np.savetxt(dst / "groundtruth.txt", np.where(gt[:, 2:3] > 0, scaled, gt), delimiter=",", fmt="%.3f")
@@ -72,10 +81,20 @@ def main(argv: list[str] | None = None) -> int:
                     "long side is this many pixels, up or down (default: off)")
     ap.add_argument("--stride", type=int, default=1, help="keep every STRIDE-th frame from the first: the footage "
                     "at 1/STRIDE of its frame rate (default 1 = all; with --factor 1 frames are copied unchanged)")
+    ap.add_argument("--canvas", help="WIDTHxHEIGHT: put each (rescaled) frame at the top-left of a grey canvas this "
+                    "size; the target keeps its pixel size while the frame grows (default: off)")
     ap.add_argument("--out", type=Path, required=True, help="root of the copy (LaSOT layout: CLASS/NAME/)")
     args = ap.parse_args(argv)
     if args.factor < 1:
         raise SystemExit(f"--factor {args.factor}: must be >= 1 (use --long-side to enlarge)")
+    canvas = None
+    if args.canvas is not None:
+        try:
+            canvas = tuple(int(v) for v in args.canvas.lower().split("x"))
+        except ValueError:
+            canvas = ()
+        if len(canvas) != 2 or min(canvas) < 16:
+            raise SystemExit(f"--canvas {args.canvas}: expected WIDTHxHEIGHT, e.g. 1280x720")
     if args.stride < 1:
         raise SystemExit(f"--stride {args.stride}: must be at least 1")
     if args.long_side is not None and args.long_side < 16:
@@ -85,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.long_side is not None:
             first = cv2.imread(str(next(iter(sorted((path / "img").glob("*.jpg"))))), cv2.IMREAD_COLOR)
             factor = max(first.shape[:2]) / args.long_side
-        rescale(path, args.out / path.parent.name / name, factor, args.stride)
+        rescale(path, args.out / path.parent.name / name, factor, args.stride, canvas)
         print(f"{name}: written to {args.out / path.parent.name / name}", flush=True)
     return 0
 

@@ -199,16 +199,24 @@ def markdown(names: list[str], all_rep: dict, held_rep: dict | None, speed: dict
         per.append(f"| {n} | " + " | ".join(f"{ps[s.name]['success_auc']:.1f}" for s in seqs) + " |")
     note = (f"Held out of training: {held_names}. " if held_rep is not None else "") + \
         "Scores in percent (pytracking convention; AO = GOT-10k's average overlap, pooled over frames); FPS = tracking call only, frame 1 and JPEG decoding excluded."
-    long_sides = sorted(max(size) for size in frame_sizes(seqs).values())
-    note += (f" Frames: long side {long_sides[len(long_sides) // 2]} px (median; {long_sides[0]}-{long_sides[-1]}), "
-             "which the FPS ratios depend on.")
-    return "\n".join([*rows, "", note, *per]) + "\n"
+    return "\n".join([*rows, "", note + " " + footage_note(seqs), *per]) + "\n"
+
+
+def footage_note(seqs: list[LasotSequence]) -> str:
+    """The frames' and the targets' sizes in pixels, medians and ranges over the sequences: the FPS ratios
+    depend on the targets' (CSRT's cost grows with the region around the target, siamtool's crop hardly),
+    not on the frames' (docs/benchmarks.md, "Speed against target size and frame size")."""
+    def spread(values: list[float]) -> str:
+        values = sorted(values)
+        return f"{values[len(values) // 2]:.0f} px (median; {values[0]:.0f}-{values[-1]:.0f})"
+
+    targets = [float(np.sqrt(max(s.gt[0, 2] * s.gt[0, 3], 0.0))) for s in seqs]
+    return (f"Frames: long side {spread([max(size) for size in frame_sizes(seqs).values()])}; targets in the first "
+            f"frame: sqrt(w h) {spread(targets)}, which CSRT's speed, and so the FPS ratios, depend on.")
 
 
 def frame_sizes(seqs: list[LasotSequence]) -> dict[str, tuple[int, int]]:
-    """(width, height) of each sequence's first frame: AO clips boxes to it, and the tables say it because
-    the FPS ratios depend on it (CSRT slows down on larger frames, siamtool hardly: docs/benchmarks.md,
-    "Speed and frame size")."""
+    """(width, height) of each sequence's first frame: AO clips boxes to it, and the tables report it."""
     sizes = {}
     for s in seqs:
         frame = cv2.imread(str(s.frame_path(0)), cv2.IMREAD_UNCHANGED)

@@ -253,9 +253,9 @@ def test_peers_average_overlap_equals_got10k_ao_of_the_same_results(synthetic_la
     assert 10 < ao < 90
 
 
-def test_peers_tables_name_the_frame_size_the_fps_ratios_depend_on(synthetic_lasot, tmp_path):
-    """peers.md says how large the frames were (CSRT slows down on larger ones, siamtool hardly), from the
-    frames themselves: 192 px here."""
+def test_peers_tables_name_the_frame_and_target_sizes_the_fps_ratios_depend_on(synthetic_lasot, tmp_path):
+    """peers.md says how large the frames and the targets were (CSRT slows down on larger targets, siamtool
+    hardly), from the frames and first boxes themselves: 192 px frames here."""
     peers = benchmark_module("peers")
     seqs = list(index_dataset("lasot", synthetic_lasot, "all", strict=True).sequences)
     (tmp_path / "trk").mkdir()
@@ -266,7 +266,9 @@ def test_peers_tables_name_the_frame_size_the_fps_ratios_depend_on(synthetic_las
     speed = {"trk": {"fps": 50.0}}
     table = peers.markdown(["trk"], rep, None, speed, seqs, {"trk": "x"}, {"all": peers.average_overlap(dirs, seqs)})
     assert peers.frame_sizes(seqs) == {s.name: (192, 144) for s in seqs}
+    targets = sorted(float(np.sqrt(s.gt[0, 2] * s.gt[0, 3])) for s in seqs)
     assert "Frames: long side 192 px (median; 192-192)" in table
+    assert f"sqrt(w h) {targets[2]:.0f} px (median; {targets[0]:.0f}-{targets[-1]:.0f})" in table
 
 
 def test_box_error_puts_the_overlap_lost_on_the_size_or_on_the_centre(synthetic_lasot, tmp_path):
@@ -370,3 +372,26 @@ def test_stride_copy_keeps_every_kth_frame_unchanged_with_its_box_and_flags(synt
     assert np.allclose(dst.gt, src.gt[keep], atol=1e-3)
     assert np.array_equal(dst.full_occlusion, src.full_occlusion[keep]) and dst.full_occlusion.any()
     assert np.array_equal(dst.out_of_view, src.out_of_view[keep])
+
+
+def test_canvas_copy_grows_the_frame_and_keeps_the_target(synthetic_lasot, tmp_path):
+    """benchmarks/downscale_lasot.py --canvas: the frame sits at the top-left of a larger grey canvas, its
+    pixels and the boxes unchanged, so only the frame's size differs; a canvas smaller than the frame is one line."""
+    import cv2
+
+    from siamtool.data.lasot import find_sequences, load_sequence
+
+    rescale = benchmark_module("downscale_lasot")
+    name, path = next(iter(find_sequences(synthetic_lasot).items()))
+    assert rescale.main(["--lasot", str(synthetic_lasot), "--sequences", name, "--factor", "1", "--canvas", "400x300",
+                         "--out", str(tmp_path)]) == 0
+    src, dst = load_sequence(path), load_sequence(tmp_path / path.parent.name / name)
+    before, after = cv2.imread(str(src.frame_path(0))), cv2.imread(str(dst.frame_path(0)))
+    assert after.shape == (300, 400, 3)
+    reencoded = cv2.imdecode(cv2.imencode(".jpg", before, [cv2.IMWRITE_JPEG_QUALITY, 95])[1], cv2.IMREAD_COLOR)
+    assert np.abs(after[:144, :192].astype(int) - reencoded).mean() < 0.5  # the frame, re-encoded as JPEG
+    assert np.abs(after[200:, 250:].astype(int) - 128).max() <= 2
+    assert np.allclose(dst.gt, src.gt, atol=1e-3)
+    with pytest.raises(SystemExit, match="smaller than"):
+        rescale.main(["--lasot", str(synthetic_lasot), "--sequences", name, "--factor", "1", "--canvas", "100x100",
+                      "--out", str(tmp_path / "small")])
