@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from siamtool.config import config_from_dict, parse_override  # noqa: E402
 from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
+from siamtool.errors import DatasetError  # noqa: E402
 from siamtool.eval.metrics import batch_curves  # noqa: E402
 from siamtool.geometry import from_lasot, to_lasot  # noqa: E402
 from siamtool.tracking.backends import TorchBackend  # noqa: E402
@@ -71,7 +72,10 @@ def locate_sequences(roots: list[Path], names: list[str]) -> dict[str, Path]:
     with one line naming the first that is missing."""
     found: dict[str, Path] = {}
     for root in roots:
-        found.update(find_sequences(root))
+        try:
+            found.update(find_sequences(root))
+        except DatasetError as e:
+            raise SystemExit(f"error: {e}") from None
     for name in names:
         if name not in found:
             raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, roots))}")

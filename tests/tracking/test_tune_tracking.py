@@ -34,3 +34,13 @@ def test_the_score_is_the_mean_over_the_jittered_runs(tune):
     assert moved["run_auc"][0] == pytest.approx(plain["auc"], abs=0.01)
     assert moved["auc"] == pytest.approx(np.mean(moved["run_auc"]), abs=0.01)
     assert min(moved["run_auc"][5:]) < plain["auc"] - 0.5  # the scaled starts keep a wrong size: lower
+
+
+def test_a_missing_root_or_sequence_is_one_line_not_a_traceback(tune, synthetic_lasot, tmp_path):
+    """Every benchmark that names sequences (tune_tracking, downscale_lasot, head_size_slope, ...) finds them
+    through `locate_sequences`: a root that is not there, or a name not under the roots, exits with one line."""
+    with pytest.raises(SystemExit, match=r"^error: .*nowhere: dataset folder not found$"):
+        tune.locate_sequences([synthetic_lasot, tmp_path / "nowhere"], ["cat-1"])
+    with pytest.raises(SystemExit, match="'cat-9' not found"):
+        tune.locate_sequences([synthetic_lasot], ["cat-9"])
+    assert tune.locate_sequences([synthetic_lasot], ["cat-1"])["cat-1"].name == "cat-1"
