@@ -37,10 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from track_profile import SHARED, load, patched  # noqa: E402
+from track_profile import SHARED, load, patched, sequences  # noqa: E402
 
 from siamtool import onnx_format  # noqa: E402
-from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
 from siamtool.geometry import from_lasot  # noqa: E402
 from siamtool.reporting import WarningsReporter  # noqa: E402
 from siamtool.tracking.cache import cached_onnx_backend  # noqa: E402
@@ -56,11 +55,7 @@ VARIANTS = {"off": ("off", 0), "off+blocks": ("off", BLOCKS), "run": ("run", 0),
 
 def frame_paths(root: Path, names: list[str]) -> list[tuple[str, list[Path], np.ndarray, np.ndarray]]:
     """`track_profile.load`'s tuples with JPEG paths instead of decoded frames (for `--decode`)."""
-    found = find_sequences(root)
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise SystemExit(f"error: sequence {missing[0]!r} not under {root}")
-    seqs = [load_sequence(found[n]) for n in names]
+    seqs = sequences(root, names)
     return [(n, [s.frame_path(i) for i in range(s.n_frames)], s.gt, s.absent) for n, s in zip(names, seqs)]
 
 

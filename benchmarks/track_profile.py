@@ -41,8 +41,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from siamtool.data.lasot import find_sequences, load_sequence  # noqa: E402
+from tune_tracking import locate_sequences  # noqa: E402
+
+from siamtool.data.lasot import load_sequence  # noqa: E402
 from siamtool.eval.metrics import batch_curves  # noqa: E402
 from siamtool.geometry import from_lasot, to_lasot  # noqa: E402
 from siamtool.tracking import tracker as tracker_module  # noqa: E402
@@ -53,14 +56,15 @@ SELECT = tracker_module.select_candidate
 STAGES = ("crop", "search graph", "online respond", "select", "scale (DSST)", "online update", "rest")
 
 
+def sequences(root: Path, names: list[str]) -> list:
+    """The named LaSOT sequences under `root`; a missing root or name exits with one line."""
+    return [load_sequence(path) for path in locate_sequences([root], names).values()]
+
+
 def load(root: Path, names: list[str], limit: int) -> list[tuple[str, list[np.ndarray], np.ndarray, np.ndarray]]:
     """(name, decoded frames, ground truth, absent flags) of each sequence, the first `limit` frames."""
-    found = find_sequences(root)
     out = []
-    for name in names:
-        if name not in found:
-            raise SystemExit(f"error: sequence {name!r} not under {root}")
-        seq = load_sequence(found[name])
+    for name, seq in zip(names, sequences(root, names)):
         n = min(seq.n_frames, limit) if limit else seq.n_frames
         out.append((name, [cv2.imread(str(seq.frame_path(i)), cv2.IMREAD_COLOR) for i in range(n)], seq.gt[:n],
                     seq.absent[:n]))

@@ -78,7 +78,7 @@ def locate_sequences(roots: list[Path], names: list[str]) -> dict[str, Path]:
             raise SystemExit(f"error: {e}") from None
     for name in names:
         if name not in found:
-            raise SystemExit(f"sequence {name!r} not found under {', '.join(map(str, roots))}")
+            raise SystemExit(f"error: sequence {name!r} not found under {', '.join(map(str, roots))}")
     return {name: found[name] for name in names}
 
 
