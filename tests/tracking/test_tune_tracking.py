@@ -44,3 +44,25 @@ def test_a_missing_root_or_sequence_is_one_line_not_a_traceback(tune, synthetic_
     with pytest.raises(SystemExit, match="'cat-9' not found"):
         tune.locate_sequences([synthetic_lasot], ["cat-9"])
     assert tune.locate_sequences([synthetic_lasot], ["cat-1"])["cat-1"].name == "cat-1"
+
+
+def test_lowres_probe_cuts_the_trained_window_at_fewer_pixels_and_decodes_sizes_as_trained():
+    """benchmarks/lowres_search_probe.py: the search window keeps the extent of the trained 256 px crop but is
+    cut at 192 px (the tracker follows a target through it), and box sizes are rescaled by 256 / 192."""
+    from siamtool.geometry import iou_xywh, search_window
+
+    probe = benchmark_module("lowres_search_probe")
+    cfg = small_config(online=False, calibrate_size=0.0)
+    cfg.data.search_size = 192
+    backend = OracleBackend(search_size=192)
+    tracker = probe.lowres_tracker(256)(backend, cfg)
+    box = np.array([100.0, 80.0, 40.0, 30.0])
+    tracker.initialize(render(box), box)
+    window, ref = tracker.next_window(), search_window(box, cfg.data.context, cfg.data.template_size, 256)
+    assert (window.cx, window.cy, window.side, window.out_size) == (ref.cx, ref.cy, ref.side, 192)
+    moved = box + np.array([6.0, -4.0, 0.0, 0.0])
+    result = tracker.track(render(moved))
+    assert backend.crops[-1].shape == (192, 192, 3) and iou_xywh(result.box[None], moved[None])[0] > 0.9
+    backend.cfg = cfg
+    sizes = probe.SizesAsTrained(backend, 256).search(backend.crops[-1], {})[1][..., 2:]
+    np.testing.assert_allclose(sizes, backend.search(backend.crops[-1], {})[1][..., 2:] * 256 / 192, rtol=1e-6)
