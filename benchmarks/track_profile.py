@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from tune_tracking import locate_sequences  # noqa: E402
 
-from siamtool.data.lasot import load_sequence  # noqa: E402
+from siamtool.data.lasot import LasotSequence, load_sequence  # noqa: E402
 from siamtool.eval.metrics import batch_curves  # noqa: E402
 from siamtool.geometry import from_lasot, to_lasot  # noqa: E402
 from siamtool.tracking import tracker as tracker_module  # noqa: E402
@@ -56,7 +56,7 @@ SELECT = tracker_module.select_candidate
 STAGES = ("crop", "search graph", "online respond", "select", "scale (DSST)", "online update", "rest")
 
 
-def sequences(root: Path, names: list[str]) -> list:
+def sequences(root: Path, names: list[str]) -> list[LasotSequence]:
     """The named LaSOT sequences under `root`; a missing root or name exits with one line."""
     return [load_sequence(path) for path in locate_sequences([root], names).values()]
 
