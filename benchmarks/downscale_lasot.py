@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tune_tracking import locate_sequences  # noqa: E402
 
+from siamtool.data.lasot import load_sequence  # noqa: E402
+
 
 def rescale(src: Path, dst: Path, factor: float, stride: int = 1, canvas: tuple[int, int] | None = None) -> None:
     """Copy sequence `src` to `dst` with frames and boxes scaled by 1 / `factor`, keeping frames 1,
@@ -61,13 +63,13 @@ def rescale(src: Path, dst: Path, factor: float, stride: int = 1, canvas: tuple[
             image = cv2.copyMakeBorder(image, 0, canvas[1] - size[1], 0, canvas[0] - size[0], cv2.BORDER_CONSTANT,
                                        value=(128, 128, 128))
         cv2.imwrite(str(target), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    gt = np.loadtxt(src / "groundtruth.txt", delimiter=",", ndmin=2)[::stride]
+    seq = load_sequence(src, require_images=False)
+    gt = seq.gt[::stride]
     scaled = np.hstack([(gt[:, :2] - 1) / factor + 1, gt[:, 2:] / factor])
     np.savetxt(dst / "groundtruth.txt", np.where(gt[:, 2:3] > 0, scaled, gt), delimiter=",", fmt="%.3f")
-    for flags in ("full_occlusion.txt", "out_of_view.txt"):
-        if (src / flags).exists():
-            values = (src / flags).read_text().replace("\n", ",").strip(",").split(",")
-            (dst / flags).write_text(",".join(values[::stride]) + "\n")
+    for name, flags in (("full_occlusion.txt", seq.full_occlusion), ("out_of_view.txt", seq.out_of_view)):
+        if (src / name).exists():
+            (dst / name).write_text(",".join(str(int(f)) for f in flags[::stride]) + "\n")
     if (src / "nlp.txt").exists():
         shutil.copy(src / "nlp.txt", dst / "nlp.txt")
 

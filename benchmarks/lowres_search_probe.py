@@ -37,18 +37,6 @@ from siamtool.geometry import CropWindow, search_window  # noqa: E402
 from siamtool.tracking.tracker import Tracker  # noqa: E402
 
 
-def resized_checkpoint(src: Path, out: Path, size: int) -> Path:
-    """A copy of checkpoint `src` (its release keys) whose config cuts search crops of `size` px."""
-    from siamtool.fileio import atomic_path
-    from siamtool.models.checkpoint import load_checkpoint
-
-    ckpt = {k: v for k, v in load_checkpoint(src).items() if k in tt.RELEASE_KEYS}
-    ckpt["config"]["data"]["search_size"] = size
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
-    return out
-
-
 class SizesAsTrained:
     """A backend whose box sizes are rescaled from fractions of the smaller crop to fractions of the trained one."""
 
@@ -101,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     full, _ = tt.backend_for(argparse.Namespace(checkpoint=ckpt, backend="onnx"))
     trained = full.cfg.data.search_size
     args.work.mkdir(parents=True, exist_ok=True)
-    small_ckpt = resized_checkpoint(ckpt, args.work / f"{ckpt.stem}_search{args.size}.pt", args.size)
+    small_ckpt = tt.release_copy(ckpt, args.work / f"{ckpt.stem}_search{args.size}.pt",
+                                 lambda config: config["data"].update(search_size=args.size))
     small = SizesAsTrained(tt.backend_for(argparse.Namespace(checkpoint=small_ckpt, backend="onnx"))[0], trained)
     base = None
     for label, backend, cls in ((f"{trained} px (trained)", full, Tracker),

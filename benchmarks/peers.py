@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -217,13 +218,16 @@ def footage_note(seqs: list[LasotSequence]) -> str:
 
 def frame_sizes(seqs: list[LasotSequence]) -> dict[str, tuple[int, int]]:
     """(width, height) of each sequence's first frame: AO clips boxes to it, and the tables report it."""
-    sizes = {}
-    for s in seqs:
-        frame = cv2.imread(str(s.frame_path(0)), cv2.IMREAD_UNCHANGED)
-        if frame is None:
-            raise SiamtoolError(f"{s.frame_path(0)}: unreadable image; AO needs each sequence's frame size")
-        sizes[s.name] = (frame.shape[1], frame.shape[0])
-    return sizes
+    return {s.name: _image_size(s.frame_path(0)) for s in seqs}
+
+
+@functools.cache
+def _image_size(path: Path) -> tuple[int, int]:
+    """Decoded once per run, though the AO columns (all, held out) and the tables each ask."""
+    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if frame is None:
+        raise SiamtoolError(f"{path}: unreadable image; AO needs each sequence's frame size")
+    return frame.shape[1], frame.shape[0]
 
 
 def average_overlap(dirs: dict[str, Path], seqs: list[LasotSequence]) -> dict[str, float]:

@@ -24,6 +24,7 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -160,15 +161,22 @@ RELEASE_KEYS = ("format", "format_version", "siamtool_version", "backbone", "bac
 optimizer and RNG state that only resuming needs."""
 
 
-def apply_setting(checkpoint: Path, cfg, out: Path) -> None:
-    """A copy of `checkpoint` whose stored config has `cfg.track`, without resume state (atomic write)."""
+def release_copy(checkpoint: Path, out: Path, edit_config: Callable[[dict], None]) -> Path:
+    """A copy of `checkpoint` without resume state (`RELEASE_KEYS`) whose stored config dict
+    `edit_config` changes in place (atomic write); returns `out`."""
     from siamtool.fileio import atomic_path
     from siamtool.models.checkpoint import load_checkpoint
 
     ckpt = {k: v for k, v in load_checkpoint(checkpoint).items() if k in RELEASE_KEYS}
-    ckpt["config"]["track"] = cfg.to_dict()["track"]
+    edit_config(ckpt["config"])
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
+    return out
+
+
+def apply_setting(checkpoint: Path, cfg, out: Path) -> None:
+    """A copy of `checkpoint` whose stored config has `cfg.track`, without resume state (atomic write)."""
+    release_copy(checkpoint, out, lambda config: config.update(track=cfg.to_dict()["track"]))
 
 
 def main(argv: list[str] | None = None) -> None:
